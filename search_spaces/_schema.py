@@ -1,0 +1,196 @@
+"""Parsing and validation of search spaces written as plain data.
+
+A space is a dict (see ``cifar.py``): a name, a description, ``params`` (one
+entry per hyperparameter, with its distribution, bounds, unit and a one-line
+description), ``constants`` (fixed settings every trial receives), ``budget``
+(the search's default size) and ``smoke`` (the tiny budget and data slice that
+``--smoke-test`` runs). ``parse_space`` turns that dict into typed objects and
+refuses anything malformed with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from search_spaces.exceptions import SpaceError
+
+KINDS = ("loguniform", "uniform", "int", "choice", "fixed")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter: a distribution over values, with unit and meaning."""
+
+    name: str
+    kind: str
+    description: str
+    unit: str = ""
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+    value: Any = None
+    positive: bool = False  # every value must be > 0, whatever the distribution
+    limits: tuple[float, float] | None = None  # every value must lie in [lo, hi]
+
+    def describe(self) -> str:
+        """The distribution in a few characters, e.g. ``log[0.001, 0.1]``."""
+        if self.kind == "loguniform":
+            return f"log[{self.low:g}, {self.high:g}]"
+        if self.kind == "uniform":
+            return f"[{self.low:g}, {self.high:g}]"
+        if self.kind == "int":
+            return f"int[{int(self.low)}, {int(self.high)}]"
+        if self.kind == "choice":
+            return "{" + ", ".join(str(c) for c in self.choices) + "}"
+        return f"= {self.value}"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How big a search is: ASHA's knobs and the number of trials."""
+
+    num_samples: int
+    max_epochs: int
+    grace_period: int
+    reduction_factor: int
+
+
+@dataclass(frozen=True)
+class Smoke:
+    """What ``--smoke-test`` shrinks: the budget, some params, the data."""
+
+    budget: Budget
+    params: dict[str, Any] = field(default_factory=dict)
+    train_size: int = 4000
+    val_size: int = 1000
+    test_size: int = 1000
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A named search space: what to search, and the default budget."""
+
+    name: str
+    description: str
+    dataset: str
+    params: tuple[Param, ...]
+    constants: dict[str, Any]
+    budget: Budget
+    smoke: Smoke
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        known = ", ".join(p.name for p in self.params)
+        raise SpaceError(f"space '{self.name}' has no parameter '{name}'; its parameters are: {known}")
+
+    def with_param(self, new: Param) -> SearchSpace:
+        """A copy with one parameter replaced (validated)."""
+        _check_param(new, space=self.name)
+        params = tuple(new if p.name == new.name else p for p in self.params)
+        return replace(self, params=params)
+
+
+def _number(raw: Any, *, what: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+        raise SpaceError(f"{what} is {raw!r}, but must be a finite number")
+    return float(raw)
+
+
+def _check_param(p: Param, *, space: str) -> None:
+    where = f"space '{space}', parameter '{p.name}'"
+    if p.kind not in KINDS:
+        raise SpaceError(f"{where}: kind is '{p.kind}', but must be one of {', '.join(KINDS)}")
+    if p.kind in ("loguniform", "uniform", "int"):
+        low = _number(p.low, what=f"{where}: low")
+        high = _number(p.high, what=f"{where}: high")
+        if low >= high:
+            raise SpaceError(
+                f"{where}: low ({low:g}) must be below high ({high:g}); "
+                f"swap them, or fix the value with a single number"
+            )
+        if (p.kind == "loguniform" or p.positive) and low <= 0:
+            raise SpaceError(
+                f"{where}: low is {low:g}, but must be > 0 "
+                f"({'a log scale' if p.kind == 'loguniform' else 'the value'} cannot reach zero or below)"
+            )
+        if p.kind == "int" and (low != int(low) or high != int(high)):
+            raise SpaceError(f"{where}: bounds {low:g}, {high:g} must be whole numbers")
+    elif p.kind == "choice":
+        if not p.choices:
+            raise SpaceError(f"{where}: a choice needs at least one value")
+        if p.positive:
+            for c in p.choices:
+                if _number(c, what=f"{where}: choice") <= 0:
+                    raise SpaceError(f"{where}: choice {c!r} must be > 0")
+    elif p.positive and _number(p.value, what=f"{where}: value") <= 0:
+        raise SpaceError(f"{where}: value is {p.value!r}, but must be > 0")
+    if p.limits is not None:
+        lo, hi = p.limits
+        values = (p.low, p.high) if p.kind in ("loguniform", "uniform", "int") else p.choices or (p.value,)
+        for v in values:
+            if not lo <= _number(v, what=f"{where}: value") <= hi:
+                raise SpaceError(f"{where}: {v!r} is outside the allowed range [{lo:g}, {hi:g}]")
+
+
+def _parse_budget(raw: dict[str, Any], *, where: str) -> Budget:
+    try:
+        budget = Budget(**{k: int(raw[k]) for k in ("num_samples", "max_epochs", "grace_period", "reduction_factor")})
+    except KeyError as e:
+        raise SpaceError(f"{where} lacks {e.args[0]}") from None
+    check_budget(budget)
+    return budget
+
+
+def check_budget(budget: Budget) -> None:
+    """Refuse a budget ASHA cannot run, naming the flag to change."""
+    if budget.num_samples < 1:
+        raise SpaceError(f"--num-samples is {budget.num_samples}, but must be >= 1")
+    if budget.max_epochs < 1:
+        raise SpaceError(f"--max-epochs is {budget.max_epochs}, but must be >= 1")
+    if not 1 <= budget.grace_period <= budget.max_epochs:
+        raise SpaceError(
+            f"--grace-period is {budget.grace_period}, but must be between 1 and --max-epochs ({budget.max_epochs})"
+        )
+    if budget.reduction_factor < 2:
+        raise SpaceError(f"--reduction-factor is {budget.reduction_factor}, but must be >= 2")
+
+
+def parse_space(raw: dict[str, Any]) -> SearchSpace:
+    """Validate a space written as plain data and return it typed."""
+    name = raw.get("name") or "<unnamed>"
+    params = []
+    for pname, spec in raw.get("params", {}).items():
+        spec = dict(spec)
+        for key in ("choices", "limits"):
+            if key in spec:
+                spec[key] = tuple(spec[key])
+        try:
+            p = Param(name=pname, **spec)
+        except TypeError as e:
+            raise SpaceError(f"space '{name}', parameter '{pname}': {e}") from None
+        _check_param(p, space=name)
+        params.append(p)
+    if not params:
+        raise SpaceError(f"space '{name}' has no params")
+    smoke_raw = raw.get("smoke", {})
+    smoke = Smoke(
+        budget=_parse_budget(smoke_raw.get("budget", {}), where=f"space '{name}': smoke budget"),
+        params=dict(smoke_raw.get("params", {})),
+        **{k: int(smoke_raw[k]) for k in ("train_size", "val_size", "test_size") if k in smoke_raw},
+    )
+    space = SearchSpace(
+        name=name,
+        description=raw.get("description", ""),
+        dataset=raw.get("dataset", ""),
+        params=tuple(params),
+        constants=dict(raw.get("constants", {})),
+        budget=_parse_budget(raw.get("budget", {}), where=f"space '{name}': budget"),
+        smoke=smoke,
+    )
+    for pname in smoke.params:
+        space.param(pname)  # every smoke override names a real parameter
+    return space
