@@ -1,0 +1,54 @@
+"""Whole-batch augmentation and normalisation on the device. Never imports Ray.
+
+Random draws are made for the *global* batch and sliced per rank, so one
+process and N processes see the same augmented images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from trainables.data import MEAN, STD
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float (B, 3, H, W), zero mean and unit variance per channel."""
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1) * 255
+    return (x.float() - mean) / std
+
+
+@dataclass(frozen=True)
+class AugmentDraw:
+    """Per-image random choices: shifts (B,) in [0, 2t] and flips (B,) bool."""
+
+    dy: torch.Tensor
+    dx: torch.Tensor
+    flip: torch.Tensor
+
+    def take(self, index: slice) -> AugmentDraw:
+        return AugmentDraw(self.dy[index], self.dx[index], self.flip[index])
+
+
+def draw(batch: int, *, translate: int, generator: torch.Generator, device: torch.device) -> AugmentDraw:
+    """Random translations and flips for ``batch`` images."""
+    dy = torch.randint(0, 2 * translate + 1, (batch,), device=device, generator=generator)
+    dx = torch.randint(0, 2 * translate + 1, (batch,), device=device, generator=generator)
+    flip = torch.rand(batch, device=device, generator=generator) < 0.5
+    return AugmentDraw(dy, dx, flip)
+
+
+def apply(x: torch.Tensor, d: AugmentDraw, *, translate: int, flip: bool) -> torch.Tensor:
+    """Translate (reflect padded) and flip float images (B, C, H, W) with one gather, no per-sample Python."""
+    b, _, h, w = x.shape
+    if translate > 0:
+        padded = torch.nn.functional.pad(x, (translate,) * 4, mode="reflect")  # (B, C, H+2t, W+2t)
+        rows = torch.arange(h, device=x.device).view(1, h, 1) + d.dy.view(b, 1, 1)  # (B, H, 1)
+        cols = torch.arange(w, device=x.device).view(1, 1, w) + d.dx.view(b, 1, 1)  # (B, 1, W)
+        batch = torch.arange(b, device=x.device).view(b, 1, 1)
+        x = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)
+    if flip:
+        x = torch.where(d.flip.view(b, 1, 1, 1), x.flip(3), x)
+    return x

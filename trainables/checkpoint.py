@@ -1,0 +1,40 @@
+"""Checkpoint files: one ``checkpoint.pt`` per checkpoint folder. Never imports Ray.
+
+Files hold only tensors and plain Python values and are read with
+``torch.load(weights_only=True)``, so loading a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainables.models import build_model
+
+FILENAME = "checkpoint.pt"
+
+
+def save(state: dict[str, Any], folder: str | Path) -> Path:
+    """Write ``state`` (model, optimizer, schedule, epoch, config) into ``folder``."""
+    path = Path(folder) / FILENAME
+    torch.save(state, path)
+    return path
+
+
+def load(folder: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read the state saved by ``save`` from ``folder``."""
+    path = Path(folder) / FILENAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {FILENAME} in {folder}: is it a checkpoint folder of this project?")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_model(folder: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The trained network in eval mode, and the trial config it was trained with."""
+    state = load(folder, map_location=device)
+    model = build_model(state["config"]).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval(), state["config"]

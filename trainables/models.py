@@ -1,0 +1,97 @@
+"""CIFAR-10 networks. Plain PyTorch: never imports Ray.
+
+``airbench`` follows the airbench94 network (Keller Jordan, cifar10-airbench):
+a frozen 2x2 patch-whitening convolution, then three groups of
+conv -> maxpool -> BatchNorm -> GELU -> conv -> BatchNorm -> GELU, a global
+max-pool and a linear head scaled by 1/9.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+BASE_WIDTHS = (64, 256, 256)
+WHITEN_KERNEL = 2
+
+
+class ConvGroup(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, *, bn_momentum: float) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.MaxPool2d(2),
+            nn.BatchNorm2d(c_out, momentum=bn_momentum),
+            nn.GELU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out, momentum=bn_momentum),
+            nn.GELU(),
+        )
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.requires_grad_(False)  # scale fixed at 1, only the shift is learned (airbench)
+
+
+class AirbenchNet(nn.Module):
+    """(B, 3, 32, 32) normalised images -> (B, 10) logits."""
+
+    def __init__(self, *, widths: tuple[int, int, int], num_classes: int = 10, bn_momentum: float = 0.4) -> None:
+        super().__init__()
+        whiten_width = 2 * 3 * WHITEN_KERNEL**2
+        self.whiten = nn.Conv2d(3, whiten_width, WHITEN_KERNEL, padding=0, bias=True)
+        self.whiten.weight.requires_grad_(False)  # set once from the data, see init_whitening
+        self.body = nn.Sequential(
+            nn.GELU(),
+            ConvGroup(whiten_width, widths[0], bn_momentum=bn_momentum),
+            ConvGroup(widths[0], widths[1], bn_momentum=bn_momentum),
+            ConvGroup(widths[1], widths[2], bn_momentum=bn_momentum),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(widths[2], num_classes, bias=False)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and m is not self.whiten:
+                # Dirac init keeps each group close to identity at the start (airbench).
+                w = m.weight.data
+                torch.nn.init.dirac_(w[: w.size(1)])
+        self.head.weight.data.mul_(0.0)  # zero head: every class starts equally likely
+
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor, *, eps: float = 5e-4) -> None:
+        """Set the first conv to whiten 2x2 patches of ``images`` (B, 3, 32, 32), normalised."""
+        c = images.size(1)
+        patches = images.unfold(2, WHITEN_KERNEL, 1).unfold(3, WHITEN_KERNEL, 1)  # (B, C, H', W', k, k)
+        patches = patches.transpose(1, 3).reshape(-1, c, WHITEN_KERNEL, WHITEN_KERNEL).float()
+        flat = patches.reshape(len(patches), -1)
+        cov = (flat.T @ flat) / len(flat)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.T.flip(0)
+        filters = eigenvectors.reshape(-1, c, WHITEN_KERNEL, WHITEN_KERNEL) / torch.sqrt(eigenvalues + eps).view(
+            -1, 1, 1, 1
+        )
+        n = len(filters)
+        self.whiten.weight.data[:n] = filters.to(self.whiten.weight.dtype)
+        self.whiten.weight.data[n:] = -filters.to(self.whiten.weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.whiten(x)  # (B, 24, 31, 31)
+        x = self.body(x)  # (B, widths[2])
+        return self.head(x) / 9.0
+
+
+def widths_for(width: float) -> tuple[int, int, int]:
+    """Channel widths for a multiplier of airbench94's (64, 256, 256), at least 8 each."""
+    return tuple(max(8, round(w * width / 8) * 8) for w in BASE_WIDTHS)  # type: ignore[return-value]
+
+
+def build_model(config: dict[str, Any], *, num_classes: int = 10) -> nn.Module:
+    """The network a trial's config names (``arch``, ``width``)."""
+    arch = config.get("arch", "airbench")
+    if arch == "airbench":
+        return AirbenchNet(widths=widths_for(float(config.get("width", 1.0))), num_classes=num_classes)
+    raise ValueError(f"unknown arch '{arch}'; known: airbench")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

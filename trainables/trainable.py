@@ -1,0 +1,65 @@
+"""The Tune function trainable: the only module of ``trainables`` that imports Ray.
+
+It fetches the dataset from Ray's object store (put there once per search by
+``tune.with_parameters``), keeps it on the trial's device across reused
+actors, resumes from Tune's checkpoint when there is one, and turns each epoch
+of ``loop.train`` into one ``tune.report`` with a checkpoint. Inside Tune
+functions only ``ray.tune.*`` is used (``ray.train.report`` raises there).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from ray import tune
+
+from trainables import checkpoint
+from trainables.loop import DeviceData, train
+
+# (dataset key, device) -> tensors: a reused actor keeps its data on the device.
+_DEVICE_DATA: dict[tuple[str, str], DeviceData] = {}
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Infrastructure every trial receives beside its hyperparameters."""
+
+    tracking_uri: str  # absolute, so a trial's chdir cannot change where MLflow writes
+    num_threads: int = 1
+
+
+def trial_device() -> torch.device:
+    """The GPU Ray assigned to this trial (it sets CUDA_VISIBLE_DEVICES), else the CPU."""
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def device_data(data: dict[str, Any], device: torch.device) -> DeviceData:
+    key = (str(data["key"]), str(device))
+    if key not in _DEVICE_DATA:
+        _DEVICE_DATA.clear()  # one dataset at a time per process
+        _DEVICE_DATA[key] = DeviceData.from_arrays(data, device=device)
+    return _DEVICE_DATA[key]
+
+
+def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings: TrialSettings) -> None:
+    """Train one trial, reporting ``val_acc`` and a checkpoint every epoch."""
+    os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+    torch.set_num_threads(settings.num_threads)
+    device = trial_device()
+    start = None
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            start = checkpoint.load(folder, map_location=device)
+
+    def report(metrics: dict[str, Any], state) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint.save(state(), folder)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    train(config, data=device_data(data, device), device=device, report=report, start=start)
