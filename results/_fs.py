@@ -1,0 +1,52 @@
+"""Small file helpers that work on local paths and on URIs (``s3://``, ``gs://``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def is_uri(path: str) -> bool:
+    return "://" in str(path)
+
+
+def join(base: str, *parts: str) -> str:
+    if is_uri(base):
+        return "/".join([str(base).rstrip("/"), *parts])
+    return str(Path(base, *parts))
+
+
+def _fs(path: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(path)
+
+
+def exists(path: str) -> bool:
+    if not is_uri(path):
+        return Path(path).exists()
+    import pyarrow.fs
+
+    fs, inner = _fs(path)
+    return fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
+
+
+def read_text(path: str) -> str:
+    if not is_uri(path):
+        return Path(path).read_text()
+    fs, inner = _fs(path)
+    with fs.open_input_stream(inner) as f:
+        return f.read().decode()
+
+
+def write_text(path: str, text: str) -> None:
+    if not is_uri(path):
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(p)  # readers never see a half-written file
+        return
+    fs, inner = _fs(path)
+    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(inner) as f:
+        f.write(text.encode())

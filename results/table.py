@@ -1,0 +1,80 @@
+"""A finished search as a table: ``results.csv``, ``best_config.json`` and the leaderboard.
+
+One row per trial: ``trial_id``, ``status`` (completed, stopped early by ASHA,
+or error), ``epochs``, ``seconds``, ``val_acc`` (the trial's best, the value
+its kept checkpoint scored), the final metrics, and the config as
+``config/<name>`` columns.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pandas as pd
+
+from results import _fs
+
+RESULTS_CSV = "results.csv"
+BEST_CONFIG = "best_config.json"
+SEARCH_JSON = "search.json"
+METRIC = "val_acc"
+
+
+class ResultsError(RuntimeError):
+    """A search folder has no readable results; the message says what to do."""
+
+
+def write(folder: str, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
+    """Write ``results.csv`` (one row per trial) and, when there is a best trial, ``best_config.json``."""
+    frame = pd.DataFrame(rows)
+    if METRIC in frame:
+        frame = frame.sort_values(METRIC, ascending=False, na_position="last")
+    _fs.write_text(_fs.join(folder, RESULTS_CSV), frame.to_csv(index=False))
+    if best is not None:
+        _fs.write_text(_fs.join(folder, BEST_CONFIG), json.dumps(best, indent=2, default=str) + "\n")
+
+
+def load(folder: str) -> pd.DataFrame:
+    """A finished search's trials as a DataFrame, best first."""
+    path = _fs.join(str(folder), RESULTS_CSV)
+    if not _fs.exists(path):
+        if _fs.exists(str(folder)):
+            raise ResultsError(
+                f"{folder} has no {RESULTS_CSV}: the search did not finish; "
+                f"continue it with: python run_tune.py --name <name> --resume"
+            )
+        raise ResultsError(f"no search folder at {folder}: pass the folder a search wrote, e.g. ray_results/<name>")
+    return pd.read_csv(io.StringIO(_fs.read_text(path)))
+
+
+def load_best(folder: str) -> dict[str, Any]:
+    """The contents of ``best_config.json``."""
+    return json.loads(_fs.read_text(_fs.join(str(folder), BEST_CONFIG)))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def leaderboard(frame: pd.DataFrame, *, top: int = 10) -> str:
+    """The ``top`` trials by ``val_acc``: config, val_acc, epochs run and seconds."""
+    if frame.empty:
+        return "(no trials)"
+    config_cols = [c for c in frame.columns if c.startswith("config/")]
+    varying = [c for c in config_cols if frame[c].nunique(dropna=False) > 1] or config_cols
+    cols = ["trial_id", METRIC, "epochs", "seconds", "status", *varying]
+    cols = [c for c in cols if c in frame]
+    shown = frame.sort_values(METRIC, ascending=False, na_position="last").head(top)[cols]
+    headers = [c.removeprefix("config/") for c in cols]
+    cells = [[_fmt(v) for v in row] for row in shown.itertuples(index=False)]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
