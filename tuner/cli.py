@@ -1,0 +1,163 @@
+"""The command line of ``run_tune.py``: flags in, a search out."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from search_spaces import SpaceError, format_spaces, get_space, space_names
+from trainables.data import DataError
+from tuner.errors import UsageError
+from tuner.settings import (
+    SEARCH_ALGORITHMS,
+    SearchSettings,
+    budget_from,
+    check_gpus_per_trial,
+    check_name,
+    default_name,
+    resolve_storage,
+    resolve_tracking_uri,
+    resume_settings,
+)
+
+EXIT_USAGE = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_tune.py",
+        description="Hyperparameter search for PyTorch on Ray Tune, with ASHA and MLflow.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Budget flags left out take the space's defaults (see --list-spaces).",
+    )
+    p.add_argument("--space", default="cifar", help="named search space")
+    p.add_argument("--list-spaces", action="store_true", help="print the spaces, their parameters and bounds, and exit")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="override a parameter: NAME=LOW:HIGH, NAME=A,B,C or NAME=VALUE (repeatable)",
+    )
+    budget = p.add_argument_group("budget (defaults: the space's)")
+    budget.add_argument("--num-samples", type=_positive_int, default=None, help="number of trials")
+    budget.add_argument("--max-epochs", type=_positive_int, default=None, help="epochs per trial, ASHA's max_t")
+    budget.add_argument("--grace-period", type=_positive_int, default=None, help="epochs before ASHA may stop a trial")
+    budget.add_argument(
+        "--reduction-factor", type=_positive_int, default=None, help="ASHA keeps 1/reduction-factor per rung"
+    )
+    res = p.add_argument_group("resources")
+    res.add_argument(
+        "--gpus-per-trial", type=_number, default=0.0, help="0 (CPU), a fraction to share a GPU, or a whole number"
+    )
+    res.add_argument("--cpus-per-trial", type=_number, default=1.0, help="CPUs (and torch threads) per trial")
+    res.add_argument(
+        "--max-concurrent",
+        type=_positive_int,
+        default=None,
+        help="cap on trials running at once (default: what resources allow)",
+    )
+    p.add_argument("--search", choices=SEARCH_ALGORITHMS, default="random", help="random search, or Optuna's TPE")
+    p.add_argument("--seed", type=int, default=0, help="seed of the searcher and of every trial")
+    p.add_argument("--data-dir", default="./data", help="folder holding (or to receive) cifar-10-batches-py")
+    p.add_argument(
+        "--storage-path", default="./ray_results", help="where searches are written: a folder or a URI (s3://...)"
+    )
+    p.add_argument("--name", default=None, help="search name (default: <space>-<date>-<time>)")
+    p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    p.add_argument(
+        "--keep-checkpoints", type=_positive_int, default=2, help="checkpoints kept per trial (best by val_acc)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the interrupted search given by --name")
+    p.add_argument("--smoke-test", action="store_true", help="tiny budget on a slice of the data (what CI runs)")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings:
+    """Validate every flag and resolve paths; touches nothing on disk."""
+    storage = resolve_storage(args.storage_path, cwd=cwd)
+    if args.resume:
+        if not args.name:
+            raise UsageError("--resume needs --name: the name of the search to continue")
+        return resume_settings(name=check_name(args.name), storage_path=storage)
+    space = get_space(args.space)
+    name = check_name(args.name or default_name(space.name))
+    budget = budget_from(
+        space,
+        smoke_test=args.smoke_test,
+        given={
+            "num_samples": args.num_samples,
+            "max_epochs": args.max_epochs,
+            "grace_period": args.grace_period,
+            "reduction_factor": args.reduction_factor,
+        },
+    )
+    if args.cpus_per_trial <= 0:
+        raise UsageError(f"--cpus-per-trial is {args.cpus_per_trial:g}, but must be > 0")
+    settings = SearchSettings(
+        space_name=space.name,
+        name=name,
+        storage_path=storage,
+        data_dir=str((cwd / args.data_dir).resolve()),
+        mlflow_uri=resolve_tracking_uri(args.mlflow_uri, cwd=cwd),
+        num_samples=budget.num_samples,
+        max_epochs=budget.max_epochs,
+        grace_period=budget.grace_period,
+        reduction_factor=budget.reduction_factor,
+        gpus_per_trial=check_gpus_per_trial(args.gpus_per_trial),
+        cpus_per_trial=args.cpus_per_trial,
+        max_concurrent=args.max_concurrent,
+        search=args.search,
+        seed=args.seed,
+        keep_checkpoints=args.keep_checkpoints,
+        smoke_test=args.smoke_test,
+        params=list(args.param),
+    )
+    settings.space()  # the overrides must make a valid space
+    from results import _fs
+
+    if _fs.exists(settings.folder):
+        raise UsageError(
+            f"a search named '{name}' already exists in {storage}: continue it with --resume, or pick another --name"
+        )
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_spaces:
+        print(format_spaces())
+        return 0
+    try:
+        settings = settings_from_args(args, cwd=Path(os.getcwd()))
+        from tuner.search import run_search  # imports Ray: after the cheap checks
+
+        run_search(settings)
+    except SpaceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if str(e).startswith("unknown search space"):
+            print(f"known spaces: {', '.join(space_names())} (see --list-spaces)", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0

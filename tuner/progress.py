@@ -1,0 +1,70 @@
+"""One compact progress table instead of Ray's own output."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from ray import tune
+
+SHOWN_METRICS = (("epoch", "epoch"), ("val_acc", "val_acc"), ("val_loss", "val_loss"), ("images_per_s", "img/s"))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+class ProgressTable(tune.Callback):
+    """Prints the trials' status, key params and latest metrics every ``interval`` seconds and at the end."""
+
+    def __init__(self, *, params: list[str], metric: str, interval: float = 30.0, out: TextIO | None = None) -> None:
+        self.params = params
+        self.metric = metric
+        self.interval = interval
+        self.out = out
+        self._last = 0.0
+        self._latest: dict[str, dict[str, Any]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "out": None}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
+        self._latest[trial.trial_id] = result
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() - self._last >= self.interval and any(t.status == "RUNNING" for t in trials):
+            self.print_table(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.print_table(trials)
+
+    def render(self, trials: list) -> str:
+        counts: dict[str, int] = {}
+        for t in trials:
+            counts[t.status] = counts.get(t.status, 0) + 1
+        summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+        best = max(((r[self.metric], tid) for tid, r in self._latest.items() if self.metric in r), default=None)
+        head = f"[{time.strftime('%H:%M:%S')}] {len(trials)} trials: {summary}"
+        if best:
+            head += f" | best {self.metric} {best[0]:.4f} ({best[1]})"
+        headers = ["trial", "status", *self.params, *(label for _, label in SHOWN_METRICS)]
+        rows = []
+        for t in trials:
+            r = self._latest.get(t.trial_id, {})
+            rows.append(
+                [t.trial_id, t.status.lower()]
+                + [_fmt(t.config.get(p)) for p in self.params]
+                + [_fmt(r.get(k)) for k, _ in SHOWN_METRICS]
+            )
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+        lines = [head, "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
+        return "\n".join(lines)
+
+    def print_table(self, trials: list) -> None:
+        self._last = time.monotonic()
+        if trials:
+            print(self.render(trials) + "\n", file=self.out or sys.stdout, flush=True)

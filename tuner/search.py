@@ -1,0 +1,284 @@
+"""Run a search end to end: data, Ray, Tune with ASHA, MLflow, results.
+
+Validation comes first and writes nothing; the search folder and the MLflow
+runs are created only once the data has loaded and the cluster can run the
+trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import ray
+from ray import tune
+from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+import results
+from results import _fs
+from search_spaces import SearchSpace
+from trainables import data as cifar_data
+from trainables.trainable import TrialSettings, train_cifar
+from tuner import provenance
+from tuner.errors import UsageError
+from tuner.progress import ProgressTable
+from tuner.settings import SearchSettings
+from tuner.space import param_space
+from tuner.summary import best_trial, failed_trials, trial_rows
+from tuner.tracking import MlflowTracker
+
+METRIC, MODE = "val_acc", "max"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Dataset:
+    """What trials train on (through the object store) and what the driver keeps back (the test set)."""
+
+    trial_arrays: dict[str, Any]
+    test_x: np.ndarray
+    test_y: np.ndarray
+    description: str
+
+
+def load_dataset(settings: SearchSettings, space: SearchSpace) -> Dataset:
+    """Read, validate and split CIFAR-10 once per search (a slice of it for the smoke test)."""
+    arrays = cifar_data.load(Path(settings.data_dir))
+    sizes = {}
+    if settings.smoke_test:
+        s = space.smoke
+        sizes = {"train_size": s.train_size, "val_size": s.val_size, "test_size": s.test_size}
+    splits = cifar_data.split(*arrays, **sizes)
+    digest = hashlib.sha1(splits.train_y.tobytes() + splits.val_y.tobytes() + splits.train_x[:64].tobytes())
+    trial_arrays = {k: getattr(splits, k) for k in ("train_x", "train_y", "val_x", "val_y")}
+    trial_arrays["key"] = f"{digest.hexdigest()}-{len(splits.train_y)}-{len(splits.val_y)}"
+    return Dataset(trial_arrays, splits.test_x, splits.test_y, splits.sizes())
+
+
+def init_ray() -> bool:
+    """Start (or join, under ``ray job submit``) a Ray instance; True when this call started it."""
+    # Ray's console output is replaced by ProgressTable and the summary: the legacy
+    # engine at verbose=0 prints nothing, and per-epoch checkpoints are intended here.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        return False
+    # No address: a local instance here, the job's cluster under `ray job submit`.
+    ray.init(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    logging.getLogger("torch._export").setLevel(logging.ERROR)
+    return True
+
+
+def check_resources(settings: SearchSettings) -> int:
+    """Refuse requests the cluster cannot meet; return how many trials can run at once."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    max_gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    max_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    total = ray.cluster_resources()
+    g, c = settings.gpus_per_trial, settings.cpus_per_trial
+    if g > max_gpus:
+        have = f"{max_gpus:g} GPUs per node" if max_gpus else "no GPU"
+        raise UsageError(
+            f"--gpus-per-trial {g:g} asks for more than this cluster has ({have}): "
+            f"use --gpus-per-trial {max_gpus:g}" + (" (CPU)" if not max_gpus else " or a fraction")
+        )
+    if c > max_cpus:
+        raise UsageError(
+            f"--cpus-per-trial {c:g} asks for more than a node has ({max_cpus:g} CPUs): use at most {max_cpus:g}"
+        )
+    fits = math.floor(total.get("GPU", 0.0) / g + 1e-9) if g else math.floor(total.get("CPU", 1.0) / c + 1e-9)
+    return max(1, min(fits, settings.max_concurrent or fits, settings.num_samples))
+
+
+def build_tuner(settings: SearchSettings, space: SearchSpace, dataset: Dataset, callbacks: list) -> tune.Tuner:
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            train_cifar,
+            data=dataset.trial_arrays,
+            settings=TrialSettings(tracking_uri=settings.mlflow_uri, num_threads=max(1, int(settings.cpus_per_trial))),
+        ),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
+    if settings.resume:
+        return tune.Tuner.restore(settings.folder, trainable, resume_errored=True)
+    concurrency = check_resources(settings)
+    if settings.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher = ConcurrencyLimiter(OptunaSearch(seed=settings.seed), max_concurrent=concurrency)
+        max_concurrent_trials = None  # the limiter already caps it; setting both raises
+    else:
+        searcher = BasicVariantGenerator(random_state=settings.seed, max_concurrent=concurrency)
+        max_concurrent_trials = None
+    scheduler = AsyncHyperBandScheduler(
+        time_attr="epoch",
+        max_t=settings.max_epochs,
+        grace_period=settings.grace_period,
+        reduction_factor=settings.reduction_factor,
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(space, max_epochs=settings.max_epochs, seed=settings.seed),
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode=MODE,
+            scheduler=scheduler,
+            search_alg=searcher,
+            num_samples=settings.num_samples,
+            max_concurrent_trials=max_concurrent_trials,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=settings.name,
+            storage_path=settings.storage_path,
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=settings.keep_checkpoints,
+                checkpoint_score_attribute=METRIC,
+                checkpoint_score_order=MODE,
+            ),
+            callbacks=callbacks,
+            log_to_file=True,  # each trial's stdout and stderr in files in its own folder
+            verbose=0,  # the ProgressTable callback prints instead
+        ),
+    )
+
+
+@ray.remote
+def _test_accuracy(checkpoint: tune.Checkpoint, test_x: np.ndarray, test_y: np.ndarray) -> float:
+    import torch
+
+    from trainables.checkpoint import load_model
+    from trainables.loop import evaluate
+    from trainables.trainable import trial_device
+
+    device = trial_device()
+    with checkpoint.as_directory() as folder:
+        model, _ = load_model(folder, device=device)
+    x = torch.from_numpy(np.array(test_x)).to(device)
+    y = torch.from_numpy(np.array(test_y)).to(device)
+    return evaluate(model, x, y)[1]
+
+
+def test_accuracy(settings: SearchSettings, checkpoint: tune.Checkpoint, dataset: Dataset) -> float:
+    """The test set, used once: the best checkpoint evaluated on a trial-sized slot of the cluster."""
+    task = _test_accuracy.options(num_cpus=settings.cpus_per_trial, num_gpus=min(1.0, settings.gpus_per_trial))
+    return float(ray.get(task.remote(checkpoint, dataset.test_x, dataset.test_y)))
+
+
+def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[SearchSettings, MlflowTracker]:
+    """Open (or re-open, on resume) the parent run and save search.json with its id."""
+    tracker = MlflowTracker(
+        uri=settings.mlflow_uri, experiment=space.name, search_name=settings.name, parent_run_id=settings.mlflow_run_id
+    )
+    settings = dataclasses.replace(settings, mlflow_run_id=tracker.parent_run_id)
+    _fs.write_text(_fs.join(settings.folder, results.SEARCH_JSON), settings.to_json())
+    params = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("resume", "mlflow_run_id")}
+    params.update({f"space.{p.name}": p.describe() for p in space.params})
+    tags = {f"version.{k}": v for k, v in provenance.versions().items()}
+    tags.update({"git_commit": provenance.git_commit(), "seed": str(settings.seed)})
+    tracker.log_search(params=params, tags=tags)
+    return settings, tracker
+
+
+def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[str, Any]:
+    """Run (or resume) the search ``settings`` describes; return the best trial's record."""
+    out = out or sys.stdout
+    space = settings.space()
+    dataset = load_dataset(settings, space)
+    print(f"data: {dataset.description} from {settings.data_dir}", file=out)
+    started = init_ray()
+    try:
+        if not settings.resume:
+            check_resources(settings)
+        settings, tracker = start_tracking(settings, space)
+        progress = ProgressTable(params=[p.name for p in space.params if p.kind != "fixed"], metric=METRIC)
+        tuner = build_tuner(settings, space, dataset, [tracker, progress])
+        print(
+            f"search '{settings.name}': {settings.num_samples} trials, ASHA over {settings.max_epochs} epochs, "
+            f"writing to {settings.folder}",
+            file=out,
+            flush=True,
+        )
+        grid = tuner.fit()
+        return finish(settings, space, grid, dataset, tracker, out=out)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def finish(settings, space, grid, dataset: Dataset, tracker: MlflowTracker, *, out: TextIO) -> dict[str, Any]:
+    """Evaluate the best trial on the test set, log it to MLflow, write the results and print them."""
+    rows = trial_rows(grid, max_epochs=settings.max_epochs)
+    best = best_trial(grid, metric=METRIC, mode=MODE)
+    record: dict[str, Any] | None = None
+    if best is not None:
+        checkpoint, metrics, result = best
+        test_acc = test_accuracy(settings, checkpoint, dataset)
+        record = {
+            "search": settings.name,
+            "trial_id": metrics.get("trial_id"),
+            "val_acc": metrics[METRIC],
+            "test_acc": test_acc,
+            "epoch": metrics.get("epoch"),
+            "config": result.config,
+            "checkpoint": checkpoint.path,
+        }
+        record["model_uri"] = log_best_model(tracker, space, checkpoint, record)
+        tracker.log_metrics({"best_val_acc": record["val_acc"], "test_acc": test_acc})
+    results.write(settings.folder, rows, record)
+    tracker.end(status="FINISHED" if record else "FAILED")
+    print_summary(settings, rows, record, grid, out=out)
+    return record or {}
+
+
+def log_best_model(tracker: MlflowTracker, space: SearchSpace, checkpoint: tune.Checkpoint, record: dict) -> str:
+    from trainables.checkpoint import load_model
+
+    with checkpoint.as_directory() as folder:
+        model, _ = load_model(folder)
+        example = np.zeros((1, 3, 32, 32), dtype=np.float32)
+        tags = {
+            "search": record["search"],
+            "trial_id": str(record["trial_id"]),
+            "val_acc": f"{record['val_acc']:.4f}",
+            "test_acc": f"{record['test_acc']:.4f}",
+        }
+        return tracker.log_best(
+            checkpoint_dir=folder,
+            model=model,
+            input_example=example,
+            registered_name=f"{space.name}-best",
+            tags=tags,
+        )
+
+
+def print_summary(settings: SearchSettings, rows: list[dict], record: dict | None, grid, *, out: TextIO) -> None:
+    frame = results.load_results(settings.folder)
+    print(f"\nleaderboard ({len(rows)} trials):\n{results.leaderboard(frame)}", file=out)
+    failed = failed_trials(grid)
+    if failed:
+        print(f"\n{len(failed)} trial(s) failed:", file=out)
+        for trial_id, error, log_path in failed:
+            print(f"  {trial_id}: {error}\n    error log: {log_path}", file=out)
+    if record:
+        print(
+            f"\nbest trial {record['trial_id']}: val_acc {record['val_acc']:.4f}, "
+            f"test_acc {record['test_acc']:.4f}, epoch {record['epoch']}",
+            file=out,
+        )
+        print(f"registered model: {record['model_uri']}", file=out)
+    print(
+        f"results: {_fs.join(settings.folder, results.RESULTS_CSV)}, {_fs.join(settings.folder, results.BEST_CONFIG)}",
+        file=out,
+    )
+    print(f"MLflow: {settings.mlflow_uri} (browse with `make mlflow-ui`)", file=out)

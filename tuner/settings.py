@@ -1,0 +1,167 @@
+"""Everything a search runs with, resolved and validated before anything is written.
+
+``SearchSettings`` is infrastructure and budget (the *how*); the search space
+is the *what*. The settings are saved as ``search.json`` in the search's folder
+so that ``--resume`` continues with exactly what the search started with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from results import SEARCH_JSON, _fs
+from search_spaces import Budget, SearchSpace, apply_overrides, check_budget, get_space
+from tuner.errors import UsageError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SEARCH_ALGORITHMS = ("random", "optuna")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """A search's flags, resolved: absolute paths, the budget filled in from the space."""
+
+    space_name: str
+    name: str
+    storage_path: str
+    data_dir: str
+    mlflow_uri: str
+    num_samples: int
+    max_epochs: int
+    grace_period: int
+    reduction_factor: int
+    gpus_per_trial: float = 0.0
+    cpus_per_trial: float = 1.0
+    max_concurrent: int | None = None
+    search: str = "random"
+    seed: int = 0
+    keep_checkpoints: int = 2
+    smoke_test: bool = False
+    params: list[str] = field(default_factory=list)
+    resume: bool = False
+    mlflow_run_id: str | None = None  # the parent run, set once the search has started
+
+    @property
+    def folder(self) -> str:
+        """Where Tune writes this search: ``<storage_path>/<name>``."""
+        return _fs.join(self.storage_path, self.name)
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.num_samples, self.max_epochs, self.grace_period, self.reduction_factor)
+
+    def space(self) -> SearchSpace:
+        """The named space with the smoke test's and the user's overrides applied."""
+        space = get_space(self.space_name)
+        if self.smoke_test:
+            space = apply_overrides(space, space.smoke.params)
+        return apply_overrides(space, self.params)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchSettings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+
+def check_gpus_per_trial(value: float) -> float:
+    if value < 0 or value != value:
+        raise UsageError(
+            f"--gpus-per-trial is {value:g}, but must be 0 (CPU), a fraction such as 0.25, or a whole number"
+        )
+    if value > 1 and value != int(value):
+        raise UsageError(f"--gpus-per-trial is {value:g}: above 1 it must be a whole number of GPUs (e.g. 2)")
+    return value
+
+
+def resolve_storage(storage_path: str, *, cwd: Path) -> str:
+    """An absolute path (or a URI as given) whose nearest existing folder is writable."""
+    if _fs.is_uri(storage_path):
+        return storage_path
+    path = (cwd / storage_path).resolve()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--storage-path {path} is not writable ({probe} is read-only or not a folder): pass a writable folder"
+        )
+    return str(path)
+
+
+def resolve_tracking_uri(uri: str | None, *, cwd: Path, timeout: float = 3.0) -> str:
+    """An absolute MLflow tracking URI; a server must answer within ``timeout`` seconds.
+
+    Trials chdir into their own folders, so a relative URI would scatter runs
+    over one ``mlflow.db`` per trial: it is made absolute here, once.
+    """
+    if uri is None:
+        return f"sqlite:///{cwd / 'mlflow.db'}"
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        path = path if path.is_absolute() else (cwd / path).resolve()
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise UsageError(f"--mlflow-uri {uri}: folder {path.parent} does not exist or is not writable")
+        return f"sqlite:///{path}"
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+                resp.read()
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise UsageError(
+                f"MLflow tracking server {uri} is unreachable ({reason}): start it (e.g. `make mlflow-ui`), "
+                f"fix --mlflow-uri, or leave --mlflow-uri out to use the local store"
+            ) from None
+        return uri
+    if "://" in uri or uri.startswith("databricks"):
+        return uri
+    if uri.endswith(".db"):
+        return resolve_tracking_uri(f"sqlite:///{uri}", cwd=cwd, timeout=timeout)
+    raise UsageError(f"--mlflow-uri {uri!r} is not a tracking URI: use sqlite:///path/mlflow.db or http://host:5000")
+
+
+def default_name(space: str) -> str:
+    return f"{space}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise UsageError(
+            f"--name {name!r} must start with a letter or digit and hold only letters, digits, '.', '_' and '-'"
+        )
+    return name
+
+
+def resume_settings(*, name: str, storage_path: str) -> SearchSettings:
+    """The settings an interrupted search started with, read from its ``search.json``."""
+    folder = _fs.join(storage_path, name)
+    saved = _fs.join(folder, SEARCH_JSON)
+    if not _fs.exists(saved):
+        where = "no search" if not _fs.exists(folder) else f"no {SEARCH_JSON} for search"
+        raise UsageError(
+            f"--resume: {where} '{name}' in {storage_path}; check --name and --storage-path "
+            f"(existing searches are the folders of {storage_path})"
+        )
+    return dataclasses.replace(SearchSettings.from_json(_fs.read_text(saved)), resume=True)
+
+
+def budget_from(space: SearchSpace, *, smoke_test: bool, given: dict[str, Any]) -> Budget:
+    """The space's default budget (or its smoke budget), with the flags the user gave on top."""
+    base = space.smoke.budget if smoke_test else space.budget
+    values = dataclasses.asdict(base)
+    values.update({k: v for k, v in given.items() if v is not None})
+    budget = Budget(**values)
+    check_budget(budget)
+    return budget

@@ -1,0 +1,67 @@
+"""Turn Tune's ``ResultGrid`` into rows, the best checkpoint and the list of failed trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+FINAL_METRICS = ("val_loss", "train_loss", "images_per_s")
+
+
+def _trial_id(result: tune.Result) -> str:
+    return str((result.metrics or {}).get("trial_id") or Path(result.path).name)
+
+
+def _error_log(result: tune.Result) -> str:
+    return str(Path(result.path) / "error.txt")
+
+
+def trial_rows(grid: tune.ResultGrid, *, max_epochs: int) -> list[dict[str, Any]]:
+    """One row per trial: status, epochs, seconds, best and final metrics, and its config."""
+    rows = []
+    for result in grid:
+        metrics = result.metrics or {}
+        history = result.metrics_dataframe
+        epochs = int(metrics.get("epoch", 0) or 0)
+        if result.error is not None:
+            status = "error"
+        else:
+            status = "completed" if epochs >= max_epochs else "stopped"
+        has_acc = history is not None and "val_acc" in history
+        row: dict[str, Any] = {
+            "trial_id": _trial_id(result),
+            "status": status,
+            "epochs": epochs,
+            "seconds": round(float(metrics.get("time_total_s", 0.0) or 0.0), 2),
+            "val_acc": float(history["val_acc"].max()) if has_acc else float("nan"),
+            "final_val_acc": metrics.get("val_acc", float("nan")),
+        }
+        row.update({k: metrics.get(k, float("nan")) for k in FINAL_METRICS})
+        row.update({f"config/{k}": v for k, v in (result.config or {}).items()})
+        row["path"] = result.path
+        row["error_log"] = _error_log(result) if result.error is not None else ""
+        rows.append(row)
+    return rows
+
+
+def best_trial(grid: tune.ResultGrid, *, metric: str, mode: str) -> tuple[tune.Checkpoint, dict, tune.Result] | None:
+    """The best kept checkpoint across all trials, with the metrics it was reported with."""
+    best = None
+    sign = 1 if mode == "max" else -1
+    for result in grid:
+        for checkpoint, metrics in result.best_checkpoints or []:
+            if metric in metrics and (best is None or sign * metrics[metric] > sign * best[1][metric]):
+                best = (checkpoint, metrics, result)
+    return best
+
+
+def failed_trials(grid: tune.ResultGrid) -> list[tuple[str, str, str]]:
+    """(trial id, the error's last line, path of its error log) for every failed trial."""
+    failed = []
+    for result in grid:
+        if result.error is not None:
+            lines = [line for line in str(result.error).strip().splitlines() if line.strip()]
+            failed.append((_trial_id(result), lines[-1] if lines else type(result.error).__name__, _error_log(result)))
+    return failed

@@ -1,0 +1,143 @@
+"""MLflow tracking: one parent run per search, one child run per trial, the best model registered.
+
+All logging happens in the driver, through a Tune ``Callback``: trials never
+open connections to the tracking store, and a child run is found again by its
+``trial_id`` tag, so a resumed search re-attaches to its runs instead of
+duplicating them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")
+TRIAL_TAG = "hpsearch.trial_id"
+SEARCH_TAG = "hpsearch.search"
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAM_LENGTH = 6000
+
+for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def artifact_location(uri: str) -> str | None:
+    """For a local SQLite store, keep artifacts beside the database (not in the process's cwd)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None
+
+
+def _params(values: dict[str, Any]) -> list[Param]:
+    return [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(values.items())]
+
+
+class MlflowTracker(tune.Callback):
+    """Mirrors a Tune search into MLflow as it runs."""
+
+    def __init__(self, *, uri: str, experiment: str, search_name: str, parent_run_id: str | None = None) -> None:
+        self.uri = uri
+        self.search_name = search_name
+        self._client: MlflowClient | None = None
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location(uri))
+        else:
+            self.experiment_id = found.experiment_id
+        if parent_run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=search_name, tags={SEARCH_TAG: search_name})
+            parent_run_id = run.info.run_id
+        else:
+            self.client.update_run(parent_run_id, status="RUNNING")
+        self.parent_run_id = parent_run_id
+        self._children: dict[str, str] = {}
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune may pickle its callbacks with the run config; a client holds a DB engine.
+        return {**self.__dict__, "_client": None}
+
+    # --- the parent run -----------------------------------------------------------
+    def log_search(self, *, params: dict[str, Any], tags: dict[str, str]) -> None:
+        existing = self.client.get_run(self.parent_run_id).data.params
+        new = {k: v for k, v in params.items() if k not in existing}
+        self.client.log_batch(
+            self.parent_run_id, params=_params(new), tags=[RunTag(k, str(v)) for k, v in tags.items()]
+        )
+
+    def log_metrics(self, metrics: dict[str, float], *, run_id: str | None = None) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        self.client.log_batch(run_id or self.parent_run_id, metrics=batch)
+
+    def log_best(
+        self, *, checkpoint_dir: str, model: Any, input_example: Any, registered_name: str, tags: dict[str, str]
+    ) -> str:
+        """The best checkpoint as artifacts, the model logged and registered; returns the model URI."""
+        mlflow.set_tracking_uri(self.uri)
+        self.client.log_artifacts(self.parent_run_id, checkpoint_dir, artifact_path="best_checkpoint")
+        with mlflow.start_run(run_id=self.parent_run_id, experiment_id=self.experiment_id) as _run:
+            info = mlflow.pytorch.log_model(
+                model, name="model", input_example=input_example, registered_model_name=registered_name
+            )
+        version = info.registered_model_version
+        if version is not None:
+            for k, v in tags.items():
+                self.client.set_model_version_tag(registered_name, str(version), k, v)
+        return info.model_uri
+
+    def end(self, *, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_run_id, status=status)
+
+    # --- child runs, one per trial --------------------------------------------------
+    def child_run(self, trial_id: str, *, config: dict[str, Any] | None = None) -> str:
+        """The child run of ``trial_id``: found by tag when it exists, created otherwise."""
+        if trial_id in self._children:
+            return self._children[trial_id]
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'",
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id, SEARCH_TAG: self.search_name}
+            run_id = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags).info.run_id
+            if config:
+                self.client.log_batch(run_id, params=_params(config))
+        self._children[trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.child_run(trial.trial_id, config=trial.config)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
+        run_id = self.child_run(trial.trial_id, config=trial.config)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(result[k]), now, step) for k in METRIC_KEYS if k in result]
+        self.client.log_batch(run_id, metrics=batch)
+
+    def _finish(self, trial: Any, status: RunStatus | str) -> None:
+        run_id = self.child_run(trial.trial_id, config=trial.config)
+        self.client.set_terminated(run_id, status=status)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, "FAILED")
