@@ -89,7 +89,11 @@ def _md5(path: Path) -> str:
 
 
 def download(data_dir: Path, *, url: str = URL, md5: str = ARCHIVE_MD5, timeout: float = 30.0) -> Path:
-    """Fetch and unpack the official archive into ``data_dir``; check its md5."""
+    """Fetch and unpack the official archive into ``data_dir``; check its md5.
+
+    On failure nothing is left behind, not even the folders this call created.
+    """
+    created = [p for p in (data_dir, *data_dir.parents) if not p.exists()]
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=data_dir, suffix=".tar.gz.part")
@@ -113,8 +117,13 @@ def download(data_dir: Path, *, url: str = URL, md5: str = ARCHIVE_MD5, timeout:
             raise DataError(f"download from {url} has md5 {got}, expected {md5}; retry, or fetch it by hand")
         with tarfile.open(tmp) as tar:
             tar.extractall(data_dir, filter="data")
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        for folder in created:  # deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    tmp.unlink(missing_ok=True)
     return data_dir / FOLDER
 
 

@@ -51,6 +51,7 @@ def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings
     os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
     torch.set_num_threads(settings.num_threads)
     device = trial_device()
+    print(f"trial {tune.get_context().get_trial_id()} on {device}: {config}", flush=True)
     start = None
     restored = tune.get_checkpoint()
     if restored is not None:
@@ -58,6 +59,8 @@ def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings
             start = checkpoint.load(folder, map_location=device)
 
     def report(metrics: dict[str, Any], state) -> None:
+        # One line per epoch in the trial's own stdout file.
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
         with tempfile.TemporaryDirectory() as folder:
             checkpoint.save(state(), folder)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

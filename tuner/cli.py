@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args, cwd=Path(os.getcwd()))
         from tuner.search import run_search  # imports Ray: after the cheap checks
 
-        run_search(settings)
+        best = run_search(settings)
     except SpaceError as e:
         print(f"error: {e}", file=sys.stderr)
         if str(e).startswith("unknown search space"):
@@ -160,4 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    if not best:
+        print(
+            "error: no trial completed an epoch; the failed trials and their error logs are listed above",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -110,6 +110,11 @@ def build_tuner(settings: SearchSettings, space: SearchSpace, dataset: Dataset, 
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
     if settings.resume:
+        if not tune.Tuner.can_restore(settings.folder):
+            raise UsageError(
+                f"search '{settings.name}' stopped before Tune saved its state, so it cannot be resumed: "
+                f"start it again under a new --name"
+            )
         return tune.Tuner.restore(settings.folder, trainable, resume_errored=True)
     concurrency = check_resources(settings)
     if settings.search == "optuna":
@@ -147,7 +152,10 @@ def build_tuner(settings: SearchSettings, space: SearchSpace, dataset: Dataset, 
                 checkpoint_score_order=MODE,
             ),
             callbacks=callbacks,
-            log_to_file=True,  # each trial's stdout and stderr in files in its own folder
+            # Each trial's stdout and stderr go to files in its working folder, and
+            # sync_artifacts copies them into the trial's folder under the storage path.
+            log_to_file=True,
+            sync_config=tune.SyncConfig(sync_artifacts=True),
             verbose=0,  # the ProgressTable callback prints instead
         ),
     )
@@ -193,6 +201,12 @@ def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[Search
 def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[str, Any]:
     """Run (or resume) the search ``settings`` describes; return the best trial's record."""
     out = out or sys.stdout
+    if settings.resume and _fs.exists(_fs.join(settings.folder, results.RESULTS_CSV)):
+        print(
+            f"search '{settings.name}' already finished:\n{results.leaderboard(results.load_results(settings.folder))}",
+            file=out,
+        )
+        return results.load_best(settings.folder) if _fs.exists(_fs.join(settings.folder, results.BEST_CONFIG)) else {}
     space = settings.space()
     dataset = load_dataset(settings, space)
     print(f"data: {dataset.description} from {settings.data_dir}", file=out)
