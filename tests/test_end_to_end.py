@@ -1,0 +1,172 @@
+"""A real tiny search on CPU: ASHA, checkpoints, MLflow runs, the registered model, results."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+import results
+from tests.conftest import ROOT
+from trainables import data
+from trainables.checkpoint import load_model
+from trainables.loop import evaluate
+from tuner.cli import main
+
+pytestmark = pytest.mark.slow
+NUM_SAMPLES, MAX_EPOCHS = 8, 4
+
+
+def search_args(tmp: Path, cifar_dir: Path, name: str, *extra: str) -> list[str]:
+    return [
+        "--data-dir", str(cifar_dir), "--storage-path", str(tmp / "runs"), "--name", name,
+        "--mlflow-uri", f"sqlite:///{tmp}/mlflow.db",
+        "--param", "width=0.125", "--param", "batch_size=64", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory, cifar_dir, ray_local):
+    tmp = tmp_path_factory.mktemp("e2e")
+    argv = search_args(
+        tmp,
+        cifar_dir,
+        "e2e",
+        "--num-samples",
+        str(NUM_SAMPLES),
+        "--max-epochs",
+        str(MAX_EPOCHS),
+        "--grace-period",
+        "1",
+        "--reduction-factor",
+        "2",
+    )
+    assert main(argv) == 0
+    return tmp
+
+
+def test_results_csv_and_asha_stopping(search):
+    frame = pd.read_csv(search / "runs" / "e2e" / "results.csv")
+    assert len(frame) == NUM_SAMPLES and frame["trial_id"].is_unique
+    assert set(frame["status"]) <= {"completed", "stopped"}
+    stopped = frame[frame["status"] == "stopped"]
+    assert len(stopped) >= 1 and (stopped["epochs"] < MAX_EPOCHS).all()
+    assert (frame[frame["status"] == "completed"]["epochs"] == MAX_EPOCHS).all()
+    assert frame["val_acc"].max() > 0.3  # chance is 0.1
+    assert {"config/lr", "config/momentum", "seconds", "val_loss", "train_loss"} <= set(frame.columns)
+
+
+def test_best_checkpoint_reproduces_its_val_acc(search, cifar_dir):
+    best = json.loads((search / "runs" / "e2e" / "best_config.json").read_text())
+    assert best["val_acc"] == pd.read_csv(search / "runs" / "e2e" / "results.csv")["val_acc"].max()
+    assert 0.0 <= best["test_acc"] <= 1.0 and best["config"]["epochs"] == MAX_EPOCHS
+    model, config = load_model(best["checkpoint"])
+    assert config == best["config"]
+    splits = data.split(*data.load(cifar_dir, download_if_missing=False))
+    _, val_acc = evaluate(model, torch.from_numpy(splits.val_x), torch.from_numpy(splits.val_y))
+    assert val_acc == pytest.approx(best["val_acc"], abs=1e-9)
+    _, test_acc = evaluate(model, torch.from_numpy(splits.test_x), torch.from_numpy(splits.test_y))
+    assert test_acc == pytest.approx(best["test_acc"], abs=1e-9)
+
+
+def test_mlflow_parent_child_runs_and_registered_model(search):
+    client = MlflowClient(tracking_uri=f"sqlite:///{search}/mlflow.db")
+    experiment = client.get_experiment_by_name("cifar")
+    parents = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`hpsearch.search` = 'e2e' and attributes.run_name = 'e2e'"
+    )
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["num_samples"] == str(NUM_SAMPLES) and parent.data.params["seed"] == "0"
+    assert parent.data.tags["version.torch"] == torch.__version__.split("+")[0] or parent.data.tags["version.torch"]
+    assert "git_commit" in parent.data.tags
+    assert "test_acc" in parent.data.metrics and "best_val_acc" in parent.data.metrics
+    assert "best_checkpoint/checkpoint.pt" in [
+        a.path for a in client.list_artifacts(parent.info.run_id, "best_checkpoint")
+    ]
+
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert len(children) == NUM_SAMPLES
+    frame = pd.read_csv(search / "runs" / "e2e" / "results.csv").set_index("trial_id")
+    for child in children:
+        trial = child.data.tags["hpsearch.trial_id"]
+        assert child.info.status == "FINISHED"
+        assert float(child.data.params["lr"]) == pytest.approx(frame.loc[trial, "config/lr"])
+        history = client.get_metric_history(child.info.run_id, "val_acc")
+        assert [m.step for m in history] == list(range(1, frame.loc[trial, "epochs"] + 1))
+        assert max(m.value for m in history) == pytest.approx(frame.loc[trial, "val_acc"])
+
+    versions = client.search_model_versions("name = 'cifar-best'")
+    mine = [v for v in versions if v.tags.get("search") == "e2e"]
+    assert len(mine) == 1 and float(mine[0].tags["val_acc"]) == pytest.approx(frame["val_acc"].max(), abs=1e-4)
+
+
+def test_results_module_reloads_the_search(search):
+    frame = results.load_results(search / "runs" / "e2e")
+    assert len(frame) == NUM_SAMPLES
+    done = subprocess.run(
+        [sys.executable, "-m", "results", str(search / "runs" / "e2e")], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "best trial" in done.stdout
+
+
+def test_trial_logs_in_their_own_files(search):
+    folders = [p for p in (search / "runs" / "e2e").iterdir() if p.is_dir()]
+    assert len(folders) == NUM_SAMPLES
+    for folder in folders:
+        assert (folder / "progress.csv").exists()
+        assert "val_acc=" in (folder / "stdout").read_text()
+
+
+def test_optuna_search(tmp_path, cifar_dir, ray_local):
+    argv = search_args(
+        tmp_path,
+        cifar_dir,
+        "tpe",
+        "--search",
+        "optuna",
+        "--num-samples",
+        "4",
+        "--max-epochs",
+        "2",
+        "--grace-period",
+        "1",
+        "--reduction-factor",
+        "2",
+        "--max-concurrent",
+        "2",
+    )
+    assert main(argv) == 0
+    frame = results.load_results(tmp_path / "runs" / "tpe")
+    assert len(frame) == 4 and frame["config/lr"].nunique() == 4
+
+
+def test_failed_trials_are_summarised_with_their_error_logs(tmp_path, cifar_dir, ray_local, capsys):
+    argv = search_args(
+        tmp_path,
+        cifar_dir,
+        "broken",
+        "--num-samples",
+        "2",
+        "--max-epochs",
+        "1",
+        "--grace-period",
+        "1",
+        "--param",
+        "lr=1e12",
+    )
+    assert main(argv) == 1
+    out = capsys.readouterr()
+    assert "2 trial(s) failed" in out.out and "no trial completed an epoch" in out.err
+    logs = [line.split("error log: ")[1] for line in out.out.splitlines() if "error log: " in line]
+    assert len(logs) == 2 and all(Path(log).is_file() for log in logs)
+    assert "Diverged" in Path(logs[0]).read_text()
+    frame = results.load_results(tmp_path / "runs" / "broken")
+    assert list(frame["status"]) == ["error", "error"]

@@ -1,0 +1,144 @@
+"""The Ray-free training path: model, augmentation, optimizer, loop, checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import synthetic_images
+from trainables import augment, checkpoint
+from trainables.loop import DeviceData, Diverged, evaluate, train
+from trainables.models import build_model, count_parameters, widths_for
+from trainables.optim import build_optimizer, build_schedule
+
+CONFIG = dict(
+    lr=10.0,
+    momentum=0.85,
+    weight_decay=0.015,
+    batch_size=64,
+    label_smoothing=0.2,
+    width=0.125,
+    arch="airbench",
+    epochs=3,
+    seed=0,
+    warmup=0.23,
+    translate=2,
+    flip=True,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    x, y = synthetic_images(640, seed=3)
+    return DeviceData.from_arrays(
+        {"train_x": x[:512], "train_y": y[:512], "val_x": x[512:], "val_y": y[512:]}, device=torch.device("cpu")
+    )
+
+
+def test_model_shapes_and_widths():
+    assert widths_for(1.0) == (64, 256, 256)
+    assert widths_for(0.125) == (8, 32, 32)
+    small, big = build_model({"width": 0.5}), build_model({"width": 1.0})
+    assert count_parameters(small) < count_parameters(big)
+    out = small(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 10)
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_model({"arch": "vgg"})
+
+
+def test_whitening_decorrelates_patches():
+    model = build_model({"width": 0.125})
+    x, _ = synthetic_images(256, seed=0)
+    images = augment.normalize(torch.from_numpy(x))
+    model.init_whitening(images)
+    with torch.no_grad():
+        out = model.whiten(images) - model.whiten.bias.view(1, -1, 1, 1)
+    feats = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+    second_moment = feats.T @ feats / len(feats)  # whitened 2x2 patches: about the identity
+    assert torch.allclose(second_moment, torch.eye(12), atol=0.02)
+    assert torch.equal(model.whiten.weight[12:], -model.whiten.weight[:12])
+
+
+def test_augmentation_translates_and_flips_whole_batches():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    gen = torch.Generator().manual_seed(0)
+    d = augment.draw(2, translate=2, generator=gen, device=torch.device("cpu"))
+    out = augment.apply(x, d, translate=2, flip=True)
+    assert out.shape == x.shape
+    identity = augment.AugmentDraw(torch.tensor([2, 2]), torch.tensor([2, 2]), torch.tensor([False, True]))
+    same = augment.apply(x, identity, translate=2, flip=True)
+    assert torch.equal(same[0], x[0]) and torch.equal(same[1], x[1].flip(2))
+    shifted = augment.AugmentDraw(torch.tensor([3, 2]), torch.tensor([2, 2]), torch.tensor([False, False]))
+    assert torch.equal(augment.apply(x, shifted, translate=2, flip=False)[0, :, :-1], x[0, :, 1:])
+
+
+def test_optimizer_groups_and_schedule():
+    model = build_model({"width": 0.125})
+    opt = build_optimizer(model, CONFIG)
+    norm_group, other = opt.param_groups
+    assert norm_group["lr"] == pytest.approx(other["lr"] * 64)
+    assert other["nesterov"] and other["momentum"] == 0.85
+    schedule = build_schedule(opt, total_steps=100, warmup=0.25)
+    factors = []
+    for _ in range(100):
+        factors.append(schedule.get_last_lr()[1] / other["initial_lr"])
+        opt.step()
+        schedule.step()
+    assert factors[0] == pytest.approx(0.2) and max(factors) == pytest.approx(1.0)
+    assert factors[-1] < 0.1
+
+
+def _run(config, data, start=None, stop_after=None):
+    reports = []
+
+    def report(metrics, state):
+        reports.append((metrics, state()))
+        if stop_after and len(reports) == stop_after:
+            raise KeyboardInterrupt
+
+    try:
+        train(config, data=data, device=torch.device("cpu"), report=report, start=start)
+    except KeyboardInterrupt:
+        pass
+    return reports
+
+
+def test_training_learns_and_reports_every_epoch(tiny_data):
+    reports = _run(CONFIG, tiny_data)
+    assert [m["epoch"] for m, _ in reports] == [1, 2, 3]
+    metrics = reports[-1][0]
+    for key in ("val_acc", "val_loss", "train_loss", "epoch_time_s", "images_per_s"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["val_acc"] > 0.3  # chance is 0.1
+    assert reports[-1][0]["train_loss"] < reports[0][0]["train_loss"]
+
+
+def test_resume_continues_exactly(tiny_data):
+    full = _run(CONFIG, tiny_data)
+    first = _run(CONFIG, tiny_data, stop_after=1)
+    resumed = _run(CONFIG, tiny_data, start=first[-1][1])
+    assert [m["epoch"] for m, _ in resumed] == [2, 3]
+    assert resumed[-1][0]["val_loss"] == pytest.approx(full[-1][0]["val_loss"], rel=1e-5)
+    assert resumed[-1][0]["val_acc"] == full[-1][0]["val_acc"]
+
+
+def test_same_seed_same_result_other_seed_differs(tiny_data):
+    one = _run({**CONFIG, "epochs": 1}, tiny_data)[-1][0]
+    two = _run({**CONFIG, "epochs": 1}, tiny_data)[-1][0]
+    other = _run({**CONFIG, "epochs": 1, "seed": 1}, tiny_data)[-1][0]
+    assert one["val_loss"] == two["val_loss"]
+    assert one["val_loss"] != other["val_loss"]
+
+
+def test_divergence_is_reported(tiny_data):
+    with pytest.raises(Diverged, match="not finite|nan|inf"):
+        _run({**CONFIG, "lr": 1e12, "epochs": 2}, tiny_data)
+
+
+def test_checkpoint_roundtrip_reproduces_val_acc(tmp_path, tiny_data):
+    metrics, state = _run(CONFIG, tiny_data)[-1]
+    checkpoint.save(state, tmp_path)
+    model, config = checkpoint.load_model(tmp_path)
+    assert config == CONFIG
+    assert evaluate(model, tiny_data.val_x, tiny_data.val_y)[1] == metrics["val_acc"]
+    with pytest.raises(FileNotFoundError, match="checkpoint.pt"):
+        checkpoint.load(tmp_path / "nothing")

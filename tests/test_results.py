@@ -1,0 +1,78 @@
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+import results
+from tests.conftest import ROOT
+
+ROWS = [
+    {
+        "trial_id": "a",
+        "status": "completed",
+        "epochs": 4,
+        "seconds": 9.5,
+        "val_acc": 0.61,
+        "config/lr": 3.0,
+        "config/seed": 0,
+    },
+    {
+        "trial_id": "b",
+        "status": "stopped",
+        "epochs": 1,
+        "seconds": 2.0,
+        "val_acc": 0.32,
+        "config/lr": 20.0,
+        "config/seed": 0,
+    },
+    {
+        "trial_id": "c",
+        "status": "error",
+        "epochs": 0,
+        "seconds": 0.0,
+        "val_acc": math.nan,
+        "config/lr": 7.0,
+        "config/seed": 0,
+    },
+    {
+        "trial_id": "d",
+        "status": "completed",
+        "epochs": 4,
+        "seconds": 9.0,
+        "val_acc": 0.72,
+        "config/lr": 9.0,
+        "config/seed": 0,
+    },
+]
+
+
+def test_write_load_and_leaderboard(tmp_path):
+    best = {"trial_id": "d", "val_acc": 0.72, "test_acc": 0.7, "config": {"lr": 9.0}}
+    results.write(str(tmp_path), ROWS, best)
+    frame = results.load_results(tmp_path)
+    assert list(frame["trial_id"]) == ["d", "a", "b", "c"]  # best first, failed last
+    assert json.loads((tmp_path / "best_config.json").read_text())["config"] == {"lr": 9.0}
+    board = results.leaderboard(frame, top=2).splitlines()
+    assert board[0].split()[:4] == ["trial_id", "val_acc", "epochs", "seconds"]
+    assert "lr" in board[0] and "seed" not in board[0]  # only the config that varies
+    assert board[2].startswith("d ") and board[3].startswith("a ") and len(board) == 4
+
+
+def test_load_explains_missing_and_unfinished(tmp_path):
+    with pytest.raises(results.ResultsError, match="no search folder"):
+        results.load_results(tmp_path / "absent")
+    with pytest.raises(results.ResultsError, match="did not finish.*--resume"):
+        results.load_results(tmp_path)
+
+
+def test_module_command_reprints(tmp_path):
+    results.write(str(tmp_path), ROWS, {"trial_id": "d", "val_acc": 0.72, "test_acc": 0.7})
+    done = subprocess.run([sys.executable, "-m", "results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "4 trials" in done.stdout and "test_acc 0.7000" in done.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "results", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "no search folder" in missing.stderr

@@ -1,0 +1,85 @@
+"""--resume: a search whose driver was killed finishes without losing or duplicating trials."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT
+from tests.test_end_to_end import search_args
+from tuner.cli import main
+
+pytestmark = pytest.mark.slow
+NUM_SAMPLES = 4
+
+
+def _wait_for_checkpoints(folder, *, count, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(list(folder.glob("*/checkpoint_*"))) >= count and list(folder.glob("experiment_state-*.json")):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no {count} checkpoints in {folder} after {timeout} s")
+
+
+def test_resume_after_the_driver_is_killed(tmp_path, cifar_dir, ray_local):
+    argv = search_args(
+        tmp_path,
+        cifar_dir,
+        "killed",
+        "--num-samples",
+        str(NUM_SAMPLES),
+        "--max-epochs",
+        "6",
+        "--grace-period",
+        "6",
+        "--max-concurrent",
+        "1",
+    )
+    driver = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_tune.py"), *argv],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    folder = tmp_path / "runs" / "killed"
+    try:
+        _wait_for_checkpoints(folder, count=2, timeout=240)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert not (folder / "results.csv").exists()
+
+    assert main(["--name", "killed", "--storage-path", str(tmp_path / "runs"), "--resume"]) == 0
+
+    frame = pd.read_csv(folder / "results.csv")
+    assert len(frame) == NUM_SAMPLES and frame["trial_id"].is_unique
+    assert (frame["epochs"] == 6).all()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("cifar")
+    parents = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'killed'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'"
+    )
+    assert sorted(c.data.tags["hpsearch.trial_id"] for c in children) == sorted(frame["trial_id"])
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        assert sorted(set(steps)) == list(range(1, 7))
+
+    # Resuming a finished search changes nothing.
+    assert main(["--name", "killed", "--storage-path", str(tmp_path / "runs"), "--resume"]) == 0
+    assert (
+        len(
+            client.search_runs(
+                [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'"
+            )
+        )
+        == 4
+    )

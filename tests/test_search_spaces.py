@@ -1,0 +1,86 @@
+import pytest
+
+from search_spaces import SpaceError, apply_overrides, format_spaces, get_space, parse_space, space_names
+from search_spaces.cifar import SPACE
+
+
+def test_registry_lists_cifar_and_parses_it():
+    assert "cifar" in space_names()
+    space = get_space("cifar")
+    names = {p.name for p in space.params}
+    assert {"lr", "momentum", "weight_decay", "batch_size", "label_smoothing", "width"} <= names
+    assert space.param("lr").kind == "loguniform"
+    assert space.param("weight_decay").kind == "loguniform"
+    for p in space.params:
+        assert p.description, p.name
+
+
+def test_unknown_space_names_the_known_ones():
+    with pytest.raises(SpaceError, match="unknown search space 'nope'.*cifar"):
+        get_space("nope")
+
+
+def test_format_lists_bounds_and_units():
+    text = format_spaces()
+    assert "cifar" in text and "log[3, 30]" in text and "per 1024 examples" in text
+
+
+@pytest.mark.parametrize(
+    ("override", "kind", "shown"),
+    [
+        ("lr=1:2", "loguniform", "log[1, 2]"),
+        ("batch_size=64,128", "choice", "{64, 128}"),
+        ("momentum=0.9", "fixed", "= 0.9"),
+        ("label_smoothing=0:0.1", "uniform", "[0, 0.1]"),
+    ],
+)
+def test_overrides(override, kind, shown):
+    space = apply_overrides(get_space("cifar"), [override])
+    p = space.param(override.split("=")[0])
+    assert (p.kind, p.describe()) == (kind, shown)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("lr=2:1", "low .2. must be below high .1."),
+        ("lr=-1:1", "must be > 0"),
+        ("lr=0", "must be > 0"),
+        ("weight_decay=0:0.1", "must be > 0"),
+        ("momentum=-0.5:0.9", "outside the allowed range"),
+        ("label_smoothing=0.5,1.5", "outside the allowed range"),
+        ("batch_size=0,64", "must be > 0"),
+        ("batch_size=64:128", "is a choice"),
+        ("nope=1", "has no parameter 'nope'"),
+        ("lr", "must look like NAME="),
+        ("lr=a:b", "bounds must be numbers"),
+    ],
+)
+def test_bad_overrides_say_what_is_wrong(override, message):
+    with pytest.raises(SpaceError, match=message):
+        apply_overrides(get_space("cifar"), [override])
+
+
+def test_malformed_space_data_is_refused():
+    raw = {**SPACE, "params": {**SPACE["params"], "lr": {"kind": "loguniform", "low": 1, "high": 1, "description": ""}}}
+    with pytest.raises(SpaceError, match="low .1. must be below high"):
+        parse_space(raw)
+    raw = {**SPACE, "budget": {**SPACE["budget"], "grace_period": 99}}
+    with pytest.raises(SpaceError, match="--grace-period is 99"):
+        parse_space(raw)
+    raw = {**SPACE, "smoke": {**SPACE["smoke"], "params": {"nope": 1}}}
+    with pytest.raises(SpaceError, match="no parameter 'nope'"):
+        parse_space(raw)
+
+
+def test_smoke_overrides_and_param_space():
+    from tuner.space import param_space
+
+    space = get_space("cifar")
+    smoke = apply_overrides(space, space.smoke.params)
+    config = param_space(smoke, max_epochs=3, seed=7)
+    assert config["epochs"] == 3 and config["seed"] == 7 and config["arch"] == "airbench"
+    assert set(config["width"].categories) == {0.125, 0.25}
+    fixed = param_space(apply_overrides(space, ["lr=5"]), max_epochs=3, seed=0)
+    assert fixed["lr"] == 5
+    assert 3.0 <= param_space(space, max_epochs=1, seed=0)["lr"].sample() <= 30.0
