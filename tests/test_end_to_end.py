@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 import torch
@@ -106,6 +107,15 @@ def test_mlflow_parent_child_runs_and_registered_model(search):
     versions = client.search_model_versions("name = 'cifar-best'")
     mine = [v for v in versions if v.tags.get("search") == "e2e"]
     assert len(mine) == 1 and float(mine[0].tags["val_acc"]) == pytest.approx(frame["val_acc"].max(), abs=1e-4)
+
+    # The registered model loads through MLflow and predicts as the checkpoint does, for any batch size.
+    mlflow.set_tracking_uri(f"sqlite:///{search}/mlflow.db")
+    registered = mlflow.pytorch.load_model(f"models:/cifar-best/{mine[0].version}")
+    best = json.loads((search / "runs" / "e2e" / "best_config.json").read_text())
+    model, _ = load_model(best["checkpoint"])
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(registered(x), model(x), atol=1e-4)
 
 
 def test_results_module_reloads_the_search(search):

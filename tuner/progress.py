@@ -20,12 +20,16 @@ def _fmt(value: Any) -> str:
 class ProgressTable(tune.Callback):
     """Prints the trials' status, key params and latest metrics every ``interval`` seconds and at the end."""
 
-    def __init__(self, *, params: list[str], metric: str, interval: float = 30.0, out: TextIO | None = None) -> None:
+    def __init__(
+        self, *, params: list[str], metric: str, total: int, interval: float = 30.0, out: TextIO | None = None
+    ) -> None:
         self.params = params
         self.metric = metric
+        self.total = total
         self.interval = interval
         self.out = out
         self._last = 0.0
+        self._shown: tuple = ()
         self._latest: dict[str, dict[str, Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -34,8 +38,12 @@ class ProgressTable(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         self._latest[trial.trial_id] = result
 
+    def _state(self, trials: list) -> tuple:
+        return tuple((t.trial_id, t.status, self._latest.get(t.trial_id, {}).get("epoch")) for t in trials)
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if time.monotonic() - self._last >= self.interval and any(t.status == "RUNNING" for t in trials):
+        # At most every `interval` seconds, and only when a trial started, stopped or reported.
+        if time.monotonic() - self._last >= self.interval and self._state(trials) != self._shown:
             self.print_table(trials)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -47,7 +55,7 @@ class ProgressTable(tune.Callback):
             counts[t.status] = counts.get(t.status, 0) + 1
         summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
         best = max(((r[self.metric], tid) for tid, r in self._latest.items() if self.metric in r), default=None)
-        head = f"[{time.strftime('%H:%M:%S')}] {len(trials)} trials: {summary}"
+        head = f"[{time.strftime('%H:%M:%S')}] {len(trials)} of {self.total} trials started: {summary}"
         if best:
             head += f" | best {self.metric} {best[0]:.4f} ({best[1]})"
         headers = ["trial", "status", *self.params, *(label for _, label in SHOWN_METRICS)]
@@ -66,5 +74,6 @@ class ProgressTable(tune.Callback):
 
     def print_table(self, trials: list) -> None:
         self._last = time.monotonic()
+        self._shown = self._state(trials)
         if trials:
             print(self.render(trials) + "\n", file=self.out or sys.stdout, flush=True)

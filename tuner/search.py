@@ -100,7 +100,10 @@ def check_resources(settings: SearchSettings) -> int:
     return max(1, min(fits, settings.max_concurrent or fits, settings.num_samples))
 
 
-def build_tuner(settings: SearchSettings, space: SearchSpace, dataset: Dataset, callbacks: list) -> tune.Tuner:
+def build_tuner(
+    settings: SearchSettings, space: SearchSpace, dataset: Dataset, callbacks: list, *, concurrency: int
+) -> tune.Tuner:
+    """A new Tuner, or the interrupted one restored; ``concurrency`` caps trials running at once."""
     trainable = tune.with_resources(
         tune.with_parameters(
             train_cifar,
@@ -116,7 +119,6 @@ def build_tuner(settings: SearchSettings, space: SearchSpace, dataset: Dataset, 
                 f"start it again under a new --name"
             )
         return tune.Tuner.restore(settings.folder, trainable, resume_errored=True)
-    concurrency = check_resources(settings)
     if settings.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -212,11 +214,12 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
     print(f"data: {dataset.description} from {settings.data_dir}", file=out)
     started = init_ray()
     try:
-        if not settings.resume:
-            check_resources(settings)
+        concurrency = check_resources(settings)
         settings, tracker = start_tracking(settings, space)
-        progress = ProgressTable(params=[p.name for p in space.params if p.kind != "fixed"], metric=METRIC)
-        tuner = build_tuner(settings, space, dataset, [tracker, progress])
+        progress = ProgressTable(
+            params=[p.name for p in space.params if p.kind != "fixed"], metric=METRIC, total=settings.num_samples
+        )
+        tuner = build_tuner(settings, space, dataset, [tracker, progress], concurrency=concurrency)
         print(
             f"search '{settings.name}': {settings.num_samples} trials, ASHA over {settings.max_epochs} epochs, "
             f"writing to {settings.folder}",
@@ -260,7 +263,8 @@ def log_best_model(tracker: MlflowTracker, space: SearchSpace, checkpoint: tune.
 
     with checkpoint.as_directory() as folder:
         model, _ = load_model(folder)
-        example = np.zeros((1, 3, 32, 32), dtype=np.float32)
+        # Batch of 2: an example batch of 1 makes torch.export fix the batch size at 1.
+        example = np.zeros((2, 3, 32, 32), dtype=np.float32)
         tags = {
             "search": record["search"],
             "trial_id": str(record["trial_id"]),
