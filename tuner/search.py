@@ -233,7 +233,15 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
             ray.shutdown()
 
 
-def finish(settings, space, grid, dataset: Dataset, tracker: MlflowTracker, *, out: TextIO) -> dict[str, Any]:
+def finish(
+    settings: SearchSettings,
+    space: SearchSpace,
+    grid: tune.ResultGrid,
+    dataset: Dataset,
+    tracker: MlflowTracker,
+    *,
+    out: TextIO,
+) -> dict[str, Any]:
     """Evaluate the best trial on the test set, log it to MLflow, write the results and print them."""
     rows = trial_rows(grid, max_epochs=settings.max_epochs)
     best = best_trial(grid, metric=METRIC, mode=MODE)
@@ -280,7 +288,9 @@ def log_best_model(tracker: MlflowTracker, space: SearchSpace, checkpoint: tune.
         )
 
 
-def print_summary(settings: SearchSettings, rows: list[dict], record: dict | None, grid, *, out: TextIO) -> None:
+def print_summary(
+    settings: SearchSettings, rows: list[dict], record: dict | None, grid: tune.ResultGrid, *, out: TextIO
+) -> None:
     frame = results.load_results(settings.folder)
     print(f"\nleaderboard ({len(rows)} trials):\n{results.leaderboard(frame)}", file=out)
     failed = failed_trials(grid)
