@@ -33,6 +33,7 @@ class Param:
     value: Any = None
     positive: bool = False  # every value must be > 0, whatever the distribution
     limits: tuple[float, float] | None = None  # every value must lie in [lo, hi]
+    allowed: tuple[Any, ...] = ()  # for choices and fixed values: the only values that work
 
     def describe(self) -> str:
         """The distribution in a few characters, e.g. ``log[0.001, 0.1]``."""
@@ -79,6 +80,7 @@ class SearchSpace:
     constants: dict[str, Any]
     budget: Budget
     smoke: Smoke
+    reference: dict[str, Any] = field(default_factory=dict)  # a known-good config, tried first
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -128,6 +130,10 @@ def _check_param(p: Param, *, space: str) -> None:
                     raise SpaceError(f"{where}: choice {c!r} must be > 0")
     elif p.positive and _number(p.value, what=f"{where}: value") <= 0:
         raise SpaceError(f"{where}: value is {p.value!r}, but must be > 0")
+    if p.allowed and p.kind in ("choice", "fixed"):
+        for v in p.choices if p.kind == "choice" else (p.value,):
+            if v not in p.allowed:
+                raise SpaceError(f"{where}: {v!r} is not one of {', '.join(map(str, p.allowed))}")
     if p.limits is not None:
         lo, hi = p.limits
         values = (p.low, p.high) if p.kind in ("loguniform", "uniform", "int") else p.choices or (p.value,)
@@ -165,7 +171,7 @@ def parse_space(raw: dict[str, Any]) -> SearchSpace:
     params = []
     for pname, spec in raw.get("params", {}).items():
         spec = dict(spec)
-        for key in ("choices", "limits"):
+        for key in ("choices", "limits", "allowed"):
             if key in spec:
                 spec[key] = tuple(spec[key])
         try:
@@ -190,7 +196,8 @@ def parse_space(raw: dict[str, Any]) -> SearchSpace:
         constants=dict(raw.get("constants", {})),
         budget=_parse_budget(raw.get("budget", {}), where=f"space '{name}': budget"),
         smoke=smoke,
+        reference=dict(raw.get("reference", {})),
     )
-    for pname in smoke.params:
-        space.param(pname)  # every smoke override names a real parameter
+    for pname in (*smoke.params, *space.reference):
+        space.param(pname)  # smoke overrides and the reference name real parameters
     return space

@@ -103,5 +103,9 @@ def test_more_gpus_than_the_machine_has(cwd, cifar_dir):
     assert_refused(done, cwd, f"--gpus-per-trial {asked}", "asks for more than this cluster has")
 
 
+def test_malformed_gpu_request(cwd):
+    assert_refused(run_cli(cwd, "--gpus-per-trial", "lots"), cwd, "--gpus-per-trial 'lots'", "auto")
+
+
 def test_unreachable_mlflow_server(cwd):
     assert_refused(run_cli(cwd, "--mlflow-uri", "http://127.0.0.1:9"), cwd, "unreachable", "--mlflow-uri")

@@ -68,9 +68,10 @@ def test_best_checkpoint_reproduces_its_val_acc(search, cifar_dir):
     model, config = load_model(best["checkpoint"])
     assert config == best["config"]
     splits = data.split(*data.load(cifar_dir, download_if_missing=False))
-    _, val_acc = evaluate(model, torch.from_numpy(splits.val_x), torch.from_numpy(splits.val_y))
+    assert config["tta"] == 2  # the space's default: evaluation averages flips and shifts
+    _, val_acc = evaluate(model, torch.from_numpy(splits.val_x), torch.from_numpy(splits.val_y), tta=2)
     assert val_acc == pytest.approx(best["val_acc"], abs=1e-9)
-    _, test_acc = evaluate(model, torch.from_numpy(splits.test_x), torch.from_numpy(splits.test_y))
+    _, test_acc = evaluate(model, torch.from_numpy(splits.test_x), torch.from_numpy(splits.test_y), tta=2)
     assert test_acc == pytest.approx(best["test_acc"], abs=1e-9)
 
 
@@ -135,27 +136,22 @@ def test_trial_logs_in_their_own_files(search):
         assert "val_acc=" in (folder / "stdout").read_text()
 
 
-def test_optuna_search(tmp_path, cifar_dir, ray_local):
-    argv = search_args(
-        tmp_path,
-        cifar_dir,
-        "tpe",
-        "--search",
-        "optuna",
-        "--num-samples",
-        "4",
-        "--max-epochs",
-        "2",
-        "--grace-period",
-        "1",
-        "--reduction-factor",
-        "2",
-        "--max-concurrent",
-        "2",
-    )
+def test_optuna_search_with_automatic_gpu_packing(tmp_path, cifar_dir, ray_local, capsys):
+    # fmt: off
+    argv = search_args(tmp_path, cifar_dir, "tpe", "--search", "optuna", "--num-samples", "4", "--max-epochs", "2",
+                       "--grace-period", "1", "--reduction-factor", "2", "--max-concurrent", "2",
+                       "--gpus-per-trial", "auto")
+    # fmt: on
     assert main(argv) == 0
     frame = results.load_results(tmp_path / "runs" / "tpe")
     assert len(frame) == 4 and frame["config/lr"].nunique() == 4
+    assert frame["config/lr"].tolist().count(11.5) == 1  # the reference point was tried first
+    saved = json.loads((tmp_path / "runs" / "tpe" / "search.json").read_text())
+    if not torch.cuda.is_available():
+        assert "no GPU in this cluster, trials run on CPU" in capsys.readouterr().out
+        assert saved["gpus_per_trial"] == 0.0
+    else:
+        assert 0 < saved["gpus_per_trial"] <= 1
 
 
 def test_failed_trials_are_summarised_with_their_error_logs(tmp_path, cifar_dir, ray_local, capsys):

@@ -142,3 +142,49 @@ def test_checkpoint_roundtrip_reproduces_val_acc(tmp_path, tiny_data):
     assert evaluate(model, tiny_data.val_x, tiny_data.val_y)[1] == metrics["val_acc"]
     with pytest.raises(FileNotFoundError, match="checkpoint.pt"):
         checkpoint.load(tmp_path / "nothing")
+
+
+def test_resnet18_trains(tiny_data):
+    reports = _run({**CONFIG, "arch": "resnet18", "width": 0.125, "epochs": 1}, tiny_data)
+    assert np.isfinite(reports[-1][0]["train_loss"])
+    assert count_parameters(build_model({"arch": "resnet18"})) == 11_173_962  # the standard CIFAR ResNet-18
+
+
+def test_test_time_augmentation_levels():
+    from trainables.loop import _tta_logits
+
+    torch.manual_seed(0)
+    model = build_model({"width": 0.125}).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        plain, flips = model(x), 0.5 * (model(x) + model(x.flip(3)))
+        assert torch.equal(_tta_logits(model, x, 0), plain)
+        assert torch.allclose(_tta_logits(model, x, 1), flips)
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        up, down = padded[:, :, :32, :32], padded[:, :, 2:, 2:]
+        expected = 0.5 * flips + 0.125 * (model(up) + model(up.flip(3)) + model(down) + model(down.flip(3)))
+        assert torch.allclose(_tta_logits(model, x, 2), expected, atol=1e-6)
+
+
+def test_evaluation_with_tta_is_reported(tiny_data):
+    with_tta = _run({**CONFIG, "epochs": 1, "tta": 2}, tiny_data)[-1][0]
+    without = _run({**CONFIG, "epochs": 1, "tta": 0}, tiny_data)[-1][0]
+    assert with_tta["train_loss"] == without["train_loss"]  # TTA changes evaluation only
+    assert with_tta["val_loss"] != without["val_loss"]
+
+
+@pytest.mark.slow
+def test_compile_is_timed_apart_and_changes_nothing(tiny_data):
+    eager = _run({**CONFIG, "epochs": 1}, tiny_data)[-1][0]
+    reports = []
+    train(
+        {**CONFIG, "epochs": 1},
+        data=tiny_data,
+        device=torch.device("cpu"),
+        compile=True,
+        report=lambda m, s: reports.append(m),
+    )
+    compiled = reports[-1]
+    assert compiled["compile_time_s"] > 0 and eager["compile_time_s"] == 0
+    assert compiled["epoch_time_s"] < compiled["compile_time_s"]  # compilation is not in the epoch's time
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-3)

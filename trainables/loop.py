@@ -10,6 +10,7 @@ checkpoints and talks to the scheduler (nanoGPT's ``master_process``).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -65,12 +66,26 @@ def _all_sum(t: torch.Tensor, world_size: int) -> torch.Tensor:
     return t
 
 
+def _tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
+    """Logits averaged over flips (level 1) and one-pixel shifts (level 2), as airbench evaluates."""
+    if level == 0:
+        return model(x)
+    logits = 0.5 * (model(x) + model(x.flip(3)))
+    if level == 1:
+        return logits
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")  # (B, C, H+2, W+2)
+    h, w = x.shape[2:]
+    shifted = [padded[:, :, :h, :w], padded[:, :, 2:, 2:]]
+    return 0.5 * logits + 0.25 * sum(0.5 * (model(s) + model(s.flip(3))) for s in shifted)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
+    tta: int = 0,
     rank: int = 0,
     world_size: int = 1,
 ) -> tuple[float, float]:
@@ -86,8 +101,8 @@ def evaluate(
             x = x.contiguous(memory_format=torch.channels_last)
         y = y_all[i : i + EVAL_BATCH]
         with _autocast(device):
-            logits = model(x)
-        sums[0] += F.cross_entropy(logits.float(), y, reduction="sum")
+            logits = _tta_logits(model, x, tta).float()
+        sums[0] += F.cross_entropy(logits, y, reduction="sum")
         sums[1] += (logits.argmax(1) == y).sum()
         sums[2] += len(y)
     _all_sum(sums, world_size)
@@ -107,6 +122,110 @@ def prepare_model(config: dict[str, Any], data: DeviceData, *, device: torch.dev
     return model
 
 
+@dataclass
+class _Run:
+    """What one trial's epochs share."""
+
+    config: dict[str, Any]
+    data: DeviceData
+    device: torch.device
+    model: nn.Module  # what the steps call: DDP-wrapped and/or compiled
+    raw_model: nn.Module  # what is evaluated and saved
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    batch_size: int
+    steps_per_epoch: int
+    rank: int
+    world_size: int
+
+    def step(self, idx: torch.Tensor, d: augment.AugmentDraw) -> torch.Tensor:
+        """One optimizer step on this rank's images ``idx``; returns the summed loss."""
+        c = self.config
+        x = augment.normalize(self.data.train_x[idx])
+        x = augment.apply(x, d, translate=int(c.get("translate", 2)), flip=bool(c.get("flip", True)))
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(self.device):
+            logits = self.model(x)
+        # Summed loss (airbench); DDP averages gradients over ranks, so scale back up.
+        smoothing = float(c.get("label_smoothing", 0.0))
+        loss = F.cross_entropy(logits.float(), self.data.train_y[idx], label_smoothing=smoothing, reduction="sum")
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * self.world_size).backward()
+        self.optimizer.step()
+        self.schedule.step()
+        return loss.detach()
+
+    def epoch(self, epoch: int, generator: torch.Generator) -> float:
+        """Train one epoch; returns the mean training loss over all ranks."""
+        n, b = len(self.data.train_y), self.batch_size
+        # The same permutation and draws on every rank, seeded by epoch: a resumed
+        # trial continues exactly where it stopped.
+        generator.manual_seed(int(self.config["seed"]) * 100_003 + epoch)
+        order = torch.randperm(n, device=self.device, generator=generator)
+        local = slice(self.rank, None, self.world_size)
+        translate = int(self.config.get("translate", 2))
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        for step in range(self.steps_per_epoch):
+            idx = order[step * b : (step + 1) * b]
+            d = augment.draw(len(idx), translate=translate, generator=generator, device=self.device)
+            loss_sum += self.step(idx[local], d.take(local))
+        return _all_sum(loss_sum, self.world_size).item() / (self.steps_per_epoch * b)
+
+    def warm_up(self, generator: torch.Generator) -> float:
+        """Compile the step on a throwaway update, then restore the state; returns the seconds it took."""
+        t0 = time.perf_counter()
+        saved = copy.deepcopy((self.raw_model.state_dict(), self.optimizer.state_dict(), self.schedule.state_dict()))
+        idx = torch.arange(self.rank, self.batch_size, self.world_size, device=self.device)
+        translate = int(self.config.get("translate", 2))
+        d = augment.draw(self.batch_size, translate=translate, generator=generator, device=self.device)
+        self.step(idx, d.take(slice(self.rank, None, self.world_size)))
+        _sync(self.device)
+        self.raw_model.load_state_dict(saved[0])
+        self.optimizer.load_state_dict(saved[1])
+        self.schedule.load_state_dict(saved[2])
+        return time.perf_counter() - t0
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "epoch": epoch,
+            "config": dict(self.config),
+        }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _setup(
+    config: dict[str, Any], data: DeviceData, *, device: torch.device, rank: int, world_size: int, compile: bool
+) -> _Run:
+    batch_size = int(config["batch_size"])
+    if batch_size % world_size:
+        raise ValueError(f"batch_size {batch_size} must divide evenly across {world_size} workers")
+    n = len(data.train_y)
+    raw_model = prepare_model(config, data, device=device)
+    model: nn.Module = raw_model
+    if world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(raw_model, device_ids=ids)
+    if compile:
+        model = torch.compile(model)
+    optimizer = build_optimizer(raw_model, config)
+    steps = max(1, n // batch_size)  # drop the last partial batch: equal steps on every rank
+    schedule = build_schedule(
+        optimizer, total_steps=int(config["epochs"]) * steps, warmup=float(config.get("warmup", 0.23))
+    )
+    return _Run(
+        config, data, device, model, raw_model, optimizer, schedule, min(batch_size, n), steps, rank, world_size
+    )
+
+
 def train(
     config: dict[str, Any],
     *,
@@ -116,86 +235,42 @@ def train(
     start: dict[str, Any] | None = None,
     rank: int = 0,
     world_size: int = 1,
+    compile: bool = False,
 ) -> None:
     """Train for ``config["epochs"]`` epochs from scratch or from the checkpoint state ``start``.
 
     Each epoch ends with ``report(metrics, checkpoint_state)`` on every rank.
-    Raises ``Diverged`` when the loss stops being finite.
+    With ``compile``, the training step goes through ``torch.compile``; the
+    compilation is done up front and reported as ``compile_time_s``, apart from
+    the epochs' times. Raises ``Diverged`` when the loss stops being finite.
     """
-    epochs, batch_size = int(config["epochs"]), int(config["batch_size"])
-    n = len(data.train_y)
-    if batch_size % world_size:
-        raise ValueError(f"batch_size {batch_size} must divide evenly across {world_size} workers")
-    steps_per_epoch = max(1, n // batch_size)  # drop the last partial batch: equal steps on every rank
-    batch_size = min(batch_size, n)
-
-    raw_model = prepare_model(config, data, device=device)
-    model: nn.Module = raw_model
-    if world_size > 1:
-        model = nn.parallel.DistributedDataParallel(
-            raw_model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    optimizer = build_optimizer(raw_model, config)
-    schedule = build_schedule(optimizer, total_steps=epochs * steps_per_epoch, warmup=float(config.get("warmup", 0.23)))
+    run = _setup(config, data, device=device, rank=rank, world_size=world_size, compile=compile)
+    generator = torch.Generator(device=device)
+    compile_time = run.warm_up(generator) if compile else 0.0
     first_epoch = 1
     if start is not None:
-        raw_model.load_state_dict(start["model"])
-        optimizer.load_state_dict(start["optimizer"])
-        schedule.load_state_dict(start["schedule"])
+        run.raw_model.load_state_dict(start["model"])
+        run.optimizer.load_state_dict(start["optimizer"])
+        run.schedule.load_state_dict(start["schedule"])
         first_epoch = int(start["epoch"]) + 1
-
-    translate, flip = int(config.get("translate", 2)), bool(config.get("flip", True))
-    smoothing = float(config.get("label_smoothing", 0.0))
-    local = slice(rank, None, world_size)
-    generator = torch.Generator(device=device)
-    for epoch in range(first_epoch, epochs + 1):
+    momentum = float(config["momentum"])
+    for epoch in range(first_epoch, int(config["epochs"]) + 1):
         t0 = time.perf_counter()
-        # Same permutation and draws on every rank, seeded by epoch: a resumed trial
-        # continues exactly where it stopped.
-        generator.manual_seed(int(config["seed"]) * 100_003 + epoch)
-        order = torch.randperm(n, device=device, generator=generator)
-        model.train()
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        for step in range(steps_per_epoch):
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            d = augment.draw(len(idx), translate=translate, generator=generator, device=device)
-            idx, d = idx[local], d.take(local)
-            x = augment.apply(augment.normalize(data.train_x[idx]), d, translate=translate, flip=flip)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device):
-                logits = model(x)
-            # Summed loss (airbench); DDP averages gradients over ranks, so scale back up.
-            loss = F.cross_entropy(logits.float(), data.train_y[idx], label_smoothing=smoothing, reduction="sum")
-            optimizer.zero_grad(set_to_none=True)
-            (loss * world_size).backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.detach()
-        train_loss = _all_sum(loss_sum, world_size).item() / (steps_per_epoch * batch_size)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        train_loss = run.epoch(epoch, generator)
+        _sync(device)
         train_seconds = time.perf_counter() - t0
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss is {train_loss} at epoch {epoch}")
-        val_loss, val_acc = evaluate(raw_model, data.val_x, data.val_y, rank=rank, world_size=world_size)
+        tta = int(config.get("tta", 0))
+        val_loss, val_acc = evaluate(run.raw_model, data.val_x, data.val_y, tta=tta, rank=rank, world_size=world_size)
         metrics = {
             "epoch": epoch,
             "train_loss": train_loss,
             "val_loss": val_loss,
             "val_acc": val_acc,
-            "lr": optimizer.param_groups[1]["lr"] * 1024 * (1 + 1 / (1 - float(config["momentum"]))),
+            "lr": run.optimizer.param_groups[1]["lr"] * 1024 * (1 + 1 / (1 - momentum)),
             "epoch_time_s": time.perf_counter() - t0,
-            "images_per_s": steps_per_epoch * batch_size / train_seconds,
+            "images_per_s": run.steps_per_epoch * run.batch_size / train_seconds,
+            "compile_time_s": compile_time,
         }
-
-        def state(epoch: int = epoch) -> dict[str, Any]:
-            return {
-                "model": raw_model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "epoch": epoch,
-                "config": dict(config),
-            }
-
-        report(metrics, state)
+        report(metrics, lambda epoch=epoch: run.state(epoch))

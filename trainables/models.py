@@ -1,5 +1,8 @@
 """CIFAR-10 networks. Plain PyTorch: never imports Ray.
 
+``resnet18`` is the usual CIFAR ResNet-18 (He et al. 2016, with a 3x3 stem and
+no max-pool), for comparison and for searches that want a bigger network.
+
 ``airbench`` follows the airbench94 network (Keller Jordan, cifar10-airbench):
 a frozen 2x2 patch-whitening convolution, then three groups of
 conv -> maxpool -> BatchNorm -> GELU -> conv -> BatchNorm -> GELU, a global
@@ -80,6 +83,48 @@ class AirbenchNet(nn.Module):
         return self.head(x) / 9.0
 
 
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, *, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """The CIFAR variant of ResNet-18: a 3x3 stem, no max-pool, four stages of two basic blocks."""
+
+    def __init__(self, *, width: float = 1.0, num_classes: int = 10) -> None:
+        super().__init__()
+        widths = [max(8, round(c * width / 8) * 8) for c in (64, 128, 256, 512)]
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
+        layers, c_in = [], widths[0]
+        for i, c in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            layers += [BasicBlock(c_in, c, stride=stride), BasicBlock(c, c, stride=1)]
+            c_in = c
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(self.stem(x))  # (B, C, 4, 4)
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+ARCHS = ("airbench", "resnet18")
+
+
 def widths_for(width: float) -> tuple[int, int, int]:
     """Channel widths for a multiplier of airbench94's (64, 256, 256), at least 8 each."""
     return tuple(max(8, round(w * width / 8) * 8) for w in BASE_WIDTHS)  # type: ignore[return-value]
@@ -88,9 +133,12 @@ def widths_for(width: float) -> tuple[int, int, int]:
 def build_model(config: dict[str, Any], *, num_classes: int = 10) -> nn.Module:
     """The network a trial's config names (``arch``, ``width``)."""
     arch = config.get("arch", "airbench")
+    width = float(config.get("width", 1.0))
     if arch == "airbench":
-        return AirbenchNet(widths=widths_for(float(config.get("width", 1.0))), num_classes=num_classes)
-    raise ValueError(f"unknown arch '{arch}'; known: airbench")
+        return AirbenchNet(widths=widths_for(width), num_classes=num_classes)
+    if arch == "resnet18":
+        return ResNet18(width=width, num_classes=num_classes)
+    raise ValueError(f"unknown arch '{arch}'; known: {', '.join(ARCHS)}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -31,6 +31,8 @@ class TrialSettings:
 
     tracking_uri: str  # absolute, so a trial's chdir cannot change where MLflow writes
     num_threads: int = 1
+    gpu_fraction: float = 0.0  # a share of one GPU: the trial's memory is capped to it
+    compile: bool = False
 
 
 def trial_device() -> torch.device:
@@ -51,6 +53,10 @@ def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings
     os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
     torch.set_num_threads(settings.num_threads)
     device = trial_device()
+    if device.type == "cuda" and 0 < settings.gpu_fraction < 1:
+        # Ray's GPU shares are only bookkeeping: cap real memory, so that a trial that
+        # runs out of it fails alone instead of taking its neighbours down.
+        torch.cuda.set_per_process_memory_fraction(settings.gpu_fraction, device)
     print(f"trial {tune.get_context().get_trial_id()} on {device}: {config}", flush=True)
     start = None
     restored = tune.get_checkpoint()
@@ -65,4 +71,4 @@ def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings
             checkpoint.save(state(), folder)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    train(config, data=device_data(data, device), device=device, report=report, start=start)
+    train(config, data=device_data(data, device), device=device, report=report, start=start, compile=settings.compile)

@@ -14,9 +14,9 @@ from tuner.settings import (
     SEARCH_ALGORITHMS,
     SearchSettings,
     budget_from,
-    check_gpus_per_trial,
     check_name,
     default_name,
+    parse_gpus_per_trial,
     resolve_storage,
     resolve_tracking_uri,
     resume_settings,
@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     res = p.add_argument_group("resources")
     res.add_argument(
-        "--gpus-per-trial", type=_number, default=0.0, help="0 (CPU), a fraction to share a GPU, or a whole number"
+        "--gpus-per-trial",
+        default="0",
+        help="0 (CPU), a fraction to share a GPU (0.25: four per GPU), a whole number, or auto (probe and pack)",
     )
     res.add_argument("--cpus-per-trial", type=_number, default=1.0, help="CPUs (and torch threads) per trial")
     res.add_argument(
@@ -89,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue the interrupted search given by --name")
     p.add_argument("--smoke-test", action="store_true", help="tiny budget on a slice of the data (what CI runs)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the training step (compile time reported apart)"
+    )
     return p
 
 
@@ -123,13 +128,14 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         max_epochs=budget.max_epochs,
         grace_period=budget.grace_period,
         reduction_factor=budget.reduction_factor,
-        gpus_per_trial=check_gpus_per_trial(args.gpus_per_trial),
+        gpus_per_trial=parse_gpus_per_trial(args.gpus_per_trial),
         cpus_per_trial=args.cpus_per_trial,
         max_concurrent=args.max_concurrent,
         search=args.search,
         seed=args.seed,
         keep_checkpoints=args.keep_checkpoints,
         smoke_test=args.smoke_test,
+        compile=args.compile,
         params=list(args.param),
     )
     settings.space()  # the overrides must make a valid space

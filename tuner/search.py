@@ -28,11 +28,11 @@ from results import _fs
 from search_spaces import SearchSpace
 from trainables import data as cifar_data
 from trainables.trainable import TrialSettings, train_cifar
-from tuner import provenance
+from tuner import packing, provenance
 from tuner.errors import UsageError
 from tuner.progress import ProgressTable
 from tuner.settings import SearchSettings
-from tuner.space import param_space
+from tuner.space import param_space, reference_point
 from tuner.summary import best_trial, failed_trials, trial_rows
 from tuner.tracking import MlflowTracker
 
@@ -100,6 +100,23 @@ def check_resources(settings: SearchSettings) -> int:
     return max(1, min(fits, settings.max_concurrent or fits, settings.num_samples))
 
 
+@ray.remote
+def _probe(config: dict[str, Any], arrays: dict[str, Any]) -> packing.Probe:
+    return packing.run_probe(config, arrays)
+
+
+def resolve_auto_gpus(settings: SearchSettings, space: SearchSpace, dataset: Dataset, *, out: TextIO) -> SearchSettings:
+    """Replace ``--gpus-per-trial auto`` by a share of a GPU measured with a one-trial probe."""
+    if not ray.cluster_resources().get("GPU", 0):
+        print("--gpus-per-trial auto: no GPU in this cluster, trials run on CPU", file=out)
+        return dataclasses.replace(settings, gpus_per_trial=0.0)
+    config = packing.probe_config(space, max_epochs=settings.max_epochs, seed=settings.seed)
+    probe = ray.get(_probe.options(num_gpus=1, num_cpus=settings.cpus_per_trial).remote(config, dataset.trial_arrays))
+    trials = packing.trials_per_gpu(probe)
+    print(packing.describe(probe, trials), file=out, flush=True)
+    return dataclasses.replace(settings, gpus_per_trial=packing.fraction_for(trials) if trials > 1 else 1.0)
+
+
 def build_tuner(
     settings: SearchSettings, space: SearchSpace, dataset: Dataset, callbacks: list, *, concurrency: int
 ) -> tune.Tuner:
@@ -108,7 +125,12 @@ def build_tuner(
         tune.with_parameters(
             train_cifar,
             data=dataset.trial_arrays,
-            settings=TrialSettings(tracking_uri=settings.mlflow_uri, num_threads=max(1, int(settings.cpus_per_trial))),
+            settings=TrialSettings(
+                tracking_uri=settings.mlflow_uri,
+                num_threads=max(1, int(settings.cpus_per_trial)),
+                gpu_fraction=float(settings.gpus_per_trial),
+                compile=settings.compile,
+            ),
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
@@ -119,13 +141,19 @@ def build_tuner(
                 f"start it again under a new --name"
             )
         return tune.Tuner.restore(settings.folder, trainable, resume_errored=True)
+    point = reference_point(space)
+    points = [point] if point else None  # the known-good config first, the rest as sampled
     if settings.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        searcher = ConcurrencyLimiter(OptunaSearch(seed=settings.seed), max_concurrent=concurrency)
+        searcher = ConcurrencyLimiter(
+            OptunaSearch(seed=settings.seed, points_to_evaluate=points), max_concurrent=concurrency
+        )
         max_concurrent_trials = None  # the limiter already caps it; setting both raises
     else:
-        searcher = BasicVariantGenerator(random_state=settings.seed, max_concurrent=concurrency)
+        searcher = BasicVariantGenerator(
+            random_state=settings.seed, max_concurrent=concurrency, points_to_evaluate=points
+        )
         max_concurrent_trials = None
     scheduler = AsyncHyperBandScheduler(
         time_attr="epoch",
@@ -173,10 +201,10 @@ def _test_accuracy(checkpoint: tune.Checkpoint, test_x: np.ndarray, test_y: np.n
 
     device = trial_device()
     with checkpoint.as_directory() as folder:
-        model, _ = load_model(folder, device=device)
+        model, config = load_model(folder, device=device)
     x = torch.from_numpy(np.array(test_x)).to(device)
     y = torch.from_numpy(np.array(test_y)).to(device)
-    return evaluate(model, x, y)[1]
+    return evaluate(model, x, y, tta=int(config.get("tta", 0)))[1]
 
 
 def test_accuracy(settings: SearchSettings, checkpoint: tune.Checkpoint, dataset: Dataset) -> float:
@@ -214,6 +242,8 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
     print(f"data: {dataset.description} from {settings.data_dir}", file=out)
     started = init_ray()
     try:
+        if settings.gpus_per_trial == "auto":
+            settings = resolve_auto_gpus(settings, space, dataset, out=out)
         concurrency = check_resources(settings)
         settings, tracker = start_tracking(settings, space)
         progress = ProgressTable(

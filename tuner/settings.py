@@ -39,13 +39,14 @@ class SearchSettings:
     max_epochs: int
     grace_period: int
     reduction_factor: int
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | str = 0.0  # a number, or "auto" until the packing probe has run
     cpus_per_trial: float = 1.0
     max_concurrent: int | None = None
     search: str = "random"
     seed: int = 0
     keep_checkpoints: int = 2
     smoke_test: bool = False
+    compile: bool = False
     params: list[str] = field(default_factory=list)
     resume: bool = False
     mlflow_run_id: str | None = None  # the parent run, set once the search has started
@@ -73,6 +74,19 @@ class SearchSettings:
     def from_json(cls, text: str) -> SearchSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+
+def parse_gpus_per_trial(text: str) -> float | str:
+    """``auto``, or a number of GPUs that Ray can schedule."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(
+            f"--gpus-per-trial {text!r} must be 0, a fraction such as 0.25, a whole number, or auto"
+        ) from None
+    return check_gpus_per_trial(value)
 
 
 def check_gpus_per_trial(value: float) -> float:

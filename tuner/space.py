@@ -31,3 +31,21 @@ def param_space(space: SearchSpace, *, max_epochs: int, seed: int) -> dict[str, 
     config.update(space.constants)
     config.update(epochs=max_epochs, seed=seed)
     return config
+
+
+def _contains(p: Param, value: Any) -> bool:
+    if p.kind in ("loguniform", "uniform"):
+        return isinstance(value, (int, float)) and p.low <= value <= p.high
+    if p.kind == "int":
+        return isinstance(value, int) and p.low <= value <= p.high
+    if p.kind == "choice":
+        return value in p.choices
+    return False  # fixed parameters need no suggestion
+
+
+def reference_point(space: SearchSpace) -> dict[str, Any]:
+    """The space's known-good values that still lie inside its (possibly overridden) bounds.
+
+    Searchers try this point first; parameters left out of it are sampled as usual.
+    """
+    return {k: v for k, v in space.reference.items() if _contains(space.param(k), v)}

@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from search_spaces import apply_overrides, get_space
+from tuner import packing
+from tuner.packing import Probe
+
+GIB = 1024**3
+
+
+def test_probe_config_is_the_hungriest():
+    config = packing.probe_config(get_space("cifar"), max_epochs=10, seed=0)
+    assert config["batch_size"] == 2048 and config["width"] == 1.0
+    assert config["lr"] == 11.5 and config["arch"] == "airbench" and config["epochs"] == 10
+    narrowed = apply_overrides(get_space("cifar"), ["lr=20:30"])
+    assert packing.probe_config(narrowed, max_epochs=1, seed=0)["lr"] == pytest.approx((20 * 30) ** 0.5)
+
+
+@pytest.mark.parametrize(
+    ("peak", "busy", "trials"),
+    [
+        (2 * GIB, 0.30, 4),  # compute leaves room for 3.3 trials, memory for 34
+        (2 * GIB, 0.95, 2),  # a busy trial still leaves its evaluation gaps to a second one
+        (30 * GIB, 0.10, 2),  # memory: 0.85 * 80 / 30
+        (70 * GIB, 0.10, 1),  # at least one
+        (0.5 * GIB, 0.01, 8),  # never more than the limit
+    ],
+)
+def test_trials_per_gpu(peak, busy, trials):
+    probe = Probe("H100", peak_bytes=int(peak), total_bytes=80 * GIB, busy_fraction=busy)
+    assert packing.trials_per_gpu(probe) == trials
+
+
+def test_fractions_fit_on_one_gpu():
+    for n in range(1, 9):
+        share = packing.fraction_for(n)
+        assert n * share <= 1.0 and (n + 1) * share > 1.0
+    assert packing.fraction_for(3) == 0.3333
+
+
+def test_decision_is_explained():
+    text = packing.describe(Probe("H100", 2 * GIB, 80 * GIB, 0.5), 2)
+    assert "2.00 of 80.0 GiB" in text and "50% busy" in text and "--gpus-per-trial 0.5" in text
+
+
+def test_sampler_without_nvidia_smi(monkeypatch):
+    monkeypatch.setattr(packing.shutil, "which", lambda name: None)
+    with packing.UtilisationSampler() as sampler:
+        pass
+    assert sampler.mean() is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_probe_on_a_gpu():
+    from tests.conftest import synthetic_images
+
+    x, y = synthetic_images(4096, seed=0)
+    arrays = {"train_x": x[:3584], "train_y": y[:3584], "val_x": x[3584:], "val_y": y[3584:]}
+    config = packing.probe_config(apply_overrides(get_space("cifar"), ["width=0.5"]), max_epochs=2, seed=0)
+    probe = packing.run_probe(config, arrays, epochs=1)
+    assert 0 < probe.peak_bytes < probe.total_bytes and 0 <= probe.busy_fraction <= 1
