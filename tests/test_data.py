@@ -6,9 +6,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from tests.conftest import synthetic_images
 from trainables import data
-from trainables.data import DataError
+from trainables.data import DataError, synthetic_images
 
 
 def _copy_layout(tmp_path, n=500):

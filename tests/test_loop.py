@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import synthetic_images
 from trainables import augment, checkpoint
+from trainables.data import synthetic_images
 from trainables.loop import DeviceData, Diverged, evaluate, train
 from trainables.models import build_model, count_parameters, widths_for
 from trainables.optim import build_optimizer, build_schedule

@@ -53,7 +53,7 @@ def test_sampler_without_nvidia_smi(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_probe_on_a_gpu():
-    from tests.conftest import synthetic_images
+    from trainables.data import synthetic_images
 
     x, y = synthetic_images(4096, seed=0)
     arrays = {"train_x": x[:3584], "train_y": y[:3584], "val_x": x[3584:], "val_y": y[3584:]}

@@ -207,3 +207,20 @@ def write_cifar_layout(
         names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
         pickle.dump({"label_names": names, "num_cases_per_batch": len(x), "num_vis": 3072}, f, protocol=4)
     return folder
+
+
+def synthetic_images(n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable stand-ins for CIFAR-10 (N, 3, 32, 32) uint8: a colour and a stripe angle per class, plus noise.
+
+    For tests and benchmark smoke runs on machines without the real data.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, NUM_CLASSES, n)
+    colours = np.random.default_rng(123).integers(40, 215, (NUM_CLASSES, 3))
+    yy, xx = np.mgrid[0:32, 0:32]
+    images = np.empty((n, 3, 32, 32), dtype=np.float32)
+    for c in range(NUM_CLASSES):
+        stripes = np.sin((xx * np.cos(c * 0.3) + yy * np.sin(c * 0.3)) * 0.8) * 30
+        images[labels == c] = colours[c][:, None, None] + stripes[None]
+    images += rng.normal(0, 25, images.shape)
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)

@@ -55,7 +55,7 @@ class DeviceData:
         return cls(*(put(arrays[k]) for k in ("train_x", "train_y", "val_x", "val_y")))
 
 
-def _autocast(device: torch.device):
+def autocast(device: torch.device):
     # bf16 on GPU (no loss scaling needed); full precision on CPU, where bf16 is slower.
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -100,7 +100,7 @@ def evaluate(
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         y = y_all[i : i + EVAL_BATCH]
-        with _autocast(device):
+        with autocast(device):
             logits = _tta_logits(model, x, tta).float()
         sums[0] += F.cross_entropy(logits, y, reduction="sum")
         sums[1] += (logits.argmax(1) == y).sum()
@@ -145,7 +145,7 @@ class _Run:
         x = augment.apply(x, d, translate=int(c.get("translate", 2)), flip=bool(c.get("flip", True)))
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(self.device):
+        with autocast(self.device):
             logits = self.model(x)
         # Summed loss (airbench); DDP averages gradients over ranks, so scale back up.
         smoothing = float(c.get("label_smoothing", 0.0))

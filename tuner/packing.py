@@ -78,6 +78,7 @@ class UtilisationSampler:
     def __init__(self, *, index: int = 0, period: float = 0.1) -> None:
         self.index, self.period = index, period
         self.samples: list[float] = []
+        self.times: list[float] = []  # time.monotonic() of each sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -87,6 +88,7 @@ class UtilisationSampler:
             try:
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=5, check=True).stdout
                 self.samples.append(float(out.strip().splitlines()[0]) / 100)
+                self.times.append(time.monotonic())
             except (OSError, subprocess.SubprocessError, ValueError, IndexError):
                 return
             time.sleep(self.period)
@@ -101,8 +103,10 @@ class UtilisationSampler:
         if self._thread.is_alive():
             self._thread.join()
 
-    def mean(self) -> float | None:
-        return sum(self.samples) / len(self.samples) if self.samples else None
+    def mean(self, *, since: float | None = None) -> float | None:
+        """Mean utilisation, over the samples taken after ``since`` (a ``time.monotonic()``) if given."""
+        kept = [u for t, u in zip(self.times, self.samples, strict=True) if since is None or t >= since]
+        return sum(kept) / len(kept) if kept else None
 
 
 def run_probe(config: dict[str, Any], arrays: dict[str, Any], *, epochs: int = 2, max_images: int = 20_000) -> Probe:

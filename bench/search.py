@@ -1,0 +1,127 @@
+"""Wall-clock, best test accuracy and GPU utilisation of ``run_tune.py --space cifar`` with its defaults.
+
+The baseline, measured in the same run, is one trial of the default recipe
+trained alone for the same number of epochs: the search's wall-clock is
+printed as a multiple of it. GPU utilisation is sampled with nvidia-smi while
+the search runs; "after start-up" counts from the first reported epoch.
+
+    python bench/search.py --data-dir data                   # the default search (a GPU)
+    python bench/search.py --smoke                           # the smoke search on synthetic data, CPU (CI)
+    python bench/search.py --data-dir data -- --num-samples 32   # extra flags for run_tune.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+from common import ROOT, default_recipe, load_splits, machine, table
+
+from search_spaces import get_space
+from trainables.data import write_cifar_layout
+from trainables.loop import DeviceData, train
+from tuner.packing import UtilisationSampler
+
+
+def first_result_watcher(folder: Path, found: dict) -> threading.Thread:
+    """Records when the first trial reports its first epoch (a row in some progress.csv)."""
+
+    def watch() -> None:
+        while "t" not in found and not found.get("stop"):
+            for progress in folder.glob("*/progress.csv"):
+                if len(progress.read_text().splitlines()) > 1:
+                    found["t"] = time.monotonic()
+                    return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def run_search(work: Path, data_dir: str, extra: list[str]) -> dict:
+    cmd = [sys.executable, str(ROOT / "run_tune.py"), "--space", "cifar", "--data-dir", data_dir,
+           "--storage-path", str(work / "runs"), "--mlflow-uri", f"sqlite:///{work}/mlflow.db", "--name", "bench",
+           *extra]  # fmt: skip
+    found: dict = {}
+    start = time.monotonic()
+    watcher = first_result_watcher(work / "runs" / "bench", found)
+    with UtilisationSampler(period=0.5) as sampler, open(work / "search.log", "w") as log:
+        done = subprocess.run(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.monotonic() - start
+    found["stop"] = True
+    watcher.join()
+    if done.returncode != 0:
+        raise SystemExit(f"run_tune.py failed ({done.returncode}); see {work / 'search.log'}")
+    best = json.loads((work / "runs" / "bench" / "best_config.json").read_text())
+    busy = sampler.mean(since=found.get("t"))
+    return {
+        "run": "search (run_tune.py)",
+        "wall_s": wall,
+        "startup_s": found["t"] - start if "t" in found else float("nan"),
+        "gpu_busy_after_startup": busy if busy is not None else float("nan"),
+        "best_val_acc": best["val_acc"],
+        "test_acc": best["test_acc"],
+    }
+
+
+def run_single_trial(data_dir: str, *, epochs: int, smoke: bool) -> dict:
+    """One trial of the default recipe, alone, in this process."""
+    device = torch.device("cuda" if torch.cuda.is_available() and not smoke else "cpu")
+    config = default_recipe(epochs=epochs)
+    if smoke:
+        space = get_space("cifar")
+        config.update(width=space.smoke.params["width"][0], batch_size=space.smoke.params["batch_size"][0], tta=0)
+    splits = load_splits(data_dir, train_size=get_space("cifar").smoke.train_size if smoke else None)
+    data = DeviceData.from_arrays(vars(splits), device=device)
+    metrics: list[dict] = []
+    t0 = time.monotonic()
+    train(config, data=data, device=device, report=lambda m, s: metrics.append(m))
+    return {"run": "one reference trial alone", "wall_s": time.monotonic() - t0, "startup_s": 0.0,
+            "gpu_busy_after_startup": float("nan"), "best_val_acc": max(m["val_acc"] for m in metrics),
+            "test_acc": float("nan")}  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py (--smoke: synthetic data)")
+    p.add_argument("--smoke", action="store_true", help="the smoke search on CPU")
+    p.add_argument("extra", nargs="*", help="flags passed on to run_tune.py (after --)")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data_dir = args.data_dir
+        if data_dir is None:
+            if not args.smoke:
+                p.error("--data-dir is needed without --smoke")
+            from trainables.data import synthetic_images
+
+            data_dir = str(work / "data")
+            write_cifar_layout(
+                Path(data_dir), train=synthetic_images(5000, seed=1), test=synthetic_images(1000, seed=2)
+            )
+        data_dir = str(Path(data_dir).resolve())
+        extra = (["--smoke-test"] if args.smoke else []) + args.extra
+        space = get_space("cifar")
+        epochs = (space.smoke.budget if args.smoke else space.budget).max_epochs
+        print(f"machine: {machine()}")
+        search = run_search(work, data_dir, extra)
+        single = run_single_trial(data_dir, epochs=epochs, smoke=args.smoke)
+    print(table([search, single]))
+    print(f"search wall-clock: {search['wall_s']:.1f} s = {search['wall_s'] / single['wall_s']:.2f}x one trial alone")
+    if not args.smoke:
+        busy = search["gpu_busy_after_startup"]
+        print(f"goal wall-clock <= 120 s: {'met' if search['wall_s'] <= 120 else 'missed'}")
+        print(f"goal best test_acc >= 0.910: {'met' if search['test_acc'] >= 0.91 else 'missed'}")
+        print(f"goal GPU busy >= 85% after start-up: {'met' if busy >= 0.85 else 'missed or not measured'}")
+
+
+if __name__ == "__main__":
+    main()
