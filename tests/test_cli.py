@@ -107,5 +107,10 @@ def test_malformed_gpu_request(cwd):
     assert_refused(run_cli(cwd, "--gpus-per-trial", "lots"), cwd, "--gpus-per-trial 'lots'", "auto")
 
 
+def test_fractional_gpus_with_several_workers(cwd):
+    done = run_cli(cwd, "--workers-per-trial", "2", "--gpus-per-trial", "0.5")
+    assert_refused(done, cwd, "DDP workers need whole GPUs", "--gpus-per-trial 2")
+
+
 def test_unreachable_mlflow_server(cwd):
     assert_refused(run_cli(cwd, "--mlflow-uri", "http://127.0.0.1:9"), cwd, "unreachable", "--mlflow-uri")

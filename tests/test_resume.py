@@ -18,10 +18,10 @@ pytestmark = pytest.mark.slow
 NUM_SAMPLES = 4
 
 
-def _wait_for_checkpoints(folder, *, count, timeout):
+def _wait_for_checkpoints(folder, *, count, timeout, pattern="*/checkpoint_*"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(list(folder.glob("*/checkpoint_*"))) >= count and list(folder.glob("experiment_state-*.json")):
+        if len(list(folder.glob(pattern))) >= count and list(folder.glob("experiment_state-*.json")):
             return
         time.sleep(0.5)
     raise AssertionError(f"no {count} checkpoints in {folder} after {timeout} s")

@@ -34,6 +34,11 @@ EVAL_BATCH = 1000
 Reporter = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 
 
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """One log line: ``epoch=3 val_acc=0.912 ...``."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+
+
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -261,6 +266,11 @@ def train(
         train_seconds = time.perf_counter() - t0
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss is {train_loss} at epoch {epoch}")
+        if world_size > 1:
+            # Each rank's last step moved its own BatchNorm statistics: evaluate (and
+            # checkpoint) rank 0's on every rank, so the reported score is the checkpoint's.
+            for buffer in run.raw_model.buffers():
+                dist.broadcast(buffer, src=0)
         tta = int(config.get("tta", 0))
         val_loss, val_acc = evaluate(run.raw_model, data.val_x, data.val_y, tta=tta, rank=rank, world_size=world_size)
         metrics = {

@@ -1,4 +1,4 @@
-"""The Tune function trainable: the only module of ``trainables`` that imports Ray.
+"""The Tune function trainable. With ``trainables.distributed`` (DDP trials), the only Ray code in ``trainables``.
 
 It fetches the dataset from Ray's object store (put there once per search by
 ``tune.with_parameters``), keeps it on the trial's device across reused
@@ -19,7 +19,7 @@ import torch
 from ray import tune
 
 from trainables import checkpoint
-from trainables.loop import DeviceData, train
+from trainables.loop import DeviceData, format_metrics, train
 
 # (dataset key, device) -> tensors: a reused actor keeps its data on the device.
 _DEVICE_DATA: dict[tuple[str, str], DeviceData] = {}
@@ -30,9 +30,21 @@ class TrialSettings:
     """Infrastructure every trial receives beside its hyperparameters."""
 
     tracking_uri: str  # absolute, so a trial's chdir cannot change where MLflow writes
-    num_threads: int = 1
-    gpu_fraction: float = 0.0  # a share of one GPU: the trial's memory is capped to it
+    workers: int = 1  # > 1: a DDP trial on Ray Train workers
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # below 1: a share of one GPU, and its memory is capped to it
     compile: bool = False
+    keep_checkpoints: int = 2  # DDP trials: Train keeps this many (Tune keeps them otherwise)
+    train_storage: str = ""  # DDP trials: where their Train runs write, under the search's folder
+
+
+def prepare_device(device: torch.device, settings: TrialSettings) -> None:
+    """Threads for the CPUs this process was given; on a shared GPU, a cap on its memory."""
+    torch.set_num_threads(max(1, int(settings.cpus_per_worker)))
+    if device.type == "cuda" and 0 < settings.gpus_per_worker < 1:
+        # Ray's GPU shares are only bookkeeping: cap real memory, so that a trial that
+        # runs out of it fails alone instead of taking its neighbours down.
+        torch.cuda.set_per_process_memory_fraction(settings.gpus_per_worker, device)
 
 
 def trial_device() -> torch.device:
@@ -51,12 +63,13 @@ def device_data(data: dict[str, Any], device: torch.device) -> DeviceData:
 def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings: TrialSettings) -> None:
     """Train one trial, reporting ``val_acc`` and a checkpoint every epoch."""
     os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
-    torch.set_num_threads(settings.num_threads)
+    if settings.workers > 1:
+        from trainables.distributed import run_ddp_trial
+
+        run_ddp_trial(config, data=data, settings=settings)
+        return
     device = trial_device()
-    if device.type == "cuda" and 0 < settings.gpu_fraction < 1:
-        # Ray's GPU shares are only bookkeeping: cap real memory, so that a trial that
-        # runs out of it fails alone instead of taking its neighbours down.
-        torch.cuda.set_per_process_memory_fraction(settings.gpu_fraction, device)
+    prepare_device(device, settings)
     print(f"trial {tune.get_context().get_trial_id()} on {device}: {config}", flush=True)
     start = None
     restored = tune.get_checkpoint()
@@ -66,7 +79,7 @@ def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings
 
     def report(metrics: dict[str, Any], state) -> None:
         # One line per epoch in the trial's own stdout file.
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
+        print(format_metrics(metrics), flush=True)
         with tempfile.TemporaryDirectory() as folder:
             checkpoint.save(state(), folder)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

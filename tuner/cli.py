@@ -10,6 +10,7 @@ from pathlib import Path
 from search_spaces import SpaceError, format_spaces, get_space, space_names
 from trainables.data import DataError
 from tuner.errors import UsageError
+from tuner.resources import trial_shape
 from tuner.settings import (
     SEARCH_ALGORITHMS,
     SearchSettings,
@@ -71,7 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="0",
         help="0 (CPU), a fraction to share a GPU (0.25: four per GPU), a whole number, or auto (probe and pack)",
     )
-    res.add_argument("--cpus-per-trial", type=_number, default=1.0, help="CPUs (and torch threads) per trial")
+    res.add_argument(
+        "--cpus-per-trial", type=_number, default=1.0, help="CPUs per trial (torch threads per worker follow)"
+    )
+    res.add_argument(
+        "--workers-per-trial",
+        type=_positive_int,
+        default=1,
+        help="DDP workers per trial (Ray Train); GPUs and CPUs per trial are split evenly among them",
+    )
     res.add_argument(
         "--max-concurrent",
         type=_positive_int,
@@ -130,6 +139,7 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         reduction_factor=budget.reduction_factor,
         gpus_per_trial=parse_gpus_per_trial(args.gpus_per_trial),
         cpus_per_trial=args.cpus_per_trial,
+        workers_per_trial=args.workers_per_trial,
         max_concurrent=args.max_concurrent,
         search=args.search,
         seed=args.seed,
@@ -139,6 +149,12 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         params=list(args.param),
     )
     settings.space()  # the overrides must make a valid space
+    if settings.gpus_per_trial != "auto":  # DDP workers need whole GPUs: refuse before starting Ray
+        trial_shape(
+            gpus_per_trial=settings.gpus_per_trial,
+            cpus_per_trial=settings.cpus_per_trial,
+            workers=settings.workers_per_trial,
+        )
     from results import _fs
 
     if _fs.exists(settings.folder):

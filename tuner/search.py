@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from results import _fs
 from search_spaces import SearchSpace
 from trainables import data as cifar_data
 from trainables.trainable import TrialSettings, train_cifar
-from tuner import packing, provenance
+from tuner import packing, provenance, resources
 from tuner.errors import UsageError
 from tuner.progress import ProgressTable
 from tuner.settings import SearchSettings
@@ -79,25 +78,20 @@ def init_ray() -> bool:
     return True
 
 
+def trial_shape(settings: SearchSettings) -> resources.TrialShape:
+    return resources.trial_shape(
+        gpus_per_trial=float(settings.gpus_per_trial),
+        cpus_per_trial=settings.cpus_per_trial,
+        workers=settings.workers_per_trial,
+    )
+
+
 def check_resources(settings: SearchSettings) -> int:
     """Refuse requests the cluster cannot meet; return how many trials can run at once."""
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    max_gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
-    max_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
-    total = ray.cluster_resources()
-    g, c = settings.gpus_per_trial, settings.cpus_per_trial
-    if g > max_gpus:
-        have = f"{max_gpus:g} GPUs per node" if max_gpus else "no GPU"
-        raise UsageError(
-            f"--gpus-per-trial {g:g} asks for more than this cluster has ({have}): "
-            f"use --gpus-per-trial {max_gpus:g}" + (" (CPU)" if not max_gpus else " or a fraction")
-        )
-    if c > max_cpus:
-        raise UsageError(
-            f"--cpus-per-trial {c:g} asks for more than a node has ({max_cpus:g} CPUs): use at most {max_cpus:g}"
-        )
-    fits = math.floor(total.get("GPU", 0.0) / g + 1e-9) if g else math.floor(total.get("CPU", 1.0) / c + 1e-9)
-    return max(1, min(fits, settings.max_concurrent or fits, settings.num_samples))
+    return resources.check_fit(
+        trial_shape(settings), nodes=nodes, max_concurrent=settings.max_concurrent, num_samples=settings.num_samples
+    )
 
 
 @ray.remote
@@ -110,6 +104,9 @@ def resolve_auto_gpus(settings: SearchSettings, space: SearchSpace, dataset: Dat
     if not ray.cluster_resources().get("GPU", 0):
         print("--gpus-per-trial auto: no GPU in this cluster, trials run on CPU", file=out)
         return dataclasses.replace(settings, gpus_per_trial=0.0)
+    if settings.workers_per_trial > 1:
+        print(f"--gpus-per-trial auto: one GPU for each of the {settings.workers_per_trial} DDP workers", file=out)
+        return dataclasses.replace(settings, gpus_per_trial=float(settings.workers_per_trial))
     config = packing.probe_config(space, max_epochs=settings.max_epochs, seed=settings.seed)
     probe = ray.get(_probe.options(num_gpus=1, num_cpus=settings.cpus_per_trial).remote(config, dataset.trial_arrays))
     trials = packing.trials_per_gpu(probe)
@@ -121,18 +118,23 @@ def build_tuner(
     settings: SearchSettings, space: SearchSpace, dataset: Dataset, callbacks: list, *, concurrency: int
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored; ``concurrency`` caps trials running at once."""
+    shape = trial_shape(settings)
+    trial_settings = TrialSettings(
+        tracking_uri=settings.mlflow_uri,
+        workers=shape.workers,
+        cpus_per_worker=shape.cpus_per_worker,
+        gpus_per_worker=shape.gpus_per_worker,
+        compile=settings.compile,
+        keep_checkpoints=settings.keep_checkpoints,
+        train_storage=_fs.join(settings.folder, "train"),
+    )
+    if shape.workers > 1:
+        # The trial's own process only coordinates; Ray Train schedules the workers.
+        trial_resources = {"cpu": shape.coordinator_cpus}
+    else:
+        trial_resources = {"cpu": shape.cpus, "gpu": shape.gpus}
     trainable = tune.with_resources(
-        tune.with_parameters(
-            train_cifar,
-            data=dataset.trial_arrays,
-            settings=TrialSettings(
-                tracking_uri=settings.mlflow_uri,
-                num_threads=max(1, int(settings.cpus_per_trial)),
-                gpu_fraction=float(settings.gpus_per_trial),
-                compile=settings.compile,
-            ),
-        ),
-        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+        tune.with_parameters(train_cifar, data=dataset.trial_arrays, settings=trial_settings), trial_resources
     )
     if settings.resume:
         if not tune.Tuner.can_restore(settings.folder):
@@ -171,7 +173,9 @@ def build_tuner(
             search_alg=searcher,
             num_samples=settings.num_samples,
             max_concurrent_trials=max_concurrent_trials,
-            reuse_actors=True,
+            # Reused actors start trials in milliseconds; a DDP trial's coordinator cannot be
+            # reset for another trial (Ray refuses, then waits), and its workers start anew anyway.
+            reuse_actors=shape.workers == 1,
         ),
         run_config=tune.RunConfig(
             name=settings.name,

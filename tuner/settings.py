@@ -41,6 +41,7 @@ class SearchSettings:
     reduction_factor: int
     gpus_per_trial: float | str = 0.0  # a number, or "auto" until the packing probe has run
     cpus_per_trial: float = 1.0
+    workers_per_trial: int = 1  # > 1: each trial is a DDP run on that many Ray Train workers
     max_concurrent: int | None = None
     search: str = "random"
     seed: int = 0

@@ -7,7 +7,10 @@ from typing import Any
 
 from ray import tune
 
+from results import _fs
+
 FINAL_METRICS = ("val_loss", "train_loss", "images_per_s")
+CHECKPOINT_PATH = "checkpoint_path"  # what Ray's TuneReportCallback adds for DDP trials
 
 
 def _trial_id(result: tune.Result) -> str:
@@ -46,12 +49,30 @@ def trial_rows(grid: tune.ResultGrid, *, max_epochs: int) -> list[dict[str, Any]
     return rows
 
 
+def _checkpoints(result: tune.Result) -> list[tuple[tune.Checkpoint, dict[str, Any]]]:
+    """The trial's kept checkpoints with the metrics they were reported with.
+
+    Tune tracks the checkpoints of single-process trials; a DDP trial's are kept by
+    Ray Train and reach Tune as a ``checkpoint_path`` in the reported metrics.
+    """
+    if result.best_checkpoints:
+        return list(result.best_checkpoints)
+    history = result.metrics_dataframe
+    if history is None or CHECKPOINT_PATH not in history:
+        return []
+    kept = []
+    for row in history.dropna(subset=[CHECKPOINT_PATH]).to_dict("records"):
+        if _fs.exists(row[CHECKPOINT_PATH]):  # Train deletes all but the best few
+            kept.append((tune.Checkpoint(row[CHECKPOINT_PATH]), row))
+    return kept
+
+
 def best_trial(grid: tune.ResultGrid, *, metric: str, mode: str) -> tuple[tune.Checkpoint, dict, tune.Result] | None:
     """The best kept checkpoint across all trials, with the metrics it was reported with."""
     best = None
     sign = 1 if mode == "max" else -1
     for result in grid:
-        for checkpoint, metrics in result.best_checkpoints or []:
+        for checkpoint, metrics in _checkpoints(result):
             if metric in metrics and (best is None or sign * metrics[metric] > sign * best[1][metric]):
                 best = (checkpoint, metrics, result)
     return best

@@ -1,0 +1,89 @@
+"""DDP trials: a Tune trial that runs ``loop.train`` on N Ray Train workers.
+
+The Tune function (``trainable.train_cifar``) builds a ``TorchTrainer`` and
+waits for it; the workers run the same loop as single-process trials with
+world size N (gloo on CPU, NCCL on GPU). Every rank calls ``ray.train.report``
+each epoch (it is a barrier); rank 0 passes the checkpoint. Ray's
+``TuneReportCallback`` forwards rank 0's metrics and checkpoint path to Tune,
+so ASHA sees every epoch and stops DDP trials like any other. The Train run is
+named after the trial: a retried or resumed trial finds its checkpoints there
+and continues on all ranks. Inside workers only ``ray.train.*`` is used.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+import ray
+import ray.train
+from ray import tune
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+
+from trainables import checkpoint
+from trainables.loop import format_metrics, train
+
+if TYPE_CHECKING:
+    from trainables.trainable import TrialSettings
+
+__all__ = ["CHECKPOINT_PATH_KEY", "run_ddp_trial", "train_worker"]
+
+
+def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: TrialSettings) -> None:
+    """One rank of a DDP trial: the shared training loop at world size N."""
+    from trainables.trainable import device_data, prepare_device
+
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    prepare_device(device, settings)
+    start = None
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            start = checkpoint.load(folder, map_location=device)
+
+    def report(metrics: dict[str, Any], state) -> None:
+        if rank != 0:
+            ray.train.report(metrics)  # every rank reports: it is a barrier
+            return
+        print(format_metrics(metrics), flush=True)
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint.save(state(), folder)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+    data = device_data(ray.get(data_ref), device)
+    train(config, data=data, device=device, report=report, start=start, rank=rank, world_size=world_size,
+          compile=settings.compile)  # fmt: skip
+
+
+def run_ddp_trial(config: dict[str, Any], *, data: dict[str, Any], settings: TrialSettings) -> None:
+    """Run one trial on ``settings.workers`` Train workers and wait for it (inside a Tune function)."""
+    trial_id = tune.get_context().get_trial_id()
+    use_gpu = settings.gpus_per_worker > 0
+    resources = {"CPU": settings.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = settings.gpus_per_worker
+    trainer = TorchTrainer(
+        functools.partial(train_worker, data_ref=ray.put(data), settings=settings),
+        train_loop_config=config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=settings.workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"train-{trial_id}",  # the same name again on retry or resume: Train restores from it
+            storage_path=settings.train_storage,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=settings.keep_checkpoints,
+                checkpoint_score_attribute="val_acc",
+                checkpoint_score_order="max",
+            ),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
