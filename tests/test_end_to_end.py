@@ -154,25 +154,29 @@ def test_optuna_search_with_automatic_gpu_packing(tmp_path, cifar_dir, ray_local
         assert 0 < saved["gpus_per_trial"] <= 1
 
 
-def test_failed_trials_are_summarised_with_their_error_logs(tmp_path, cifar_dir, ray_local, capsys):
-    argv = search_args(
-        tmp_path,
-        cifar_dir,
-        "broken",
-        "--num-samples",
-        "2",
-        "--max-epochs",
-        "1",
-        "--grace-period",
-        "1",
-        "--param",
-        "lr=1e12",
-    )
+def test_diverging_trials_end_quietly_as_diverged(tmp_path, cifar_dir, ray_local, capsys):
+    # fmt: off
+    argv = search_args(tmp_path, cifar_dir, "diverge", "--num-samples", "2", "--max-epochs", "3",
+                       "--grace-period", "3", "--param", "lr=1e12")
+    # fmt: on
     assert main(argv) == 1
     out = capsys.readouterr()
-    assert "2 trial(s) failed" in out.out and "no trial completed an epoch" in out.err
-    logs = [line.split("error log: ")[1] for line in out.out.splitlines() if "error log: " in line]
-    assert len(logs) == 2 and all(Path(log).is_file() for log in logs)
-    assert "Diverged" in Path(logs[0]).read_text()
-    frame = results.load_results(tmp_path / "runs" / "broken")
-    assert list(frame["status"]) == ["error", "error"]
+    assert "2 trial(s) diverged (training loss not finite)" in out.out
+    assert "failed" not in out.out and "no trial produced a usable checkpoint" in out.err
+    frame = results.load_results(tmp_path / "runs" / "diverge")
+    assert list(frame["status"]) == ["diverged", "diverged"]
+    assert (frame["epochs"] == 1).all()  # stopped at the first non-finite epoch, not retried
+    assert not list((tmp_path / "runs" / "diverge").glob("*/error.txt"))
+
+
+def test_failed_trials_are_listed_with_their_error_logs(tmp_path):
+    from types import SimpleNamespace
+
+    from tuner.summary import failed_trials
+
+    grid = [
+        SimpleNamespace(error=RuntimeError("Traceback...\nValueError: boom"), metrics={"trial_id": "t1"},
+                        path=str(tmp_path / "t1")),
+        SimpleNamespace(error=None, metrics={"trial_id": "t2"}, path=str(tmp_path / "t2")),
+    ]  # fmt: skip
+    assert failed_trials(grid) == [("t1", "ValueError: boom", str(tmp_path / "t1" / "error.txt"))]

@@ -83,3 +83,26 @@ def test_resume_after_the_driver_is_killed(tmp_path, cifar_dir, ray_local):
         )
         == 4
     )
+
+
+def test_ctrl_c_saves_the_search_and_prints_the_resume_command(tmp_path, cifar_dir, ray_local):
+    argv = search_args(tmp_path, cifar_dir, "interrupted", "--num-samples", "3", "--max-epochs", "6",
+                       "--grace-period", "6", "--max-concurrent", "1")  # fmt: skip
+    driver = subprocess.Popen([sys.executable, str(ROOT / "run_tune.py"), *argv], cwd=tmp_path, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    folder = tmp_path / "runs" / "interrupted"
+    try:
+        _wait_for_checkpoints(folder, count=2, timeout=240)
+        driver.send_signal(signal.SIGINT)
+        _, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130, err
+    command = f"python run_tune.py --name interrupted --storage-path {tmp_path / 'runs'} --resume"
+    assert command in err
+    assert not (folder / "results.csv").exists()
+
+    assert main(command.split()[2:]) == 0
+    frame = pd.read_csv(folder / "results.csv")
+    assert len(frame) == 3 and (frame["epochs"] == 6).all()

@@ -100,3 +100,18 @@ def test_existing_name_needs_resume(tmp_path):
     (tmp_path / "ray_results" / "taken").mkdir(parents=True)
     with pytest.raises(UsageError, match="already exists.*--resume"):
         _settings(tmp_path, "--name", "taken")
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("http://alice:s3cret@mlflow:5000", "http://alice:***@mlflow:5000"),
+        ("https://host/path?token=abc&x=1", "https://host/path?token=***&x=1"),
+        ("s3://bucket/x?X-Amz-Signature=abcd", "s3://bucket/x?X-Amz-Signature=***"),
+        ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+    ],
+)
+def test_credentials_never_reach_logs(uri, shown):
+    from tuner.settings import redact
+
+    assert redact(uri) == shown

@@ -23,7 +23,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
 from trainables import checkpoint
-from trainables.loop import format_metrics, train
+from trainables.loop import Diverged, format_metrics, train
 
 if TYPE_CHECKING:
     from trainables.trainable import TrialSettings
@@ -55,8 +55,12 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
     data = device_data(ray.get(data_ref), device)
-    train(config, data=data, device=device, report=report, start=start, rank=rank, world_size=world_size,
-          compile=settings.compile)  # fmt: skip
+    try:
+        train(config, data=data, device=device, report=report, start=start, rank=rank, world_size=world_size,
+              compile=settings.compile)  # fmt: skip
+    except Diverged as e:
+        # The loss is all-reduced, so every rank sees the divergence and reports it (a barrier).
+        ray.train.report(e.metrics())
 
 
 def run_ddp_trial(config: dict[str, Any], *, data: dict[str, Any], settings: TrialSettings) -> None:

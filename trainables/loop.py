@@ -40,7 +40,15 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite: more epochs cannot help."""
+
+    def __init__(self, *, epoch: int, loss: float) -> None:
+        super().__init__(f"training loss is {loss} at epoch {epoch}")
+        self.epoch, self.loss = epoch, loss
+
+    def metrics(self) -> dict[str, Any]:
+        """What a diverged trial reports: no score worth keeping, and the flag."""
+        return {"epoch": self.epoch, "train_loss": self.loss, "val_acc": 0.0, "diverged": 1}
 
 
 @dataclass(frozen=True)
@@ -265,7 +273,7 @@ def train(
         _sync(device)
         train_seconds = time.perf_counter() - t0
         if not math.isfinite(train_loss):
-            raise Diverged(f"training loss is {train_loss} at epoch {epoch}")
+            raise Diverged(epoch=epoch, loss=train_loss)
         if world_size > 1:
             # Each rank's last step moved its own BatchNorm statistics: evaluate (and
             # checkpoint) rank 0's on every rank, so the reported score is the checkpoint's.

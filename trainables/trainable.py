@@ -19,7 +19,7 @@ import torch
 from ray import tune
 
 from trainables import checkpoint
-from trainables.loop import DeviceData, format_metrics, train
+from trainables.loop import DeviceData, Diverged, format_metrics, train
 
 # (dataset key, device) -> tensors: a reused actor keeps its data on the device.
 _DEVICE_DATA: dict[tuple[str, str], DeviceData] = {}
@@ -84,4 +84,11 @@ def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings
             checkpoint.save(state(), folder)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    train(config, data=device_data(data, device), device=device, report=report, start=start, compile=settings.compile)
+    try:
+        train(
+            config, data=device_data(data, device), device=device, report=report, start=start, compile=settings.compile
+        )
+    except Diverged as e:
+        # Not an error to retry or to flood the logs with: the trial ends, reported as diverged.
+        print(f"diverged: {e}", flush=True)
+        tune.report(e.metrics())

@@ -24,6 +24,7 @@ from tuner.settings import (
 )
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
 
 
 def _positive_int(text: str) -> int:
@@ -171,9 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         settings = settings_from_args(args, cwd=Path(os.getcwd()))
-        from tuner.search import run_search  # imports Ray: after the cheap checks
+        from tuner.search import Interrupted, run_search  # imports Ray: after the cheap checks
 
-        best = run_search(settings)
+        try:
+            best = run_search(settings)
+        except Interrupted as e:
+            print(f"\n{e}", file=sys.stderr)
+            return EXIT_INTERRUPTED
     except SpaceError as e:
         print(f"error: {e}", file=sys.stderr)
         if str(e).startswith("unknown search space"):
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if not best:
         print(
-            "error: no trial completed an epoch; the failed trials and their error logs are listed above",
+            "error: no trial produced a usable checkpoint; the diverged and failed trials are listed above",
             file=sys.stderr,
         )
         return 1

@@ -8,6 +8,10 @@ from typing import Any, TextIO
 
 from ray import tune
 
+# The statuses of the trials when the last search in this process ended.
+LAST_STATUSES: list[str] = []
+FINAL_STATUSES = ("TERMINATED", "ERROR")
+
 SHOWN_METRICS = (("epoch", "epoch"), ("val_acc", "val_acc"), ("val_loss", "val_loss"), ("images_per_s", "img/s"))
 
 
@@ -48,6 +52,9 @@ class ProgressTable(tune.Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.print_table(trials)
+        # Tune pickles its callbacks with the search and restores them on --resume, so the
+        # instance that runs is not always the driver's own: report through the module.
+        LAST_STATUSES[:] = [t.status for t in trials]
 
     def render(self, trials: list) -> str:
         counts: dict[str, int] = {}
@@ -77,3 +84,8 @@ class ProgressTable(tune.Callback):
         self._shown = self._state(trials)
         if trials:
             print(self.render(trials) + "\n", file=self.out or sys.stdout, flush=True)
+
+
+def interrupted(num_samples: int) -> bool:
+    """Whether the search that just ended stopped before all ``num_samples`` trials finished (Ctrl-C)."""
+    return len(LAST_STATUSES) < num_samples or any(s not in FINAL_STATUSES for s in LAST_STATUSES)

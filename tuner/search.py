@@ -28,15 +28,24 @@ from search_spaces import SearchSpace
 from trainables import data as cifar_data
 from trainables.trainable import TrialSettings, train_cifar
 from tuner import packing, provenance, resources
+from tuner import progress as progress_module
 from tuner.errors import UsageError
 from tuner.progress import ProgressTable
-from tuner.settings import SearchSettings
+from tuner.settings import SearchSettings, redact
 from tuner.space import param_space, reference_point
-from tuner.summary import best_trial, failed_trials, trial_rows
+from tuner.summary import best_trial, diverged_trials, failed_trials, trial_rows
 from tuner.tracking import MlflowTracker
 
 METRIC, MODE = "val_acc", "max"
 log = logging.getLogger(__name__)
+
+
+class Interrupted(RuntimeError):
+    """The search was stopped (Ctrl-C) with its state saved; the message is the command that resumes it."""
+
+    def __init__(self, settings: SearchSettings) -> None:
+        command = f"python run_tune.py --name {settings.name} --storage-path {settings.storage_path} --resume"
+        super().__init__(f"search '{settings.name}' interrupted; its state is saved. Resume it with:\n  {command}")
 
 
 @dataclass
@@ -225,6 +234,8 @@ def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[Search
     settings = dataclasses.replace(settings, mlflow_run_id=tracker.parent_run_id)
     _fs.write_text(_fs.join(settings.folder, results.SEARCH_JSON), settings.to_json())
     params = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("resume", "mlflow_run_id")}
+    for key in ("mlflow_uri", "storage_path", "data_dir"):
+        params[key] = redact(str(params[key]))
     params.update({f"space.{p.name}": p.describe() for p in space.params})
     tags = {f"version.{k}": v for k, v in provenance.versions().items()}
     tags.update({"git_commit": provenance.git_commit(), "seed": str(settings.seed)})
@@ -260,7 +271,11 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
             file=out,
             flush=True,
         )
+        progress_module.LAST_STATUSES.clear()
         grid = tuner.fit()
+        if progress_module.interrupted(settings.num_samples):
+            tracker.end(status="KILLED")
+            raise Interrupted(settings)
         return finish(settings, space, grid, dataset, tracker, out=out)
     finally:
         if started:
@@ -327,6 +342,10 @@ def print_summary(
 ) -> None:
     frame = results.load_results(settings.folder)
     print(f"\nleaderboard ({len(rows)} trials):\n{results.leaderboard(frame)}", file=out)
+    diverged = diverged_trials(rows)
+    if diverged:
+        listed = ", ".join(f"{tid} (epoch {epoch})" for tid, epoch in diverged)
+        print(f"\n{len(diverged)} trial(s) diverged (training loss not finite), stopped: {listed}", file=out)
     failed = failed_trials(grid)
     if failed:
         print(f"\n{len(failed)} trial(s) failed:", file=out)
@@ -343,4 +362,4 @@ def print_summary(
         f"results: {_fs.join(settings.folder, results.RESULTS_CSV)}, {_fs.join(settings.folder, results.BEST_CONFIG)}",
         file=out,
     )
-    print(f"MLflow: {settings.mlflow_uri} (browse with `make mlflow-ui`)", file=out)
+    print(f"MLflow: {redact(settings.mlflow_uri)} (browse with `make mlflow-ui`)", file=out)

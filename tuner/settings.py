@@ -136,7 +136,7 @@ def resolve_tracking_uri(uri: str | None, *, cwd: Path, timeout: float = 3.0) ->
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise UsageError(
-                f"MLflow tracking server {uri} is unreachable ({reason}): start it (e.g. `make mlflow-ui`), "
+                f"MLflow tracking server {redact(uri)} is unreachable ({reason}): start it (e.g. `make mlflow-ui`), "
                 f"fix --mlflow-uri, or leave --mlflow-uri out to use the local store"
             ) from None
         return uri
@@ -145,6 +145,15 @@ def resolve_tracking_uri(uri: str | None, *, cwd: Path, timeout: float = 3.0) ->
     if uri.endswith(".db"):
         return resolve_tracking_uri(f"sqlite:///{uri}", cwd=cwd, timeout=timeout)
     raise UsageError(f"--mlflow-uri {uri!r} is not a tracking URI: use sqlite:///path/mlflow.db or http://host:5000")
+
+
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:token|password|secret|signature|x-amz-[a-z-]+|sig)=)[^&]*")
+
+
+def redact(uri: str) -> str:
+    """``uri`` fit for logs and MLflow params: no password, token or signature in it."""
+    uri = re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", uri)
+    return _SECRET_QUERY.sub(r"\1***", uri)
 
 
 def default_name(space: str) -> str:

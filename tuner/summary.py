@@ -21,6 +21,18 @@ def _error_log(result: tune.Result) -> str:
     return str(Path(result.path) / "error.txt")
 
 
+def _best_score(history) -> float:
+    """The best val_acc of the epochs that trained (a diverged trial's last report is no score)."""
+    if "diverged" in history:
+        history = history[history["diverged"].fillna(0) == 0]
+    return float(history["val_acc"].max()) if len(history) else float("nan")
+
+
+def diverged_trials(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """(trial id, epoch) of the trials whose loss stopped being finite."""
+    return [(r["trial_id"], r["epochs"]) for r in rows if r["status"] == "diverged"]
+
+
 def trial_rows(grid: tune.ResultGrid, *, max_epochs: int) -> list[dict[str, Any]]:
     """One row per trial: status, epochs, seconds, best and final metrics, and its config."""
     rows = []
@@ -30,6 +42,8 @@ def trial_rows(grid: tune.ResultGrid, *, max_epochs: int) -> list[dict[str, Any]
         epochs = int(metrics.get("epoch", 0) or 0)
         if result.error is not None:
             status = "error"
+        elif history is not None and "diverged" in history and history["diverged"].fillna(0).any():
+            status = "diverged"
         else:
             status = "completed" if epochs >= max_epochs else "stopped"
         has_acc = history is not None and "val_acc" in history
@@ -38,7 +52,7 @@ def trial_rows(grid: tune.ResultGrid, *, max_epochs: int) -> list[dict[str, Any]
             "status": status,
             "epochs": epochs,
             "seconds": round(float(metrics.get("time_total_s", 0.0) or 0.0), 2),
-            "val_acc": float(history["val_acc"].max()) if has_acc else float("nan"),
+            "val_acc": _best_score(history) if has_acc else float("nan"),
             "final_val_acc": metrics.get("val_acc", float("nan")),
         }
         row.update({k: metrics.get(k, float("nan")) for k in FINAL_METRICS})
