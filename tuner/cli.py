@@ -107,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_batch_split(settings: SearchSettings) -> None:
+    """Every batch size the search can draw must split evenly over the DDP workers."""
+    workers = settings.workers_per_trial
+    p = settings.space().param("batch_size")
+    sizes = p.choices if p.kind == "choice" else (p.value,) if p.kind == "fixed" else ()
+    uneven = [b for b in sizes if int(b) % workers]
+    if workers > 1 and uneven:
+        raise UsageError(
+            f"batch_size {', '.join(map(str, uneven))} cannot be split evenly over --workers-per-trial {workers}: "
+            f"use batch sizes that are multiples of {workers} (--param batch_size=...)"
+        )
+
+
 def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings:
     """Validate every flag and resolve paths; touches nothing on disk."""
     storage = resolve_storage(args.storage_path, cwd=cwd)
@@ -150,6 +163,7 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         params=list(args.param),
     )
     settings.space()  # the overrides must make a valid space
+    check_batch_split(settings)
     if settings.gpus_per_trial != "auto":  # DDP workers need whole GPUs: refuse before starting Ray
         trial_shape(
             gpus_per_trial=settings.gpus_per_trial,

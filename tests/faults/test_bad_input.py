@@ -1,0 +1,143 @@
+"""Bad input: every case exits non-zero within seconds, names the fix, and writes nothing.
+
+| # | bad input | what the message points to |
+|---|---|---|
+| 1 | unknown space | the known spaces |
+| 2 | truncated CIFAR file | the file, and --data-dir |
+| 3 | malformed CIFAR file (wrong shape) | the file, and --data-dir |
+| 4 | missing data, no network | where to put a copy, --data-dir |
+| 5 | missing data, unwritable data folder | a writable --data-dir |
+| 6 | inverted bounds | swap them |
+| 7 | negative bound | the allowed range |
+| 8 | zero bound on a log scale | must be > 0 |
+| 9 | --num-samples 0 | must be >= 1 |
+| 10 | --grace-period above --max-epochs | the allowed range |
+| 11 | --reduction-factor 1 | must be >= 2 |
+| 12 | more GPUs per trial than the machine has | what the cluster has |
+| 13 | fractional GPUs with several workers | one GPU per worker |
+| 14 | --gpus-per-trial that is not a number | 0, a fraction, a whole number or auto |
+| 15 | batch size not divisible by the workers | multiples of the worker count |
+| 16 | unwritable storage path | a writable folder |
+| 17 | --resume of a search that does not exist | --name and --storage-path |
+| 18 | an existing search name without --resume | --resume, or another --name |
+| 19 | a search name with a path in it | the allowed characters |
+| 20 | unreachable MLflow server | start it, or leave --mlflow-uri out |
+| 21 | an MLflow URI that is not one | the URI forms |
+| 22 | --cpus-per-trial 0 | must be > 0 |
+"""
+
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+from trainables import data
+
+SECONDS = 60  # "within seconds": generous for a loaded 2-core CI machine; most take about 1 s
+
+
+def run_cli(cwd, *argv):
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, str(ROOT / "run_tune.py"), *argv], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    return done, time.monotonic() - start
+
+
+@pytest.fixture
+def cwd(tmp_path):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    return folder
+
+
+def _damaged(tmp_path, cifar_dir, damage):
+    bad = tmp_path / "bad"
+    shutil.copytree(cifar_dir, bad)
+    damage(bad / data.FOLDER / "data_batch_2")
+    return str(bad)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:5000])
+
+
+def _reshape(path):
+    import pickle
+
+    import numpy as np
+
+    path.write_bytes(pickle.dumps({"data": np.zeros((10, 1024), np.uint8), "labels": [0] * 10}))
+
+
+CASES = {
+    "unknown space": (lambda t, c: ["--space", "imagenet9000"], ["unknown search space 'imagenet9000'", "cifar"]),
+    "truncated file": (lambda t, c: ["--data-dir", _damaged(t, c, _truncate), "--smoke-test"],
+                       ["data_batch_2", "--data-dir"]),
+    "malformed file": (lambda t, c: ["--data-dir", _damaged(t, c, _reshape), "--smoke-test"],
+                       ["data_batch_2", "shape (10, 1024)"]),
+    "no data, no network": (lambda t, c: ["--data-dir", str(t / "work" / "nothing")],
+                            ["could not download CIFAR-10", "or pass --data-dir"]),
+    "unwritable data folder": (lambda t, c: ["--data-dir", str(_file(t) / "d")], ["writable folder"]),
+    "inverted bounds": (lambda t, c: ["--param", "lr=30:3"], ["low (30) must be below high (3)", "swap them"]),
+    "negative bound": (lambda t, c: ["--param", "momentum=-0.2:0.9"], ["outside the allowed range [0, 0.999]"]),
+    "zero bound": (lambda t, c: ["--param", "lr=0:3"], ["must be > 0"]),
+    "zero samples": (lambda t, c: ["--num-samples", "0"], ["--num-samples", "must be >= 1"]),
+    "grace period": (lambda t, c: ["--grace-period", "50"], ["--grace-period is 50", "between 1 and --max-epochs"]),
+    "reduction factor": (lambda t, c: ["--reduction-factor", "1"], ["--reduction-factor is 1", ">= 2"]),
+    "too many GPUs": (lambda t, c: ["--data-dir", str(c), "--smoke-test", "--gpus-per-trial", str(_gpus() + 1)],
+                      ["asks for more than this cluster has", "--gpus-per-trial"]),
+    "fractional GPUs, several workers": (lambda t, c: ["--workers-per-trial", "2", "--gpus-per-trial", "0.5"],
+                                         ["DDP workers need whole GPUs", "--gpus-per-trial 2"]),
+    "GPUs not a number": (lambda t, c: ["--gpus-per-trial", "lots"], ["--gpus-per-trial 'lots'", "auto"]),
+    "batch not divisible": (lambda t, c: ["--workers-per-trial", "3", "--param", "batch_size=64,128"],
+                            ["cannot be split evenly over --workers-per-trial 3", "multiples of 3"]),
+    "unwritable storage": (lambda t, c: ["--storage-path", str(_file(t) / "runs")],
+                           ["not writable", "writable folder"]),
+    "resume a missing search": (lambda t, c: ["--resume", "--name", "ghost"], ["no search 'ghost'", "--storage-path"]),
+    "name taken": (lambda t, c: ["--name", "taken", "--storage-path", str(_taken(t))],
+                   ["already exists", "--resume, or pick another --name"]),
+    "name with a path": (lambda t, c: ["--name", "../evil"], ["--name '../evil'", "letters, digits"]),
+    "MLflow unreachable": (lambda t, c: ["--mlflow-uri", "http://127.0.0.1:9"],
+                           ["unreachable", "leave --mlflow-uri out"]),
+    "MLflow URI malformed": (lambda t, c: ["--mlflow-uri", "mlruns"], ["not a tracking URI", "sqlite:///"]),
+    "zero CPUs": (lambda t, c: ["--cpus-per-trial", "0"], ["--cpus-per-trial is 0", "> 0"]),
+}  # fmt: skip
+
+
+def _file(tmp_path):
+    f = tmp_path / "a-file"
+    f.write_text("not a folder")
+    return f
+
+
+def _taken(tmp_path):
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    return tmp_path / "runs"
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def test_the_table_covers_at_least_15_cases():
+    assert len(CASES) >= 15
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused(case, cwd, tmp_path, cifar_dir):
+    make_argv, phrases = CASES[case]
+    argv = make_argv(tmp_path, cifar_dir)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    done, seconds = run_cli(cwd, *argv)
+    assert done.returncode == 2, done.stdout + done.stderr
+    for phrase in phrases:
+        assert phrase in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert seconds < SECONDS
+    assert list(cwd.iterdir()) == [], "a refused search writes nothing"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
