@@ -50,3 +50,32 @@ def write_text(path: str, text: str) -> None:
     fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(inner) as f:
         f.write(text.encode())
+
+
+def remove_tree(path: str) -> None:
+    """Delete a folder and everything in it, locally or at a URI; a missing folder is no error."""
+    if not is_uri(path):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    fs, inner = _fs(path)
+    if exists(path):
+        fs.delete_dir(inner)
+
+
+def subfolders(path: str, *, prefix: str = "") -> list[str]:
+    """The folders directly inside ``path`` whose names start with ``prefix``."""
+    if not is_uri(path):
+        p = Path(path)
+        return sorted(str(c) for c in p.iterdir() if c.is_dir() and c.name.startswith(prefix)) if p.is_dir() else []
+    import pyarrow.fs
+
+    fs, inner = _fs(path)
+    scheme = str(path).split("://", 1)[0]
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True))
+    return sorted(
+        f"{scheme}://{i.path}"
+        for i in infos
+        if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith(prefix)
+    )

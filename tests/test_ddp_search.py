@@ -29,6 +29,7 @@ def ray_with_state_api():
     """Ray with its dashboard: Train frees a stopped trial's workers through the state API."""
     import ray
 
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")  # as init_ray sets it
     ray.init(num_cpus=6, include_dashboard=True, log_to_driver=False)
     yield ray
     ray.shutdown()

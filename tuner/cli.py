@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep-checkpoints", type=_positive_int, default=2, help="checkpoints kept per trial (best by val_acc)"
     )
+    p.add_argument(
+        "--keep-trials",
+        type=_positive_int,
+        default=5,
+        help="after the search, the trials (best by val_acc) that keep their checkpoints",
+    )
     p.add_argument("--resume", action="store_true", help="continue the interrupted search given by --name")
     p.add_argument("--smoke-test", action="store_true", help="tiny budget on a slice of the data (what CI runs)")
     p.add_argument(
@@ -158,6 +164,7 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         search=args.search,
         seed=args.seed,
         keep_checkpoints=args.keep_checkpoints,
+        keep_trials=args.keep_trials,
         smoke_test=args.smoke_test,
         compile=args.compile,
         params=list(args.param),

@@ -33,7 +33,7 @@ from tuner.errors import UsageError
 from tuner.progress import ProgressTable
 from tuner.settings import SearchSettings, redact
 from tuner.space import param_space, reference_point
-from tuner.summary import best_trial, diverged_trials, failed_trials, trial_rows
+from tuner.summary import best_trial, diverged_trials, failed_trials, prune_checkpoints, trial_rows
 from tuner.tracking import MlflowTracker
 
 METRIC, MODE = "val_acc", "max"
@@ -78,6 +78,9 @@ def init_ray() -> bool:
     # engine at verbose=0 prints nothing, and per-epoch checkpoints are intended here.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # DDP trials: Train gives its workers 60 s to start; on a loaded machine a worker
+    # importing torch can take longer. Ray's processes inherit this from the driver.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     if ray.is_initialized():
         return False
     # No address: a local instance here, the job's cluster under `ray job submit`.
@@ -310,6 +313,9 @@ def finish(
         record["model_uri"] = log_best_model(tracker, space, checkpoint, record)
         tracker.log_metrics({"best_val_acc": record["val_acc"], "test_acc": test_acc})
     results.write(settings.folder, rows, record)
+    pruned = prune_checkpoints(rows, folder=settings.folder, keep_trials=settings.keep_trials)
+    if pruned:
+        print(f"removed the checkpoints of {len(pruned)} trial(s) outside the top {settings.keep_trials}", file=out)
     tracker.end(status="FINISHED" if record else "FAILED")
     print_summary(settings, rows, record, grid, out=out)
     return record or {}

@@ -46,6 +46,7 @@ class SearchSettings:
     search: str = "random"
     seed: int = 0
     keep_checkpoints: int = 2
+    keep_trials: int = 5  # after the search, only the best trials keep their checkpoints
     smoke_test: bool = False
     compile: bool = False
     params: list[str] = field(default_factory=list)

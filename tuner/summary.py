@@ -100,3 +100,22 @@ def failed_trials(grid: tune.ResultGrid) -> list[tuple[str, str, str]]:
             lines = [line for line in str(result.error).strip().splitlines() if line.strip()]
             failed.append((_trial_id(result), lines[-1] if lines else type(result.error).__name__, _error_log(result)))
     return failed
+
+
+def prune_checkpoints(rows: list[dict[str, Any]], *, folder: str, keep_trials: int) -> list[str]:
+    """Delete the checkpoints of all but the ``keep_trials`` best trials; return the trial ids pruned.
+
+    Tune (single-process trials) keeps them in the trial's folder; Ray Train (DDP
+    trials) in ``<folder>/train/train-<trial id>``.
+    """
+    ranked = sorted(rows, key=lambda r: (r["val_acc"] == r["val_acc"], r["val_acc"]), reverse=True)
+    pruned = []
+    for row in ranked[keep_trials:]:
+        trial_id = row["trial_id"]
+        targets = _fs.subfolders(row["path"], prefix="checkpoint_")
+        targets += _fs.subfolders(_fs.join(folder, "train", f"train-{trial_id}"), prefix="checkpoint_")
+        for target in targets:
+            _fs.remove_tree(target)
+        if targets:
+            pruned.append(trial_id)
+    return pruned

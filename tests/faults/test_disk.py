@@ -1,0 +1,58 @@
+"""Checkpoints stay bounded: num_to_keep per trial while running, only the top trials' after the search."""
+
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.test_end_to_end import search_args
+from tuner.cli import main
+
+pytestmark = pytest.mark.slow
+TRIALS, KEEP_CHECKPOINTS, KEEP_TRIALS = 20, 1, 3
+SMALL_FILES = 512 * 1024  # per trial: params, progress, results, logs (a few KB each, with room)
+
+
+def _checkpoints(folder: Path) -> dict[str, list[Path]]:
+    return {t.name: list(t.glob("checkpoint_*/checkpoint.pt")) for t in folder.glob("train_cifar_*")}
+
+
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def test_twenty_trials_stay_under_the_bound(tmp_path, cifar_dir, ray_local):
+    folder = tmp_path / "runs" / "disk"
+    most_seen, stop = [0], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            counts = [len(c) for c in _checkpoints(folder).values()] if folder.exists() else []
+            most_seen[0] = max([most_seen[0], *counts])
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    argv = search_args(tmp_path, cifar_dir, "disk", "--num-samples", str(TRIALS), "--max-epochs", "3",
+                       "--grace-period", "1", "--reduction-factor", "3", "--keep-checkpoints", str(KEEP_CHECKPOINTS),
+                       "--keep-trials", str(KEEP_TRIALS))  # fmt: skip
+    try:
+        assert main(argv) == 0
+    finally:
+        stop.set()
+        watcher.join()
+
+    # While running: num_to_keep checkpoints per trial, plus, for the moment between the two,
+    # the new one that Tune writes before it deletes the one it replaces.
+    assert KEEP_CHECKPOINTS <= most_seen[0] <= KEEP_CHECKPOINTS + 1
+    # After: only the top trials keep theirs, and the folder fits the bound computed from them.
+    kept = {name: files for name, files in _checkpoints(folder).items() if files}
+    assert len(kept) == KEEP_TRIALS
+    frame = pd.read_csv(folder / "results.csv")
+    top = set(frame.sort_values("val_acc", ascending=False)["trial_id"].head(KEEP_TRIALS))
+    assert {name.split("_")[2] + "_" + name.split("_")[3] for name in kept} == top
+    checkpoint_size = max(f.stat().st_size for files in kept.values() for f in files)
+    bound = KEEP_TRIALS * KEEP_CHECKPOINTS * checkpoint_size + TRIALS * SMALL_FILES
+    assert _size(folder) <= bound, (_size(folder), bound)
