@@ -188,3 +188,22 @@ def test_compile_is_timed_apart_and_changes_nothing(tiny_data):
     assert compiled["compile_time_s"] > 0 and eager["compile_time_s"] == 0
     assert compiled["epoch_time_s"] < compiled["compile_time_s"]  # compilation is not in the epoch's time
     assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-3)
+
+
+def test_errors_that_end_a_trial_for_good():
+    from trainables.loop import early_end
+
+    assert early_end(Diverged(epoch=3, loss=float("nan")), epoch=3)["diverged"] == 1
+    oom = early_end(torch.cuda.OutOfMemoryError("CUDA out of memory"), epoch=4)
+    assert oom == {"epoch": 4, "val_acc": 0.0, "infeasible": 1}
+    assert early_end(ValueError("a bug"), epoch=1) is None  # real errors stay errors (and are retried)
+
+
+def test_an_out_of_memory_trial_is_recorded_as_infeasible():
+    import pandas as pd
+
+    from tuner.summary import _best_score, _flagged
+
+    history = pd.DataFrame({"epoch": [1, 2, 3], "val_acc": [0.5, 0.6, 0.0], "infeasible": [None, None, 1]})
+    assert _flagged(history, "infeasible") and not _flagged(history, "diverged")
+    assert _best_score(history) == 0.6

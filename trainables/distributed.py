@@ -86,6 +86,7 @@ def run_ddp_trial(config: dict[str, Any], *, data: dict[str, Any], settings: Tri
                 checkpoint_score_order="max",
             ),
             callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
         ),
     )
     result = trainer.fit()

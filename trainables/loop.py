@@ -34,6 +34,19 @@ EVAL_BATCH = 1000
 Reporter = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 
 
+def early_end(error: BaseException, *, epoch: int) -> dict[str, Any] | None:
+    """What a trial reports when ``error`` ends it for good (no retry could help), else None.
+
+    A non-finite loss is ``diverged``; running out of GPU memory makes the
+    configuration ``infeasible`` (on its share of the GPU), while other trials go on.
+    """
+    if isinstance(error, Diverged):
+        return error.metrics()
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return {"epoch": epoch, "val_acc": 0.0, "infeasible": 1}
+    return None
+
+
 def format_metrics(metrics: dict[str, Any]) -> str:
     """One log line: ``epoch=3 val_acc=0.912 ...``."""
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())

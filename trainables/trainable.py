@@ -19,7 +19,7 @@ import torch
 from ray import tune
 
 from trainables import checkpoint
-from trainables.loop import DeviceData, Diverged, format_metrics, train
+from trainables.loop import DeviceData, Diverged, early_end, format_metrics, train
 
 # (dataset key, device) -> tensors: a reused actor keeps its data on the device.
 _DEVICE_DATA: dict[tuple[str, str], DeviceData] = {}
@@ -35,6 +35,7 @@ class TrialSettings:
     gpus_per_worker: float = 0.0  # below 1: a share of one GPU, and its memory is capped to it
     compile: bool = False
     keep_checkpoints: int = 2  # DDP trials: Train keeps this many (Tune keeps them otherwise)
+    max_failures: int = 2  # DDP trials: restarts of the worker group after a worker dies
     train_storage: str = ""  # DDP trials: where their Train runs write, under the search's folder
 
 
@@ -77,9 +78,12 @@ def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings
         with restored.as_directory() as folder:
             start = checkpoint.load(folder, map_location=device)
 
+    last_epoch = [int(start["epoch"]) if start else 0]
+
     def report(metrics: dict[str, Any], state) -> None:
         # One line per epoch in the trial's own stdout file.
         print(format_metrics(metrics), flush=True)
+        last_epoch[0] = metrics["epoch"]
         with tempfile.TemporaryDirectory() as folder:
             checkpoint.save(state(), folder)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
@@ -88,7 +92,7 @@ def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings
         train(
             config, data=device_data(data, device), device=device, report=report, start=start, compile=settings.compile
         )
-    except Diverged as e:
-        # Not an error to retry or to flood the logs with: the trial ends, reported as diverged.
-        print(f"diverged: {e}", flush=True)
-        tune.report(e.metrics())
+    except (Diverged, torch.cuda.OutOfMemoryError) as e:
+        # Not errors to retry or to flood the logs with: the trial ends, and says why.
+        print(f"ended early: {type(e).__name__}: {e}", flush=True)
+        tune.report(early_end(e, epoch=last_epoch[0] + 1))

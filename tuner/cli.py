@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-checkpoints", type=_positive_int, default=2, help="checkpoints kept per trial (best by val_acc)"
     )
     p.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        help="times a failed trial is retried from its last checkpoint (a killed process, a lost node)",
+    )
+    p.add_argument(
         "--keep-trials",
         type=_positive_int,
         default=5,
@@ -145,6 +151,8 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
             "reduction_factor": args.reduction_factor,
         },
     )
+    if args.max_failures < 0:
+        raise UsageError(f"--max-failures is {args.max_failures}, but must be >= 0 (0: never retry)")
     if args.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial is {args.cpus_per_trial:g}, but must be > 0")
     settings = SearchSettings(
@@ -165,6 +173,7 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         seed=args.seed,
         keep_checkpoints=args.keep_checkpoints,
         keep_trials=args.keep_trials,
+        max_failures=args.max_failures,
         smoke_test=args.smoke_test,
         compile=args.compile,
         params=list(args.param),

@@ -33,7 +33,7 @@ from tuner.errors import UsageError
 from tuner.progress import ProgressTable
 from tuner.settings import SearchSettings, redact
 from tuner.space import param_space, reference_point
-from tuner.summary import best_trial, diverged_trials, failed_trials, prune_checkpoints, trial_rows
+from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_rows
 from tuner.tracking import MlflowTracker
 
 METRIC, MODE = "val_acc", "max"
@@ -138,6 +138,7 @@ def build_tuner(
         gpus_per_worker=shape.gpus_per_worker,
         compile=settings.compile,
         keep_checkpoints=settings.keep_checkpoints,
+        max_failures=settings.max_failures,
         train_storage=_fs.join(settings.folder, "train"),
     )
     if shape.workers > 1:
@@ -198,6 +199,7 @@ def build_tuner(
                 checkpoint_score_order=MODE,
             ),
             callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # Each trial's stdout and stderr go to files in its working folder, and
             # sync_artifacts copies them into the trial's folder under the storage path.
             log_to_file=True,
@@ -348,10 +350,12 @@ def print_summary(
 ) -> None:
     frame = results.load_results(settings.folder)
     print(f"\nleaderboard ({len(rows)} trials):\n{results.leaderboard(frame)}", file=out)
-    diverged = diverged_trials(rows)
-    if diverged:
-        listed = ", ".join(f"{tid} (epoch {epoch})" for tid, epoch in diverged)
-        print(f"\n{len(diverged)} trial(s) diverged (training loss not finite), stopped: {listed}", file=out)
+    for status, why in (("diverged", "diverged (training loss not finite)"),
+                        ("infeasible", "ran out of GPU memory (configuration infeasible)")):  # fmt: skip
+        ended = ended_early(rows, status)
+        if ended:
+            listed = ", ".join(f"{tid} (epoch {epoch})" for tid, epoch in ended)
+            print(f"\n{len(ended)} trial(s) {why}, stopped: {listed}", file=out)
     failed = failed_trials(grid)
     if failed:
         print(f"\n{len(failed)} trial(s) failed:", file=out)

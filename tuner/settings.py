@@ -47,6 +47,7 @@ class SearchSettings:
     seed: int = 0
     keep_checkpoints: int = 2
     keep_trials: int = 5  # after the search, only the best trials keep their checkpoints
+    max_failures: int = 2  # retries of a trial whose process died, each from its last checkpoint
     smoke_test: bool = False
     compile: bool = False
     params: list[str] = field(default_factory=list)

@@ -21,16 +21,21 @@ def _error_log(result: tune.Result) -> str:
     return str(Path(result.path) / "error.txt")
 
 
+def _flagged(history, flag: str) -> bool:
+    return history is not None and flag in history and bool(history[flag].fillna(0).any())
+
+
 def _best_score(history) -> float:
-    """The best val_acc of the epochs that trained (a diverged trial's last report is no score)."""
-    if "diverged" in history:
-        history = history[history["diverged"].fillna(0) == 0]
+    """The best val_acc of the epochs that trained (the report that ends a trial early is no score)."""
+    for flag in ("diverged", "infeasible"):
+        if flag in history:
+            history = history[history[flag].fillna(0) == 0]
     return float(history["val_acc"].max()) if len(history) else float("nan")
 
 
-def diverged_trials(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
-    """(trial id, epoch) of the trials whose loss stopped being finite."""
-    return [(r["trial_id"], r["epochs"]) for r in rows if r["status"] == "diverged"]
+def ended_early(rows: list[dict[str, Any]], status: str) -> list[tuple[str, int]]:
+    """(trial id, epoch) of the trials with ``status`` (diverged, infeasible)."""
+    return [(r["trial_id"], r["epochs"]) for r in rows if r["status"] == status]
 
 
 def trial_rows(grid: tune.ResultGrid, *, max_epochs: int) -> list[dict[str, Any]]:
@@ -42,8 +47,10 @@ def trial_rows(grid: tune.ResultGrid, *, max_epochs: int) -> list[dict[str, Any]
         epochs = int(metrics.get("epoch", 0) or 0)
         if result.error is not None:
             status = "error"
-        elif history is not None and "diverged" in history and history["diverged"].fillna(0).any():
+        elif _flagged(history, "diverged"):
             status = "diverged"
+        elif _flagged(history, "infeasible"):
+            status = "infeasible"  # out of GPU memory on its share: this configuration cannot run there
         else:
             status = "completed" if epochs >= max_epochs else "stopped"
         has_acc = history is not None and "val_acc" in history
