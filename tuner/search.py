@@ -19,7 +19,6 @@ from typing import Any, TextIO
 import numpy as np
 import ray
 from ray import tune
-from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 import results
@@ -27,8 +26,9 @@ from results import _fs
 from search_spaces import SearchSpace
 from trainables import data as cifar_data
 from trainables.trainable import TrialSettings, train_cifar
-from tuner import packing, provenance, resources
+from tuner import asha, packing, provenance, resources
 from tuner import progress as progress_module
+from tuner.asha import PersistentASHA
 from tuner.errors import UsageError
 from tuner.progress import ProgressTable
 from tuner.settings import SearchSettings, redact
@@ -170,7 +170,8 @@ def build_tuner(
             random_state=settings.seed, max_concurrent=concurrency, points_to_evaluate=points
         )
         max_concurrent_trials = None
-    scheduler = AsyncHyperBandScheduler(
+    scheduler = PersistentASHA(
+        state_path=_fs.join(settings.folder, asha.STATE_FILE),
         time_attr="epoch",
         max_t=settings.max_epochs,
         grace_period=settings.grace_period,
