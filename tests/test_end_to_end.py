@@ -180,3 +180,14 @@ def test_failed_trials_are_listed_with_their_error_logs(tmp_path):
         SimpleNamespace(error=None, metrics={"trial_id": "t2"}, path=str(tmp_path / "t2")),
     ]  # fmt: skip
     assert failed_trials(grid) == [("t1", "ValueError: boom", str(tmp_path / "t1" / "error.txt"))]
+
+
+def test_sync_of_a_search_that_was_tracked_changes_nothing(search):
+    client = MlflowClient(tracking_uri=f"sqlite:///{search}/mlflow.db")
+    before = len(client.search_runs([client.get_experiment_by_name("cifar").experiment_id]))
+    done = subprocess.run([sys.executable, "-m", "results", "sync", str(search / "runs" / "e2e")], cwd=ROOT,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "0 epochs added" in done.stdout
+    assert len(client.search_runs([client.get_experiment_by_name("cifar").experiment_id])) == before
+    assert len(client.search_model_versions("name = 'cifar-best'")) == 1

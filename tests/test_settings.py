@@ -21,11 +21,13 @@ def test_tracking_uri_is_always_absolute(tmp_path):
         resolve_tracking_uri("sqlite:///missing/dir/m.db", cwd=tmp_path)
 
 
-def test_unreachable_server_fails_fast(tmp_path):
+def test_unreachable_server_is_detected_fast():
+    from tuner.settings import tracking_unreachable
+
     start = time.monotonic()
-    with pytest.raises(UsageError, match="unreachable.*leave --mlflow-uri out"):
-        resolve_tracking_uri("http://127.0.0.1:9", cwd=tmp_path, timeout=2)
+    assert tracking_unreachable("http://127.0.0.1:9", timeout=2)
     assert time.monotonic() - start < 10
+    assert tracking_unreachable("sqlite:////tmp/x.db") is None
 
 
 def test_reachable_server_is_accepted(tmp_path):
@@ -43,6 +45,9 @@ def test_reachable_server_is_accepted(tmp_path):
     try:
         uri = f"http://127.0.0.1:{server.server_port}"
         assert resolve_tracking_uri(uri, cwd=tmp_path) == uri
+        from tuner.settings import tracking_unreachable
+
+        assert tracking_unreachable(uri) is None
     finally:
         server.shutdown()
 

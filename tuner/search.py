@@ -31,7 +31,7 @@ from tuner import progress as progress_module
 from tuner.asha import PersistentASHA
 from tuner.errors import UsageError
 from tuner.progress import ProgressTable
-from tuner.settings import SearchSettings, redact
+from tuner.settings import SearchSettings, redact, tracking_unreachable
 from tuner.space import param_space, reference_point
 from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_rows
 from tuner.tracking import MlflowTracker
@@ -78,6 +78,9 @@ def init_ray() -> bool:
     # engine at verbose=0 prints nothing, and per-epoch checkpoints are intended here.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A tracking server that dies mid-search should cost seconds, not minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     # DDP trials: Train gives its workers 60 s to start; on a loaded machine a worker
     # importing torch can take longer. Ray's processes inherit this from the driver.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
@@ -235,7 +238,12 @@ def test_accuracy(settings: SearchSettings, checkpoint: tune.Checkpoint, dataset
 def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[SearchSettings, MlflowTracker]:
     """Open (or re-open, on resume) the parent run and save search.json with its id."""
     tracker = MlflowTracker(
-        uri=settings.mlflow_uri, experiment=space.name, search_name=settings.name, parent_run_id=settings.mlflow_run_id
+        uri=settings.mlflow_uri,
+        experiment=space.name,
+        search_name=settings.name,
+        parent_run_id=settings.mlflow_run_id,
+        offline_reason=tracking_unreachable(settings.mlflow_uri),
+        folder=settings.folder,
     )
     settings = dataclasses.replace(settings, mlflow_run_id=tracker.parent_run_id)
     _fs.write_text(_fs.join(settings.folder, results.SEARCH_JSON), settings.to_json())
@@ -368,7 +376,8 @@ def print_summary(
             f"test_acc {record['test_acc']:.4f}, epoch {record['epoch']}",
             file=out,
         )
-        print(f"registered model: {record['model_uri']}", file=out)
+        if record.get("model_uri"):
+            print(f"registered model: {record['model_uri']}", file=out)
     print(
         f"results: {_fs.join(settings.folder, results.RESULTS_CSV)}, {_fs.join(settings.folder, results.BEST_CONFIG)}",
         file=out,

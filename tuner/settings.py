@@ -132,16 +132,7 @@ def resolve_tracking_uri(uri: str | None, *, cwd: Path, timeout: float = 3.0) ->
             raise UsageError(f"--mlflow-uri {uri}: folder {path.parent} does not exist or is not writable")
         return f"sqlite:///{path}"
     if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
-                resp.read()
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise UsageError(
-                f"MLflow tracking server {redact(uri)} is unreachable ({reason}): start it (e.g. `make mlflow-ui`), "
-                f"fix --mlflow-uri, or leave --mlflow-uri out to use the local store"
-            ) from None
-        return uri
+        return uri  # a server that is down is not bad input: see tracking_unreachable
     if "://" in uri or uri.startswith("databricks"):
         return uri
     if uri.endswith(".db"):
@@ -156,6 +147,18 @@ def redact(uri: str) -> str:
     """``uri`` fit for logs and MLflow params: no password, token or signature in it."""
     uri = re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", uri)
     return _SECRET_QUERY.sub(r"\1***", uri)
+
+
+def tracking_unreachable(uri: str, *, timeout: float = 3.0) -> str | None:
+    """Why the MLflow server at ``uri`` cannot be reached within ``timeout`` seconds, or None."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            resp.read()
+    except (urllib.error.URLError, OSError) as e:
+        return str(getattr(e, "reason", e))
+    return None
 
 
 def default_name(space: str) -> str:

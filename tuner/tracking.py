@@ -8,7 +8,9 @@ duplicating them.
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,27 @@ METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "image
 TRIAL_TAG = "hpsearch.trial_id"
 SEARCH_TAG = "hpsearch.search"
 PARENT_TAG = "mlflow.parentRunId"
+MODEL_TAG = "hpsearch.model_uri"
 MAX_PARAM_LENGTH = 6000
 
 for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _tolerant(method):
+    """Run a tracking call; if the store fails, go offline (one warning) instead of failing the search."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.offline:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:  # any failure of the tracking store, whatever its client raises
+            self.go_offline(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            return None
+
+    return wrapper
 
 
 def artifact_location(uri: str) -> str | None:
@@ -42,22 +61,58 @@ def _params(values: dict[str, Any]) -> list[Param]:
 class MlflowTracker(tune.Callback):
     """Mirrors a Tune search into MLflow as it runs."""
 
-    def __init__(self, *, uri: str, experiment: str, search_name: str, parent_run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        uri: str,
+        experiment: str,
+        search_name: str,
+        parent_run_id: str | None = None,
+        offline_reason: str | None = None,
+        folder: str = "",
+    ) -> None:
         self.uri = uri
         self.search_name = search_name
+        self.folder = folder
+        self.offline = False
+        self.experiment_id: str | None = None
+        self.parent_run_id = parent_run_id
         self._client: MlflowClient | None = None
+        self._children: dict[str, str] = {}
+        if offline_reason:
+            self.go_offline(offline_reason)
+        else:
+            self._open(experiment, parent_run_id)
+
+    def go_offline(self, reason: str) -> None:
+        """Stop talking to the tracking store, and say once how to push the search later."""
+        if self.offline:
+            return
+        self.offline = True
+        print(
+            f"warning: MLflow at {self.uri} is unavailable ({reason}); the search goes on and keeps everything "
+            f"in {self.folder or 'its folder'}. Push it to MLflow later with: python -m results sync {self.folder}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @_tolerant
+    def _open(self, experiment: str, parent_run_id: str | None) -> None:
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location(uri))
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=artifact_location(self.uri)
+            )
         else:
             self.experiment_id = found.experiment_id
         if parent_run_id is None:
-            run = self.client.create_run(self.experiment_id, run_name=search_name, tags={SEARCH_TAG: search_name})
+            run = self.client.create_run(
+                self.experiment_id, run_name=self.search_name, tags={SEARCH_TAG: self.search_name}
+            )
             parent_run_id = run.info.run_id
         else:
             self.client.update_run(parent_run_id, status="RUNNING")
         self.parent_run_id = parent_run_id
-        self._children: dict[str, str] = {}
 
     @property
     def client(self) -> MlflowClient:
@@ -70,6 +125,7 @@ class MlflowTracker(tune.Callback):
         return {**self.__dict__, "_client": None}
 
     # --- the parent run -----------------------------------------------------------
+    @_tolerant
     def log_search(self, *, params: dict[str, Any], tags: dict[str, str]) -> None:
         existing = self.client.get_run(self.parent_run_id).data.params
         new = {k: v for k, v in params.items() if k not in existing}
@@ -77,11 +133,13 @@ class MlflowTracker(tune.Callback):
             self.parent_run_id, params=_params(new), tags=[RunTag(k, str(v)) for k, v in tags.items()]
         )
 
-    def log_metrics(self, metrics: dict[str, float], *, run_id: str | None = None) -> None:
+    @_tolerant
+    def log_metrics(self, metrics: dict[str, float], *, run_id: str | None = None, step: int = 0) -> None:
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(run_id or self.parent_run_id, metrics=batch)
 
+    @_tolerant
     def log_best(
         self, *, checkpoint_dir: str, model: Any, input_example: Any, registered_name: str, tags: dict[str, str]
     ) -> str:
@@ -92,12 +150,14 @@ class MlflowTracker(tune.Callback):
             info = mlflow.pytorch.log_model(
                 model, name="model", input_example=input_example, registered_model_name=registered_name
             )
+        self.client.set_tag(self.parent_run_id, MODEL_TAG, info.model_uri)  # `results sync` skips it then
         version = info.registered_model_version
         if version is not None:
             for k, v in tags.items():
                 self.client.set_model_version_tag(registered_name, str(version), k, v)
         return info.model_uri
 
+    @_tolerant
     def end(self, *, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
 
@@ -122,9 +182,11 @@ class MlflowTracker(tune.Callback):
         self._children[trial_id] = run_id
         return run_id
 
+    @_tolerant
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.child_run(trial.trial_id, config=trial.config)
 
+    @_tolerant
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         run_id = self.child_run(trial.trial_id, config=trial.config)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
@@ -136,8 +198,10 @@ class MlflowTracker(tune.Callback):
         run_id = self.child_run(trial.trial_id, config=trial.config)
         self.client.set_terminated(run_id, status=status)
 
+    @_tolerant
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, "FINISHED")
 
+    @_tolerant
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, "FAILED")

@@ -1,0 +1,125 @@
+"""``python -m results sync <search-folder>``: push a finished search to MLflow, idempotently.
+
+For a search that ran while the tracking server was down (or any search whose
+runs are missing). Everything comes from the search's folder: ``search.json``,
+``results.csv``, each trial's ``progress.csv``, ``best_config.json`` and the
+best checkpoint. Runs that exist are found again (the parent by the search's
+name, children by trial id) and only what they lack is logged, so a second
+sync changes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+from typing import Any, TextIO
+
+import pandas as pd
+
+import results
+from results import _fs
+from tuner.settings import SearchSettings, redact
+from tuner.tracking import METRIC_KEYS, MODEL_TAG, PARENT_TAG, SEARCH_TAG, MlflowTracker
+
+
+class SyncError(RuntimeError):
+    """The search cannot be pushed; the message says why."""
+
+
+def _find_parent(tracker: MlflowTracker, name: str) -> str | None:
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = '{name}' and attributes.run_name = '{name}'"
+    )
+    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+    return parents[0].info.run_id if parents else None
+
+
+def _history(trial_path: str) -> pd.DataFrame:
+    path = _fs.join(trial_path, "progress.csv")
+    return pd.read_csv(io.StringIO(_fs.read_text(path))) if _fs.exists(path) else pd.DataFrame()
+
+
+def _sync_trial(tracker: MlflowTracker, row: dict[str, Any]) -> int:
+    """Log what the trial's child run lacks; returns how many epochs were added."""
+    config = {k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/")}
+    run_id = tracker.child_run(row["trial_id"], config=config)
+    have = {m.step for m in tracker.client.get_metric_history(run_id, "val_acc")}
+    history = _history(row["path"])
+    added = 0
+    for epoch_row in history.to_dict("records"):
+        epoch = int(epoch_row.get("epoch", 0) or 0)
+        if epoch in have or epoch < 1 or epoch_row.get("diverged") == 1 or epoch_row.get("infeasible") == 1:
+            continue
+        metrics = {k: epoch_row[k] for k in METRIC_KEYS if k in epoch_row and not pd.isna(epoch_row[k])}
+        tracker.log_metrics(metrics, run_id=run_id, step=epoch)
+        added += 1
+    tracker.client.set_terminated(run_id, status="FAILED" if row["status"] == "error" else "FINISHED")
+    return added
+
+
+def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> dict[str, int]:
+    """Push the search in ``folder`` to MLflow at ``uri`` (default: the one it ran with)."""
+    out = out or sys.stdout
+    saved = _fs.join(folder, results.SEARCH_JSON)
+    if not _fs.exists(saved):
+        raise SyncError(f"no {results.SEARCH_JSON} in {folder}: pass the folder of a search, e.g. ray_results/<name>")
+    settings = SearchSettings.from_json(_fs.read_text(saved))
+    frame = results.load_results(folder)
+    uri = uri or settings.mlflow_uri
+    tracker = MlflowTracker(uri=uri, experiment=settings.space_name, search_name=settings.name, folder=folder,
+                            parent_run_id=_existing_parent(uri, settings))  # fmt: skip
+    if tracker.offline:
+        raise SyncError(f"MLflow at {redact(uri)} is still unavailable: start it, or pass --mlflow-uri")
+    tracker.log_search(params=_params(settings), tags={"synced_from": folder})
+    epochs = sum(_sync_trial(tracker, row) for row in frame.to_dict("records"))
+    _sync_best(tracker, folder, settings)
+    tracker.end(status="FINISHED")
+    if tracker.offline:
+        raise SyncError(f"MLflow at {redact(uri)} failed during the sync; run it again once it is back")
+    report = {"trials": len(frame), "epochs_added": epochs}
+    print(f"synced {settings.name} to {redact(uri)}: {report['trials']} trials, {epochs} epochs added", file=out)
+    return report
+
+
+def _existing_parent(uri: str, settings: SearchSettings) -> str | None:
+    finder = MlflowTracker.__new__(MlflowTracker)
+    finder.uri, finder._client, finder.offline = uri, None, False
+    try:
+        found = finder.client.get_experiment_by_name(settings.space_name)
+        if found is None:
+            return None
+        finder.experiment_id = found.experiment_id
+        return _find_parent(finder, settings.name)
+    except Exception:  # the server is down: the tracker that follows says so
+        return None
+
+
+def _params(settings: SearchSettings) -> dict[str, Any]:
+    params = {k: v for k, v in json.loads(settings.to_json()).items() if k not in ("resume", "mlflow_run_id")}
+    for key in ("mlflow_uri", "storage_path", "data_dir"):
+        params[key] = redact(str(params[key]))
+    return params
+
+
+def _sync_best(tracker: MlflowTracker, folder: str, settings: SearchSettings) -> None:
+    if not _fs.exists(_fs.join(folder, results.BEST_CONFIG)):
+        return
+    best = results.load_best(folder)
+    parent = tracker.client.get_run(tracker.parent_run_id)
+    missing = {k: v for k, v in (("best_val_acc", best["val_acc"]), ("test_acc", best["test_acc"]))
+               if k not in parent.data.metrics and v is not None and not math.isnan(v)}  # fmt: skip
+    if missing:
+        tracker.log_metrics(missing)
+    if MODEL_TAG in parent.data.tags:
+        return
+    import numpy as np
+
+    from trainables.checkpoint import load_model
+
+    model, _ = load_model(best["checkpoint"])
+    tags = {"search": settings.name, "trial_id": str(best["trial_id"]), "val_acc": f"{best['val_acc']:.4f}",
+            "test_acc": f"{best['test_acc']:.4f}"}  # fmt: skip
+    tracker.log_best(checkpoint_dir=best["checkpoint"], model=model, registered_name=f"{settings.space_name}-best",
+                     input_example=np.zeros((2, 3, 32, 32), dtype=np.float32), tags=tags)  # fmt: skip
