@@ -13,8 +13,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT
+from tests.faults.test_resume import _wait_for_checkpoints
 from tests.test_end_to_end import search_args
-from tests.test_resume import _wait_for_checkpoints
 from trainables import data
 from trainables.checkpoint import load_model
 from trainables.loop import evaluate
