@@ -51,8 +51,10 @@ def test_twenty_trials_stay_under_the_bound(tmp_path, cifar_dir, ray_local):
     kept = {name: files for name, files in _checkpoints(folder).items() if files}
     assert len(kept) == KEEP_TRIALS
     frame = pd.read_csv(folder / "results.csv")
-    top = set(frame.sort_values("val_acc", ascending=False)["trial_id"].head(KEEP_TRIALS))
-    assert {name.split("_")[2] + "_" + name.split("_")[3] for name in kept} == top
+    # The kept trials are the best by val_acc (compared by score: tiny nets tie often).
+    score = frame.set_index("trial_id")["val_acc"]
+    kept_scores = sorted((score[name.split("_")[2] + "_" + name.split("_")[3]] for name in kept), reverse=True)
+    assert kept_scores == sorted(score, reverse=True)[:KEEP_TRIALS]
     checkpoint_size = max(f.stat().st_size for files in kept.values() for f in files)
     bound = KEEP_TRIALS * KEEP_CHECKPOINTS * checkpoint_size + TRIALS * SMALL_FILES
     assert _size(folder) <= bound, (_size(folder), bound)
