@@ -54,6 +54,8 @@ def test_help_shows_every_default(cwd):
     ):
         assert flag in text, flag
     assert "(default: cifar)" in text and "(default: ./data)" in text and "(default: ./ray_results)" in text
+    assert "--num-samples NUM_SAMPLES number of trials (default for cifar: 16; smoke test: 6)" in text
+    assert "(default: None)" not in text
 
 
 def test_list_spaces(cwd):

@@ -44,11 +44,20 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is none to show (the help text says what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_tune.py",
         description="Hyperparameter search for PyTorch on Ray Tune, with ASHA and MLflow.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
         epilog="Budget flags left out take the space's defaults (see --list-spaces).",
     )
     p.add_argument("--space", default="cifar", help="named search space")
@@ -61,12 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a parameter: NAME=LOW:HIGH, NAME=A,B,C or NAME=VALUE (repeatable)",
     )
     budget = p.add_argument_group("budget (defaults: the space's)")
-    budget.add_argument("--num-samples", type=_positive_int, default=None, help="number of trials")
-    budget.add_argument("--max-epochs", type=_positive_int, default=None, help="epochs per trial, ASHA's max_t")
-    budget.add_argument("--grace-period", type=_positive_int, default=None, help="epochs before ASHA may stop a trial")
-    budget.add_argument(
-        "--reduction-factor", type=_positive_int, default=None, help="ASHA keeps 1/reduction-factor per rung"
-    )
+    default = get_space("cifar")
+    flags = {
+        "num_samples": ("--num-samples", "number of trials"),
+        "max_epochs": ("--max-epochs", "epochs per trial, ASHA's max_t"),
+        "grace_period": ("--grace-period", "epochs before ASHA may stop a trial"),
+        "reduction_factor": ("--reduction-factor", "ASHA keeps 1/reduction-factor of the trials per rung"),
+    }
+    for key, (flag, text) in flags.items():
+        full, smoke = getattr(default.budget, key), getattr(default.smoke.budget, key)
+        budget.add_argument(
+            flag, type=_positive_int, default=None, help=f"{text} (default for cifar: {full}; smoke test: {smoke})"
+        )
     res = p.add_argument_group("resources")
     res.add_argument(
         "--gpus-per-trial",
