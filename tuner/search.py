@@ -247,9 +247,7 @@ def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[Search
     )
     settings = dataclasses.replace(settings, mlflow_run_id=tracker.parent_run_id)
     _fs.write_text(_fs.join(settings.folder, results.SEARCH_JSON), settings.to_json())
-    params = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("resume", "mlflow_run_id")}
-    for key in ("mlflow_uri", "storage_path", "data_dir"):
-        params[key] = redact(str(params[key]))
+    params = settings.mlflow_params()
     params.update({f"space.{p.name}": p.describe() for p in space.params})
     tags = {f"version.{k}": v for k, v in provenance.versions().items()}
     tags.update({"git_commit": provenance.git_commit(), "seed": str(settings.seed)})

@@ -70,6 +70,13 @@ class SearchSettings:
             space = apply_overrides(space, space.smoke.params)
         return apply_overrides(space, self.params)
 
+    def mlflow_params(self) -> dict[str, Any]:
+        """The settings as MLflow params of the search's parent run, with credentials masked."""
+        params = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("resume", "mlflow_run_id")}
+        for key in ("mlflow_uri", "storage_path", "data_dir"):
+            params[key] = redact(str(params[key]))
+        return params
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
 

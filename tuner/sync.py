@@ -11,7 +11,6 @@ sync changes nothing.
 from __future__ import annotations
 
 import io
-import json
 import math
 import sys
 from typing import Any, TextIO
@@ -21,19 +20,11 @@ import pandas as pd
 import results
 from results import _fs
 from tuner.settings import SearchSettings, redact
-from tuner.tracking import METRIC_KEYS, MODEL_TAG, PARENT_TAG, SEARCH_TAG, MlflowTracker
+from tuner.tracking import METRIC_KEYS, MODEL_TAG, MlflowTracker
 
 
 class SyncError(RuntimeError):
     """The search cannot be pushed; the message says why."""
-
-
-def _find_parent(tracker: MlflowTracker, name: str) -> str | None:
-    runs = tracker.client.search_runs(
-        [tracker.experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = '{name}' and attributes.run_name = '{name}'"
-    )
-    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
-    return parents[0].info.run_id if parents else None
 
 
 def _history(trial_path: str) -> pd.DataFrame:
@@ -68,11 +59,12 @@ def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> d
     settings = SearchSettings.from_json(_fs.read_text(saved))
     frame = results.load_results(folder)
     uri = uri or settings.mlflow_uri
+    parent = MlflowTracker.find_parent(uri, experiment=settings.space_name, search_name=settings.name)
     tracker = MlflowTracker(uri=uri, experiment=settings.space_name, search_name=settings.name, folder=folder,
-                            parent_run_id=_existing_parent(uri, settings))  # fmt: skip
+                            parent_run_id=parent)  # fmt: skip
     if tracker.offline:
         raise SyncError(f"MLflow at {redact(uri)} is still unavailable: start it, or pass --mlflow-uri")
-    tracker.log_search(params=_params(settings), tags={"synced_from": folder})
+    tracker.log_search(params=settings.mlflow_params(), tags={"synced_from": folder})
     epochs = sum(_sync_trial(tracker, row) for row in frame.to_dict("records"))
     _sync_best(tracker, folder, settings)
     tracker.end(status="FINISHED")
@@ -81,26 +73,6 @@ def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> d
     report = {"trials": len(frame), "epochs_added": epochs}
     print(f"synced {settings.name} to {redact(uri)}: {report['trials']} trials, {epochs} epochs added", file=out)
     return report
-
-
-def _existing_parent(uri: str, settings: SearchSettings) -> str | None:
-    finder = MlflowTracker.__new__(MlflowTracker)
-    finder.uri, finder._client, finder.offline = uri, None, False
-    try:
-        found = finder.client.get_experiment_by_name(settings.space_name)
-        if found is None:
-            return None
-        finder.experiment_id = found.experiment_id
-        return _find_parent(finder, settings.name)
-    except Exception:  # the server is down: the tracker that follows says so
-        return None
-
-
-def _params(settings: SearchSettings) -> dict[str, Any]:
-    params = {k: v for k, v in json.loads(settings.to_json()).items() if k not in ("resume", "mlflow_run_id")}
-    for key in ("mlflow_uri", "storage_path", "data_dir"):
-        params[key] = redact(str(params[key]))
-    return params
 
 
 def _sync_best(tracker: MlflowTracker, folder: str, settings: SearchSettings) -> None:

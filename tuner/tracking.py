@@ -84,6 +84,23 @@ class MlflowTracker(tune.Callback):
         else:
             self._open(experiment, parent_run_id)
 
+    @staticmethod
+    def find_parent(uri: str, *, experiment: str, search_name: str) -> str | None:
+        """The parent run of the search ``search_name``, if the store at ``uri`` has one (None if unreachable)."""
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                return None
+            runs = client.search_runs(
+                [found.experiment_id],
+                filter_string=f"tags.`{SEARCH_TAG}` = '{search_name}' and attributes.run_name = '{search_name}'",
+            )
+        except Exception:  # the store is down: the tracker that follows says so, once
+            return None
+        parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+        return parents[0].info.run_id if parents else None
+
     def go_offline(self, reason: str) -> None:
         """Stop talking to the tracking store, and say once how to push the search later."""
         if self.offline:
