@@ -26,14 +26,18 @@ class ResultsError(RuntimeError):
     """A search folder has no readable results; the message says what to do."""
 
 
-def write(folder: str, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
-    """Write ``results.csv`` (one row per trial) and, when there is a best trial, ``best_config.json``."""
+def write(folder: str, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> pd.DataFrame:
+    """Write ``results.csv`` (one row per trial) and, when there is a best trial, ``best_config.json``.
+
+    Returns the table as written, best first.
+    """
     frame = pd.DataFrame(rows)
     if METRIC in frame:
         frame = frame.sort_values(METRIC, ascending=False, na_position="last")
     _fs.write_text(_fs.join(folder, RESULTS_CSV), frame.to_csv(index=False))
     if best is not None:
         _fs.write_text(_fs.join(folder, BEST_CONFIG), json.dumps(best, indent=2, default=str) + "\n")
+    return frame
 
 
 def load(folder: str) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import ray
 import ray.train
 from ray import tune
 from ray.train.torch import TorchConfig, TorchTrainer
-from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from trainables import checkpoint
 from trainables.loop import Diverged, format_metrics, train
@@ -28,7 +28,7 @@ from trainables.loop import Diverged, format_metrics, train
 if TYPE_CHECKING:
     from trainables.trainable import TrialSettings
 
-__all__ = ["CHECKPOINT_PATH_KEY", "run_ddp_trial", "train_worker"]
+__all__ = ["run_ddp_trial", "train_worker"]
 
 
 def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: TrialSettings) -> None:

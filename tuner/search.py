@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import pandas as pd
 import ray
 from ray import tune
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -321,12 +322,12 @@ def finish(
         }
         record["model_uri"] = log_best_model(tracker, space, checkpoint, record)
         tracker.log_metrics({"best_val_acc": record["val_acc"], "test_acc": test_acc})
-    results.write(settings.folder, rows, record)
+    frame = results.write(settings.folder, rows, record)
     pruned = prune_checkpoints(rows, folder=settings.folder, keep_trials=settings.keep_trials)
     if pruned:
         print(f"removed the checkpoints of {len(pruned)} trial(s) outside the top {settings.keep_trials}", file=out)
     tracker.end(status="FINISHED" if record else "FAILED")
-    print_summary(settings, rows, record, grid, out=out)
+    print_summary(settings, rows, frame, record, grid, out=out)
     return record or {}
 
 
@@ -353,9 +354,14 @@ def log_best_model(tracker: MlflowTracker, space: SearchSpace, checkpoint: tune.
 
 
 def print_summary(
-    settings: SearchSettings, rows: list[dict], record: dict | None, grid: tune.ResultGrid, *, out: TextIO
+    settings: SearchSettings,
+    rows: list[dict],
+    frame: pd.DataFrame,
+    record: dict | None,
+    grid: tune.ResultGrid,
+    *,
+    out: TextIO,
 ) -> None:
-    frame = results.load_results(settings.folder)
     print(f"\nleaderboard ({len(rows)} trials):\n{results.leaderboard(frame)}", file=out)
     for status, why in (("diverged", "diverged (training loss not finite)"),
                         ("infeasible", "ran out of GPU memory (configuration infeasible)")):  # fmt: skip

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY  # set for DDP trials' checkpoints
 
 from results import _fs
 
 FINAL_METRICS = ("val_loss", "train_loss", "images_per_s")
-CHECKPOINT_PATH = "checkpoint_path"  # what Ray's TuneReportCallback adds for DDP trials
 
 
 def _trial_id(result: tune.Result) -> str:
@@ -79,12 +79,12 @@ def _checkpoints(result: tune.Result) -> list[tuple[tune.Checkpoint, dict[str, A
     if result.best_checkpoints:
         return list(result.best_checkpoints)
     history = result.metrics_dataframe
-    if history is None or CHECKPOINT_PATH not in history:
+    if history is None or CHECKPOINT_PATH_KEY not in history:
         return []
     kept = []
-    for row in history.dropna(subset=[CHECKPOINT_PATH]).to_dict("records"):
-        if _fs.exists(row[CHECKPOINT_PATH]):  # Train deletes all but the best few
-            kept.append((tune.Checkpoint(row[CHECKPOINT_PATH]), row))
+    for row in history.dropna(subset=[CHECKPOINT_PATH_KEY]).to_dict("records"):
+        if _fs.exists(row[CHECKPOINT_PATH_KEY]):  # Train deletes all but the best few
+            kept.append((tune.Checkpoint(row[CHECKPOINT_PATH_KEY]), row))
     return kept
 
 
