@@ -1,5 +1,7 @@
 """The Ray-free training path: model, augmentation, optimizer, loop, checkpoints."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -177,6 +179,7 @@ def test_evaluation_with_tta_is_reported(tiny_data):
 def test_compile_is_timed_apart_and_changes_nothing(tiny_data):
     eager = _run({**CONFIG, "epochs": 1}, tiny_data)[-1][0]
     reports = []
+    t0 = time.perf_counter()
     train(
         {**CONFIG, "epochs": 1},
         data=tiny_data,
@@ -184,9 +187,13 @@ def test_compile_is_timed_apart_and_changes_nothing(tiny_data):
         compile=True,
         report=lambda m, s: reports.append(m),
     )
+    wall = time.perf_counter() - t0
     compiled = reports[-1]
     assert compiled["compile_time_s"] > 0 and eager["compile_time_s"] == 0
-    assert compiled["epoch_time_s"] < compiled["compile_time_s"]  # compilation is not in the epoch's time
+    # Compilation happens before the epoch's clock starts: the two add up within the wall-clock
+    # (a comparison of the two durations would depend on the machine's load and on compile caches).
+    assert compiled["epoch_time_s"] + compiled["compile_time_s"] <= wall
+    assert compiled["train_time_s"] <= compiled["epoch_time_s"]
     assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-3)
 
 

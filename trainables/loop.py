@@ -262,13 +262,14 @@ def train(
     rank: int = 0,
     world_size: int = 1,
     compile: bool = False,
-) -> None:
+) -> nn.Module:
     """Train for ``config["epochs"]`` epochs from scratch or from the checkpoint state ``start``.
 
     Each epoch ends with ``report(metrics, checkpoint_state)`` on every rank.
     With ``compile``, the training step goes through ``torch.compile``; the
     compilation is done up front and reported as ``compile_time_s``, apart from
-    the epochs' times. Raises ``Diverged`` when the loss stops being finite.
+    the epochs' times. Returns the trained network (unwrapped). Raises
+    ``Diverged`` when the loss stops being finite.
     """
     run = _setup(config, data, device=device, rank=rank, world_size=world_size, compile=compile)
     generator = torch.Generator(device=device)
@@ -301,7 +302,9 @@ def train(
             "val_acc": val_acc,
             "lr": run.optimizer.param_groups[1]["lr"] * 1024 * (1 + 1 / (1 - momentum)),
             "epoch_time_s": time.perf_counter() - t0,
+            "train_time_s": train_seconds,
             "images_per_s": run.steps_per_epoch * run.batch_size / train_seconds,
             "compile_time_s": compile_time,
         }
         report(metrics, lambda epoch=epoch: run.state(epoch))
+    return run.raw_model

@@ -1,0 +1,87 @@
+"""The airbench comparison's plumbing, on CPU: its data files, its patched copy, and reading its output.
+
+airbench94 itself needs CUDA; here a stand-in script with the same data
+loading, run loop and output format plays its part.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import airbench  # noqa: E402
+
+from trainables.data import synthetic_images  # noqa: E402
+
+# Reads the data the way airbench94_muon.py does and prints rows in its format.
+STAND_IN = textwrap.dedent("""
+    import torch
+    data = torch.load("cifar10/train.pt")
+    test = torch.load("cifar10/test.pt")
+    assert data["images"].dtype == torch.uint8 and data["images"].shape[1:] == (32, 32, 3)
+    assert data["labels"].dtype == torch.int64 and len(data["classes"]) == 10
+    print("|  run     |  epoch  |  train_acc  |  val_acc  |  tta_val_acc  |  time_seconds  |")
+
+    def main(run):
+        n = -50 if run == "warmup" else run
+        acc, seconds = 0.90 + 0.001 * n, 1.5 + 0.1 * n
+        print(f"|  {run}  |      1  |     0.5000  |   0.4000  |               |        0.5000  |")
+        print(f"|          |   eval  |     0.5000  |   0.4000  |       {acc:.4f}  |        {seconds:.4f}  |")
+        return acc
+
+    main("warmup")
+    accs = [main(run) for run in range(200)]
+    print(len(test["labels"]))
+""")
+
+
+def test_airbench_stand_in_runs_on_our_data(tmp_path: Path) -> None:
+    train, test = synthetic_images(300, seed=1), synthetic_images(100, seed=2)
+    root = airbench.write_airbench_data(tmp_path, (*train, *test))
+    saved = torch.load(root / "train.pt")
+    assert torch.equal(saved["images"].permute(0, 3, 1, 2), torch.from_numpy(train[0]))  # NHWC of the same pixels
+    assert torch.equal(saved["labels"], torch.from_numpy(train[1].astype(np.int64)))
+    script = tmp_path / "airbench94_muon.py"
+    script.write_text(STAND_IN)
+    runs = airbench.run_airbench(script, tmp_path, runs=3)
+    # The warm-up run is dropped; the run count was patched from 200 to 3.
+    assert runs == [
+        {"test_acc": 0.9, "seconds": 1.5},
+        {"test_acc": 0.901, "seconds": 1.6},
+        {"test_acc": 0.902, "seconds": 1.7},
+    ]
+    assert "range(200)" in script.read_text()  # the original is left as it was
+
+
+def test_airbench_script_that_is_not_airbench_is_refused(tmp_path: Path) -> None:
+    script = tmp_path / "other.py"
+    script.write_text("print('hello')\n")
+    with pytest.raises(SystemExit, match="airbench94_muon.py"):
+        airbench.run_airbench(script, tmp_path, runs=2)
+
+
+def test_airbench_failure_names_the_exit_code(tmp_path: Path, capsys) -> None:
+    script = tmp_path / "airbench94_muon.py"
+    script.write_text("import sys\nfor run in range(200): pass\nprint('no cuda'); sys.exit(3)\n")
+    with pytest.raises(SystemExit, match="exit code 3"):
+        airbench.run_airbench(script, tmp_path, runs=2)
+    assert "no cuda" in capsys.readouterr().err
+
+
+def test_recipe_run_is_timed_without_its_logging_evaluations() -> None:
+    images = (*synthetic_images(512, seed=1), *synthetic_images(200, seed=2))
+    config = airbench.default_recipe(epochs=2)
+    config.update(width=0.125, batch_size=128, tta=0)
+    result = airbench.run_recipe(config, images, torch.device("cpu"), seed=0, compile=False)
+    assert 0.0 < result["seconds"] <= result["wall_s"]
+    assert 0.0 <= result["test_acc"] <= 1.0
+    # The same seed trains the same network: its accuracy is reproduced exactly.
+    again = airbench.run_recipe(config, images, torch.device("cpu"), seed=0, compile=False)
+    assert again["test_acc"] == result["test_acc"]
