@@ -1,9 +1,10 @@
 """Images/s and seconds to a target accuracy: the default recipe, against the same network fed by a DataLoader.
 
-Both runs train the same network with the same optimizer, schedule and loss,
-and evaluate the same way; only the input pipeline differs. Ours keeps the
-uint8 dataset on the device and augments whole batches there; the baseline is
-the usual torchvision pipeline (per-sample transforms in DataLoader workers).
+Both runs train the same network with the same optimizer, schedule, lookahead
+and loss, and evaluate the same way; only the input pipeline differs. Ours
+keeps the uint8 dataset on the device and augments whole batches there,
+alternating each image's flip between epochs; the baseline is the usual
+torchvision pipeline (per-sample transforms in DataLoader workers, random flips).
 
     python bench/trainable.py --data-dir data                # the default recipe on real CIFAR-10 (a GPU)
     python bench/trainable.py --smoke                        # tiny, synthetic data, CPU (what CI runs)
@@ -24,7 +25,7 @@ from torchvision.transforms import v2
 
 from trainables.data import MEAN, STD, Splits
 from trainables.loop import DeviceData, autocast, evaluate, prepare_model, train
-from trainables.optim import build_optimizer, build_schedule
+from trainables.optim import Lookahead, build_optimizer, build_schedule
 
 
 class ArrayDataset(Dataset):
@@ -94,7 +95,10 @@ def run_dataloader(config: dict[str, Any], splits: Splits, device: torch.device,
         batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
         pin_memory=device.type == "cuda", persistent_workers=workers > 0,
     )  # fmt: skip
-    schedule = build_schedule(optimizer, total_steps=config["epochs"] * len(loader), warmup=config["warmup"])
+    total_steps = config["epochs"] * len(loader)
+    schedule = build_schedule(optimizer, total_steps=total_steps, warmup=config["warmup"],
+                              freeze_whiten_after=config["whiten_bias_epochs"] * len(loader))  # fmt: skip
+    lookahead = Lookahead(model, total_steps=total_steps) if config["lookahead"] else None
     epochs = []
     for epoch in range(1, config["epochs"] + 1):
         t0 = time.perf_counter()
@@ -110,6 +114,8 @@ def run_dataloader(config: dict[str, Any], splits: Splits, device: torch.device,
             loss.backward()
             optimizer.step()
             schedule.step()
+            if lookahead is not None:
+                lookahead.step(schedule.last_epoch)
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_s = time.perf_counter() - t0

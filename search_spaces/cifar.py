@@ -51,8 +51,9 @@ SPACE = {
     "reference": {
         "lr": 11.5, "momentum": 0.85, "weight_decay": 0.0153, "batch_size": 1024, "label_smoothing": 0.2, "width": 1.0,
     },
-    # Fixed for every trial; ``epochs`` is set from --max-epochs.
-    "constants": {"warmup": 0.23, "translate": 2, "flip": True},
+    # Fixed for every trial; ``epochs`` is set from --max-epochs. airbench94's training details:
+    # alternating flips, lookahead weight averaging, the whitening bias trained for 3 epochs only.
+    "constants": {"warmup": 0.23, "translate": 2, "flip": "alternate", "lookahead": True, "whiten_bias_epochs": 3},
     "budget": {"num_samples": 16, "max_epochs": 10, "grace_period": 2, "reduction_factor": 3},
     # --smoke-test: a slice of the data, a narrow net, no TTA, ASHA still stopping trials.
     "smoke": {

@@ -20,7 +20,8 @@ from trainables.loop import DeviceData, train
 TOLERANCE = 0.01
 CONFIG = dict(
     lr=10.0, momentum=0.85, weight_decay=0.015, batch_size=128, label_smoothing=0.2, width=0.125,
-    arch="airbench", epochs=3, seed=0, warmup=0.23, translate=2, flip=True, tta=0,
+    arch="airbench", epochs=3, seed=0, warmup=0.23, translate=2, flip="alternate", lookahead=True,
+    whiten_bias_epochs=1, tta=0,
 )  # fmt: skip
 
 

@@ -1,5 +1,6 @@
 """The Ray-free training path: model, augmentation, optimizer, loop, checkpoints."""
 
+import copy
 import time
 
 import numpy as np
@@ -8,9 +9,9 @@ import torch
 
 from trainables import augment, checkpoint
 from trainables.data import synthetic_images
-from trainables.loop import DeviceData, Diverged, evaluate, train
+from trainables.loop import DeviceData, Diverged, evaluate, prepare_model, train
 from trainables.models import build_model, count_parameters, widths_for
-from trainables.optim import build_optimizer, build_schedule
+from trainables.optim import Lookahead, build_optimizer, build_schedule
 
 CONFIG = dict(
     lr=10.0,
@@ -24,7 +25,9 @@ CONFIG = dict(
     seed=0,
     warmup=0.23,
     translate=2,
-    flip=True,
+    flip="alternate",
+    lookahead=True,
+    whiten_bias_epochs=1,  # frozen from the second epoch: resuming crosses the freeze
 )
 
 
@@ -73,27 +76,70 @@ def test_augmentation_translates_and_flips_whole_batches():
     assert torch.equal(augment.apply(x, shifted, translate=2, flip=False)[0, :, :-1], x[0, :, 1:])
 
 
+def test_alternating_flips_show_every_image_both_ways_every_two_epochs():
+    base = torch.rand(100, generator=torch.Generator().manual_seed(0)) < 0.5
+    idx = torch.randperm(100)
+    odd, even = (augment.alternating_flips(base, idx, epoch=e) for e in (3, 4))
+    assert torch.equal(odd, base[idx]) and torch.equal(odd ^ even, torch.ones(100, dtype=torch.bool))
+    assert augment.flip_mode(True) == "random" and augment.flip_mode(False) == "none"
+    with pytest.raises(ValueError, match="alternate"):
+        augment.flip_mode("sideways")
+
+
 def test_optimizer_groups_and_schedule():
     model = build_model({"width": 0.125})
     opt = build_optimizer(model, CONFIG)
-    norm_group, other = opt.param_groups
+    norm_group, other, whiten = opt.param_groups
     assert norm_group["lr"] == pytest.approx(other["lr"] * 64)
+    assert whiten["params"] == [model.whiten.bias] and whiten["lr"] == other["lr"]
+    assert all(p is not model.whiten.bias for p in other["params"])
     assert other["nesterov"] and other["momentum"] == 0.85
-    schedule = build_schedule(opt, total_steps=100, warmup=0.25)
-    factors = []
+    schedule = build_schedule(opt, total_steps=100, warmup=0.25, freeze_whiten_after=30)
+    factors, whiten_lrs = [], []
     for _ in range(100):
         factors.append(schedule.get_last_lr()[1] / other["initial_lr"])
+        whiten_lrs.append(schedule.get_last_lr()[2])
         opt.step()
         schedule.step()
     assert factors[0] == pytest.approx(0.2) and max(factors) == pytest.approx(1.0)
     assert factors[-1] < 0.1
+    assert all(lr > 0 for lr in whiten_lrs[:30]) and all(lr == 0 for lr in whiten_lrs[30:])
+    assert len(build_optimizer(build_model({"arch": "resnet18", "width": 0.125}), CONFIG).param_groups) == 2
+
+
+def test_lookahead_averages_then_hands_over_the_average():
+    layer = torch.nn.Linear(1, 1, bias=False)
+    layer.weight.data.fill_(0.0)
+    ahead = Lookahead(layer, total_steps=10, every=5)
+    layer.weight.data.fill_(1.0)
+    ahead.step(4)  # not a multiple of 5: nothing happens
+    assert layer.weight.item() == 1.0
+    ahead.step(5)  # decay 0.95**5 * 0.5**3: the average moves most of the way to the live weights
+    decay = 0.95**5 * 0.5**3
+    assert layer.weight.item() == pytest.approx(1 - decay) and ahead.average[0].item() == pytest.approx(1 - decay)
+    layer.weight.data.fill_(5.0)
+    ahead.step(10)  # the last step: the network takes the average, whatever it held
+    assert layer.weight.item() == pytest.approx(1 - decay)
+    restored = Lookahead(layer, total_steps=10, every=5)
+    restored.load_state_dict(ahead.state_dict())
+    assert restored.average[0].item() == pytest.approx(1 - decay)
+
+
+def test_whitening_bias_stops_moving_after_its_epochs(tiny_data):
+    config = {**CONFIG, "lookahead": False}  # lookahead would go on pulling it towards its average
+    initial = prepare_model(config, tiny_data, device=torch.device("cpu")).whiten.bias.detach()
+    frozen = [state["model"]["whiten.bias"] for _, state in _run(config, tiny_data)]  # whiten_bias_epochs=1
+    assert not torch.equal(initial, frozen[0])  # trained in the first epoch
+    assert torch.equal(frozen[0], frozen[1]) and torch.equal(frozen[1], frozen[2])
+    free = [state["model"]["whiten.bias"] for _, state in _run({**config, "whiten_bias_epochs": None}, tiny_data)]
+    assert not torch.equal(free[1], free[2])
 
 
 def _run(config, data, start=None, stop_after=None):
     reports = []
 
     def report(metrics, state):
-        reports.append((metrics, state()))
+        reports.append((metrics, copy.deepcopy(state())))  # state() shares the live tensors
         if stop_after and len(reports) == stop_after:
             raise KeyboardInterrupt
 

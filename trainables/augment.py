@@ -31,6 +31,26 @@ class AugmentDraw:
     def take(self, index: slice) -> AugmentDraw:
         return AugmentDraw(self.dy[index], self.dx[index], self.flip[index])
 
+    def with_flips(self, flip: torch.Tensor) -> AugmentDraw:
+        return AugmentDraw(self.dy, self.dx, flip)
+
+
+FLIPS = ("none", "random", "alternate")
+
+
+def flip_mode(value: bool | str) -> str:
+    """The ``flip`` setting as one of ``FLIPS`` (``True`` means random flips, ``False`` none).
+
+    ``alternate`` is airbench's scheme: each image gets one random flip for
+    the odd epochs and the opposite one for the even epochs, so every image is
+    seen both ways every two epochs.
+    """
+    if isinstance(value, bool):
+        return "random" if value else "none"
+    if value not in FLIPS:
+        raise ValueError(f"flip must be one of {', '.join(FLIPS)} (or true/false), not {value!r}")
+    return value
+
 
 def draw(batch: int, *, translate: int, generator: torch.Generator, device: torch.device) -> AugmentDraw:
     """Random translations and flips for ``batch`` images."""
@@ -38,6 +58,11 @@ def draw(batch: int, *, translate: int, generator: torch.Generator, device: torc
     dx = torch.randint(0, 2 * translate + 1, (batch,), device=device, generator=generator)
     flip = torch.rand(batch, device=device, generator=generator) < 0.5
     return AugmentDraw(dy, dx, flip)
+
+
+def alternating_flips(base: torch.Tensor, idx: torch.Tensor, *, epoch: int) -> torch.Tensor:
+    """Flips of images ``idx`` in ``epoch`` (1-based) under the alternating scheme: ``base`` in odd epochs."""
+    return base[idx] ^ (epoch % 2 == 0)
 
 
 def apply(x: torch.Tensor, d: AugmentDraw, *, translate: int, flip: bool) -> torch.Tensor:

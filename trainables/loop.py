@@ -25,7 +25,7 @@ from torch import nn
 
 from trainables import augment
 from trainables.models import build_model
-from trainables.optim import build_optimizer, build_schedule
+from trainables.optim import OTHER, Lookahead, build_optimizer, build_schedule, kilostep_scale
 
 WHITEN_SAMPLES = 5000
 EVAL_BATCH = 1000
@@ -159,6 +159,8 @@ class _Run:
     raw_model: nn.Module  # what is evaluated and saved
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
+    lookahead: Lookahead | None
+    flip_base: torch.Tensor | None  # per-image flips of odd epochs, for alternating flips
     batch_size: int
     steps_per_epoch: int
     rank: int
@@ -168,7 +170,8 @@ class _Run:
         """One optimizer step on this rank's images ``idx``; returns the summed loss."""
         c = self.config
         x = augment.normalize(self.data.train_x[idx])
-        x = augment.apply(x, d, translate=int(c.get("translate", 2)), flip=bool(c.get("flip", True)))
+        flip = augment.flip_mode(c.get("flip", "random")) != "none"
+        x = augment.apply(x, d, translate=int(c.get("translate", 2)), flip=flip)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device):
@@ -180,6 +183,8 @@ class _Run:
         (loss * self.world_size).backward()
         self.optimizer.step()
         self.schedule.step()
+        if self.lookahead is not None:
+            self.lookahead.step(self.schedule.last_epoch)
         return loss.detach()
 
     def epoch(self, epoch: int, generator: torch.Generator) -> float:
@@ -196,31 +201,43 @@ class _Run:
         for step in range(self.steps_per_epoch):
             idx = order[step * b : (step + 1) * b]
             d = augment.draw(len(idx), translate=translate, generator=generator, device=self.device)
+            if self.flip_base is not None:
+                d = d.with_flips(augment.alternating_flips(self.flip_base, idx, epoch=epoch))
             loss_sum += self.step(idx[local], d.take(local))
         return _all_sum(loss_sum, self.world_size).item() / (self.steps_per_epoch * b)
 
     def warm_up(self, generator: torch.Generator) -> float:
         """Compile the step on a throwaway update, then restore the state; returns the seconds it took."""
         t0 = time.perf_counter()
-        saved = copy.deepcopy((self.raw_model.state_dict(), self.optimizer.state_dict(), self.schedule.state_dict()))
+        saved = copy.deepcopy(self._states())
         idx = torch.arange(self.rank, self.batch_size, self.world_size, device=self.device)
         translate = int(self.config.get("translate", 2))
         d = augment.draw(self.batch_size, translate=translate, generator=generator, device=self.device)
         self.step(idx, d.take(slice(self.rank, None, self.world_size)))
         _sync(self.device)
-        self.raw_model.load_state_dict(saved[0])
-        self.optimizer.load_state_dict(saved[1])
-        self.schedule.load_state_dict(saved[2])
+        self.load(saved)
         return time.perf_counter() - t0
 
-    def state(self, epoch: int) -> dict[str, Any]:
-        return {
+    def _states(self) -> dict[str, Any]:
+        states = {
             "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
-            "epoch": epoch,
-            "config": dict(self.config),
         }
+        if self.lookahead is not None:
+            states["lookahead"] = self.lookahead.state_dict()
+        return states
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's (or a saved) state."""
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.lookahead is not None:
+            self.lookahead.load_state_dict(state["lookahead"])
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {**self._states(), "epoch": epoch, "config": dict(self.config)}
 
 
 def _sync(device: torch.device) -> None:
@@ -244,12 +261,22 @@ def _setup(
         model = torch.compile(model)
     optimizer = build_optimizer(raw_model, config)
     steps = max(1, n // batch_size)  # drop the last partial batch: equal steps on every rank
+    total_steps = int(config["epochs"]) * steps
+    whiten_epochs = config.get("whiten_bias_epochs")
     schedule = build_schedule(
-        optimizer, total_steps=int(config["epochs"]) * steps, warmup=float(config.get("warmup", 0.23))
+        optimizer,
+        total_steps=total_steps,
+        warmup=float(config.get("warmup", 0.23)),
+        freeze_whiten_after=None if whiten_epochs is None else int(whiten_epochs) * steps,
     )
-    return _Run(
-        config, data, device, model, raw_model, optimizer, schedule, min(batch_size, n), steps, rank, world_size
-    )
+    lookahead = Lookahead(raw_model, total_steps=total_steps) if config.get("lookahead") else None
+    flip_base = None
+    if augment.flip_mode(config.get("flip", "random")) == "alternate":
+        # The same draw on every rank (seeded), so N processes flip as one does.
+        generator = torch.Generator(device=device).manual_seed(int(config["seed"]) * 100_003 + 99)
+        flip_base = torch.rand(n, device=device, generator=generator) < 0.5
+    return _Run(config, data, device, model, raw_model, optimizer, schedule, lookahead, flip_base,
+                min(batch_size, n), steps, rank, world_size)  # fmt: skip
 
 
 def train(
@@ -276,9 +303,7 @@ def train(
     compile_time = run.warm_up(generator) if compile else 0.0
     first_epoch = 1
     if start is not None:
-        run.raw_model.load_state_dict(start["model"])
-        run.optimizer.load_state_dict(start["optimizer"])
-        run.schedule.load_state_dict(start["schedule"])
+        run.load(start)
         first_epoch = int(start["epoch"]) + 1
     momentum = float(config["momentum"])
     for epoch in range(first_epoch, int(config["epochs"]) + 1):
@@ -300,7 +325,7 @@ def train(
             "train_loss": train_loss,
             "val_loss": val_loss,
             "val_acc": val_acc,
-            "lr": run.optimizer.param_groups[1]["lr"] * 1024 * (1 + 1 / (1 - momentum)),
+            "lr": run.optimizer.param_groups[OTHER]["lr"] * kilostep_scale(momentum),
             "epoch_time_s": time.perf_counter() - t0,
             "train_time_s": train_seconds,
             "images_per_s": run.steps_per_epoch * run.batch_size / train_seconds,

@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule. Never imports Ray.
+"""Optimizer, learning-rate schedule and lookahead averaging. Never imports Ray.
 
 Hyperparameters follow airbench's decoupled form: ``lr`` and ``weight_decay``
 are per 1024 examples and independent of momentum; the summed (not averaged)
@@ -14,31 +14,92 @@ import torch
 from torch import nn
 
 BIAS_SCALER = 64.0  # BatchNorm shifts learn this much faster (airbench)
+# Param groups, in this order; "whiten" only for networks with a whitening layer.
+NORM, OTHER, WHITEN = 0, 1, 2
+
+
+def kilostep_scale(momentum: float) -> float:
+    """How much larger Nesterov steps are than the per-example gradients, per 1024 examples."""
+    return 1024 * (1 + 1 / (1 - momentum))
 
 
 def build_optimizer(model: nn.Module, config: dict[str, Any]) -> torch.optim.SGD:
-    """Nesterov SGD with airbench's decoupled lr and weight decay."""
+    """Nesterov SGD with airbench's decoupled lr and weight decay.
+
+    Groups: BatchNorm shifts (lr scaled by ``BIAS_SCALER``), everything else,
+    and the whitening layer's bias on its own so that the schedule can freeze
+    it after ``whiten_bias_epochs`` (its lr drops to zero: the parameter keeps
+    receiving gradients, which multi-process training needs, but stops moving).
+    """
     momentum = float(config["momentum"])
-    kilostep_scale = 1024 * (1 + 1 / (1 - momentum))
-    lr = float(config["lr"]) / kilostep_scale
-    wd = float(config["weight_decay"]) * int(config["batch_size"]) / kilostep_scale
+    lr = float(config["lr"]) / kilostep_scale(momentum)
+    wd = float(config["weight_decay"]) * int(config["batch_size"]) / kilostep_scale(momentum)
     norm_ids = {
         id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()
     }
+    whiten = getattr(model, "whiten", None)
+    whiten_ids = {id(whiten.bias)} if whiten is not None and whiten.bias is not None else set()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    norm = [p for p in trainable if id(p) in norm_ids]
-    other = [p for p in trainable if id(p) not in norm_ids]
     lr_norm = lr * BIAS_SCALER
     groups = [
-        {"params": norm, "lr": lr_norm, "weight_decay": wd / lr_norm},
-        {"params": other, "lr": lr, "weight_decay": wd / lr},
+        {"params": [p for p in trainable if id(p) in norm_ids], "lr": lr_norm, "weight_decay": wd / lr_norm},
+        {"params": [p for p in trainable if id(p) not in norm_ids | whiten_ids], "lr": lr, "weight_decay": wd / lr},
     ]
-    return torch.optim.SGD(groups, momentum=momentum, nesterov=True)
+    if whiten_ids:
+        groups.append({"params": [whiten.bias], "lr": lr, "weight_decay": wd / lr})
+    # One fused kernel for the whole update on a GPU (the step is a few ms: launches count).
+    fused = all(p.is_cuda for g in groups for p in g["params"]) and bool(trainable)
+    return torch.optim.SGD(groups, momentum=momentum, nesterov=True, fused=fused or None)
 
 
 def build_schedule(
-    optimizer: torch.optim.Optimizer, *, total_steps: int, warmup: float
+    optimizer: torch.optim.Optimizer, *, total_steps: int, warmup: float, freeze_whiten_after: int | None = None
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up from 0.2x to the peak over ``warmup`` of the budget, then linear decay to 0.07x."""
+    """Linear warm-up from 0.2x to the peak over ``warmup`` of the budget, then linear decay to 0.07x.
+
+    The whitening bias's group (if any) follows the same curve until step
+    ``freeze_whiten_after`` and has lr 0 from then on.
+    """
     knots = [0, max(1, int(warmup * total_steps)), max(2, total_steps)]
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: float(np.interp(step, knots, [0.2, 1.0, 0.07])))
+
+    def curve(step: int) -> float:
+        return float(np.interp(step, knots, [0.2, 1.0, 0.07]))
+
+    def whiten_curve(step: int) -> float:
+        return curve(step) if freeze_whiten_after is None or step < freeze_whiten_after else 0.0
+
+    lambdas = [curve, curve, whiten_curve][: len(optimizer.param_groups)]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+class Lookahead:
+    """airbench's lookahead: every ``every`` steps, pull an average of the weights and reset the net to it.
+
+    The average's decay grows as ``0.95**every * (step / total_steps)**3``, so
+    it is plain training early on and strong averaging towards the end; after
+    the last step the network holds the average. BatchNorm statistics are
+    averaged with the weights. The state rides in checkpoints, so a resumed
+    trial continues exactly.
+    """
+
+    def __init__(self, model: nn.Module, *, total_steps: int, every: int = 5) -> None:
+        self.total_steps, self.every = max(1, total_steps), every
+        self._live = [t for t in model.state_dict().values() if t.is_floating_point()]
+        self.average = [t.detach().clone() for t in self._live]
+
+    @torch.no_grad()
+    def step(self, step: int) -> None:
+        """Call after optimizer step number ``step`` (1-based)."""
+        if step >= self.total_steps:
+            torch._foreach_copy_(self._live, self.average)
+        elif step % self.every == 0:
+            decay = 0.95**self.every * (step / self.total_steps) ** 3
+            torch._foreach_lerp_(self.average, self._live, 1 - decay)
+            torch._foreach_copy_(self._live, self.average)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"average": [t.clone() for t in self.average]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for t, saved in zip(self.average, state["average"], strict=True):
+            t.copy_(saved)
