@@ -6,6 +6,7 @@ loading, run loop and output format plays its part.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -85,3 +86,27 @@ def test_recipe_run_is_timed_without_its_logging_evaluations() -> None:
     # The same seed trains the same network: its accuracy is reproduced exactly.
     again = airbench.run_recipe(config, images, torch.device("cpu"), seed=0, compile=False)
     assert again["test_acc"] == result["test_acc"]
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    script = Path(__file__).resolve().parent.parent / "bench" / "airbench.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_airbench_bench_needs_the_script_and_a_gpu(cifar_dir: Path, tmp_path: Path) -> None:
+    done = _bench("--data-dir", str(cifar_dir))
+    assert done.returncode == 2 and "--script is needed" in done.stderr
+    done = _bench("--data-dir", str(cifar_dir), "--script", str(tmp_path / "missing.py"))
+    assert done.returncode == 2 and "download airbench94_muon.py" in done.stderr
+    if not torch.cuda.is_available():
+        (tmp_path / "airbench94_muon.py").write_text("for run in range(200): pass\n")
+        done = _bench("--data-dir", str(cifar_dir), "--script", str(tmp_path / "airbench94_muon.py"))
+        assert done.returncode == 2 and "add --recipe-only" in done.stderr
+
+
+@pytest.mark.slow
+def test_airbench_bench_recipe_only_runs_anywhere(cifar_dir: Path) -> None:
+    done = _bench("--data-dir", str(cifar_dir), "--recipe-only", "--holdout", "--runs", "1", "--epochs", "1")
+    assert done.returncode == 0, done.stderr
+    assert "1800 training images" in done.stdout  # the search's split of the 2,000 images: a tenth held out
+    assert "default recipe (ours)" in done.stdout and "mean test accuracy" in done.stdout
