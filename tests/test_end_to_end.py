@@ -117,6 +117,10 @@ def test_mlflow_parent_child_runs_and_registered_model(search):
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(registered(x), model(x), atol=1e-4)
+    # It carries the network's code and its requirements, so it loads without this project installed.
+    files = Path(mlflow.artifacts.download_artifacts(f"models:/cifar-best/{mine[0].version}"))
+    assert (files / "code" / "trainables" / "models.py").is_file()
+    assert f"torch=={torch.__version__.split('+')[0]}" in (files / "requirements.txt").read_text()
 
 
 def test_results_module_reloads_the_search(search):

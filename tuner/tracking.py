@@ -20,6 +20,8 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+import trainables
+
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")
 TRIAL_TAG = "hpsearch.trial_id"
 SEARCH_TAG = "hpsearch.search"
@@ -165,7 +167,14 @@ class MlflowTracker(tune.Callback):
         self.client.log_artifacts(self.parent_run_id, checkpoint_dir, artifact_path="best_checkpoint")
         with mlflow.start_run(run_id=self.parent_run_id, experiment_id=self.experiment_id) as _run:
             info = mlflow.pytorch.log_model(
-                model, name="model", input_example=input_example, registered_model_name=registered_name
+                model,
+                name="model",
+                input_example=input_example,
+                registered_model_name=registered_name,
+                # Stated, not inferred: inference runs a subprocess that takes about 10 s.
+                pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
+                # The network's classes travel with it, so it loads where this project is not installed.
+                code_paths=[str(Path(trainables.__file__).parent)],
             )
         self.client.set_tag(self.parent_run_id, MODEL_TAG, info.model_uri)  # `results sync` skips it then
         version = info.registered_model_version
