@@ -42,6 +42,14 @@ SPACE = {
             "kind": "fixed", "value": "airbench", "allowed": ["airbench", "resnet18"],
             "unit": "", "description": "network: airbench (fast conv net) or resnet18 (CIFAR ResNet-18)",
         },
+        "flip": {
+            "kind": "fixed", "value": "alternate", "allowed": ["alternate", "random", "none"],
+            "unit": "", "description": "alternate (each image one way in odd epochs, the other in even), random, none",
+        },
+        "lookahead": {
+            "kind": "fixed", "value": True, "allowed": [True, False],
+            "unit": "", "description": "airbench's lookahead: weights pulled to their running average every 5 steps",
+        },
         "tta": {
             "kind": "fixed", "value": 2, "allowed": [0, 1, 2],
             "unit": "level", "description": "test-time augmentation at evaluation: 0 none, 1 flips, 2 flips and shifts",
@@ -51,9 +59,9 @@ SPACE = {
     "reference": {
         "lr": 11.5, "momentum": 0.85, "weight_decay": 0.0153, "batch_size": 1024, "label_smoothing": 0.2, "width": 1.0,
     },
-    # Fixed for every trial; ``epochs`` is set from --max-epochs. airbench94's training details:
-    # alternating flips, lookahead weight averaging, the whitening bias trained for 3 epochs only.
-    "constants": {"warmup": 0.23, "translate": 2, "flip": "alternate", "lookahead": True, "whiten_bias_epochs": 3},
+    # Fixed for every trial; ``epochs`` is set from --max-epochs. The whitening layer's bias
+    # trains for the first 3 epochs only, as in airbench94.
+    "constants": {"warmup": 0.23, "translate": 2, "whiten_bias_epochs": 3},
     "budget": {"num_samples": 16, "max_epochs": 10, "grace_period": 2, "reduction_factor": 3},
     # --smoke-test: a slice of the data, a narrow net, no TTA, ASHA still stopping trials.
     "smoke": {

@@ -32,6 +32,9 @@ def test_format_lists_bounds_and_units():
         ("batch_size=64,128", "choice", "{64, 128}"),
         ("momentum=0.9", "fixed", "= 0.9"),
         ("label_smoothing=0:0.1", "uniform", "[0, 0.1]"),
+        ("lookahead=false", "fixed", "= False"),
+        ("lookahead=true,false", "choice", "{True, False}"),
+        ("flip=random", "fixed", "= random"),
     ],
 )
 def test_overrides(override, kind, shown):
@@ -54,6 +57,8 @@ def test_overrides(override, kind, shown):
         ("nope=1", "has no parameter 'nope'"),
         ("lr", "must look like NAME="),
         ("lr=a:b", "bounds must be numbers"),
+        ("flip=sideways", "'sideways' is not one of alternate, random, none"),
+        ("arch=vgg", "'vgg' is not one of airbench, resnet18"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(override, message):
