@@ -9,9 +9,10 @@ it never downloads anything), runs a copy of it with its run count set to
 ``--runs``, and reads its per-run test accuracy and timed seconds from its
 output. The default recipe (the ``cifar`` space's reference config) then runs
 the same number of times in this process on the same 50,000 training images,
-timed the way airbench times itself: whitening set-up, training steps and the
-final test evaluation with test-time augmentation, not the per-epoch logging
-evaluations and not compilation (a warm-up run comes first for both).
+timed as airbench times itself: the training steps and the final test
+evaluation with test-time augmentation, not the per-epoch logging evaluations
+and not compilation (a warm-up run comes first for both). airbench also counts
+its whitening set-up, a few milliseconds, which ours does before its clock starts.
 
     python bench/airbench.py --data-dir data --script .gpu/airbench94_muon.py --runs 10
     python bench/airbench.py --data-dir data --recipe-only --runs 1     # ours alone, any device
@@ -101,7 +102,7 @@ def _sync(device: torch.device) -> None:
 def run_recipe(
     config: dict[str, Any], images: tuple[np.ndarray, ...], device: torch.device, *, seed: int, compile: bool
 ) -> dict[str, float]:
-    """One run of ``config`` on all training images; seconds as airbench counts them."""
+    """One run of ``config`` on the training images given; seconds as airbench counts them."""
     train_x, train_y, test_x, test_y = images
     arrays = {"train_x": train_x, "train_y": train_y, "val_x": test_x[:0], "val_y": test_y[:0]}
     device_data = DeviceData.from_arrays(arrays, device=device)
