@@ -32,6 +32,14 @@ def load(folder: str | Path, *, map_location: str | torch.device = "cpu") -> dic
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def load_restored(restored: Any, *, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The state in a checkpoint Ray hands back on retry or resume (``tune``'s or ``ray.train``'s), or None."""
+    if restored is None:
+        return None
+    with restored.as_directory() as folder:
+        return load(folder, map_location=map_location)
+
+
 def load_model(folder: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """The trained network in eval mode, and the trial config it was trained with."""
     state = load(folder, map_location=device)

@@ -39,11 +39,7 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     prepare_device(device, settings)
-    start = None
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as folder:
-            start = checkpoint.load(folder, map_location=device)
+    start = checkpoint.load_restored(ray.train.get_checkpoint(), map_location=device)
 
     def report(metrics: dict[str, Any], state) -> None:
         if rank != 0:

@@ -160,6 +160,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
     lookahead: Lookahead | None
+    flips: str  # one of augment.FLIPS
     flip_base: torch.Tensor | None  # per-image flips of odd epochs, for alternating flips
     batch_size: int
     steps_per_epoch: int
@@ -170,8 +171,7 @@ class _Run:
         """One optimizer step on this rank's images ``idx``; returns the summed loss."""
         c = self.config
         x = augment.normalize(self.data.train_x[idx])
-        flip = augment.flip_mode(c.get("flip", "random")) != "none"
-        x = augment.apply(x, d, translate=int(c.get("translate", 2)), flip=flip)
+        x = augment.apply(x, d, translate=int(c.get("translate", 2)), flip=self.flips != "none")
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device):
@@ -270,12 +270,12 @@ def _setup(
         freeze_whiten_after=None if whiten_epochs is None else int(whiten_epochs) * steps,
     )
     lookahead = Lookahead(raw_model, total_steps=total_steps) if config.get("lookahead") else None
-    flip_base = None
-    if augment.flip_mode(config.get("flip", "random")) == "alternate":
+    flips, flip_base = augment.flip_mode(config.get("flip", "random")), None
+    if flips == "alternate":
         # The same draw on every rank (seeded), so N processes flip as one does.
         generator = torch.Generator(device=device).manual_seed(int(config["seed"]) * 100_003 + 99)
         flip_base = torch.rand(n, device=device, generator=generator) < 0.5
-    return _Run(config, data, device, model, raw_model, optimizer, schedule, lookahead, flip_base,
+    return _Run(config, data, device, model, raw_model, optimizer, schedule, lookahead, flips, flip_base,
                 min(batch_size, n), steps, rank, world_size)  # fmt: skip
 
 

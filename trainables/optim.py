@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 BIAS_SCALER = 64.0  # BatchNorm shifts learn this much faster (airbench)
-# Param groups, in this order; "whiten" only for networks with a whitening layer.
+# Indices of the param groups; WHITEN only for networks with a whitening layer.
 NORM, OTHER, WHITEN = 0, 1, 2
 
 
@@ -41,7 +41,7 @@ def build_optimizer(model: nn.Module, config: dict[str, Any]) -> torch.optim.SGD
     whiten_ids = {id(whiten.bias)} if whiten is not None and whiten.bias is not None else set()
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr_norm = lr * BIAS_SCALER
-    groups = [
+    groups = [  # indexed by NORM, OTHER, WHITEN
         {"params": [p for p in trainable if id(p) in norm_ids], "lr": lr_norm, "weight_decay": wd / lr_norm},
         {"params": [p for p in trainable if id(p) not in norm_ids | whiten_ids], "lr": lr, "weight_decay": wd / lr},
     ]
@@ -68,7 +68,9 @@ def build_schedule(
     def whiten_curve(step: int) -> float:
         return curve(step) if freeze_whiten_after is None or step < freeze_whiten_after else 0.0
 
-    lambdas = [curve, curve, whiten_curve][: len(optimizer.param_groups)]
+    lambdas = [curve] * len(optimizer.param_groups)
+    if len(lambdas) > WHITEN:
+        lambdas[WHITEN] = whiten_curve
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 

@@ -72,11 +72,7 @@ def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings
     device = trial_device()
     prepare_device(device, settings)
     print(f"trial {tune.get_context().get_trial_id()} on {device}: {config}", flush=True)
-    start = None
-    restored = tune.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as folder:
-            start = checkpoint.load(folder, map_location=device)
+    start = checkpoint.load_restored(tune.get_checkpoint(), map_location=device)
 
     last_epoch = [int(start["epoch"]) if start else 0]
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from search_spaces import SpaceError, format_spaces, get_space, space_names
 from trainables.data import DataError
 from tuner.errors import UsageError
-from tuner.resources import trial_shape
 from tuner.settings import (
     SEARCH_ALGORITHMS,
     SearchSettings,
@@ -196,11 +195,7 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
     settings.space()  # the overrides must make a valid space
     check_batch_split(settings)
     if settings.gpus_per_trial != "auto":  # DDP workers need whole GPUs: refuse before starting Ray
-        trial_shape(
-            gpus_per_trial=settings.gpus_per_trial,
-            cpus_per_trial=settings.cpus_per_trial,
-            workers=settings.workers_per_trial,
-        )
+        settings.trial_shape()
     from results import _fs
 
     if _fs.exists(settings.folder):

@@ -94,19 +94,11 @@ def init_ray() -> bool:
     return True
 
 
-def trial_shape(settings: SearchSettings) -> resources.TrialShape:
-    return resources.trial_shape(
-        gpus_per_trial=float(settings.gpus_per_trial),
-        cpus_per_trial=settings.cpus_per_trial,
-        workers=settings.workers_per_trial,
-    )
-
-
 def check_resources(settings: SearchSettings) -> int:
     """Refuse requests the cluster cannot meet; return how many trials can run at once."""
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     return resources.check_fit(
-        trial_shape(settings), nodes=nodes, max_concurrent=settings.max_concurrent, num_samples=settings.num_samples
+        settings.trial_shape(), nodes=nodes, max_concurrent=settings.max_concurrent, num_samples=settings.num_samples
     )
 
 
@@ -134,7 +126,7 @@ def build_tuner(
     settings: SearchSettings, space: SearchSpace, dataset: Dataset, callbacks: list, *, concurrency: int
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored; ``concurrency`` caps trials running at once."""
-    shape = trial_shape(settings)
+    shape = settings.trial_shape()
     trial_settings = TrialSettings(
         tracking_uri=settings.mlflow_uri,
         workers=shape.workers,
@@ -320,7 +312,10 @@ def finish(
             "config": result.config,
             "checkpoint": checkpoint.path,
         }
-        record["model_uri"] = log_best_model(tracker, space, checkpoint, record)
+        with checkpoint.as_directory() as folder:
+            record["model_uri"] = tracker.log_best(
+                checkpoint_dir=folder, record=record, registered_name=f"{space.name}-best"
+            )
         tracker.log_metrics({"best_val_acc": record["val_acc"], "test_acc": test_acc})
     frame = results.write(settings.folder, rows, record)
     pruned = prune_checkpoints(rows, folder=settings.folder, keep_trials=settings.keep_trials)
@@ -329,28 +324,6 @@ def finish(
     tracker.end(status="FINISHED" if record else "FAILED")
     print_summary(settings, rows, frame, record, grid, out=out)
     return record or {}
-
-
-def log_best_model(tracker: MlflowTracker, space: SearchSpace, checkpoint: tune.Checkpoint, record: dict) -> str:
-    from trainables.checkpoint import load_model
-
-    with checkpoint.as_directory() as folder:
-        model, _ = load_model(folder)
-        # Batch of 2: an example batch of 1 makes torch.export fix the batch size at 1.
-        example = np.zeros((2, 3, 32, 32), dtype=np.float32)
-        tags = {
-            "search": record["search"],
-            "trial_id": str(record["trial_id"]),
-            "val_acc": f"{record['val_acc']:.4f}",
-            "test_acc": f"{record['test_acc']:.4f}",
-        }
-        return tracker.log_best(
-            checkpoint_dir=folder,
-            model=model,
-            input_example=example,
-            registered_name=f"{space.name}-best",
-            tags=tags,
-        )
 
 
 def print_summary(

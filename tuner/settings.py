@@ -21,6 +21,7 @@ from typing import Any
 from results import SEARCH_JSON, _fs
 from search_spaces import Budget, SearchSpace, apply_overrides, check_budget, get_space
 from tuner.errors import UsageError
+from tuner.resources import TrialShape, trial_shape
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SEARCH_ALGORITHMS = ("random", "optuna")
@@ -69,6 +70,14 @@ class SearchSettings:
         if self.smoke_test:
             space = apply_overrides(space, space.smoke.params)
         return apply_overrides(space, self.params)
+
+    def trial_shape(self) -> TrialShape:
+        """Each trial's workers and their CPUs and GPUs (``gpus_per_trial`` must be resolved, not "auto")."""
+        return trial_shape(
+            gpus_per_trial=float(self.gpus_per_trial),
+            cpus_per_trial=self.cpus_per_trial,
+            workers=self.workers_per_trial,
+        )
 
     def mlflow_params(self) -> dict[str, Any]:
         """The settings as MLflow params of the search's parent run, with credentials masked."""
@@ -124,8 +133,8 @@ def resolve_storage(storage_path: str, *, cwd: Path) -> str:
     return str(path)
 
 
-def resolve_tracking_uri(uri: str | None, *, cwd: Path, timeout: float = 3.0) -> str:
-    """An absolute MLflow tracking URI; a server must answer within ``timeout`` seconds.
+def resolve_tracking_uri(uri: str | None, *, cwd: Path) -> str:
+    """An absolute MLflow tracking URI (whether a server answers is ``tracking_unreachable``'s question).
 
     Trials chdir into their own folders, so a relative URI would scatter runs
     over one ``mlflow.db`` per trial: it is made absolute here, once.
@@ -143,7 +152,7 @@ def resolve_tracking_uri(uri: str | None, *, cwd: Path, timeout: float = 3.0) ->
     if "://" in uri or uri.startswith("databricks"):
         return uri
     if uri.endswith(".db"):
-        return resolve_tracking_uri(f"sqlite:///{uri}", cwd=cwd, timeout=timeout)
+        return resolve_tracking_uri(f"sqlite:///{uri}", cwd=cwd)
     raise UsageError(f"--mlflow-uri {uri!r} is not a tracking URI: use sqlite:///path/mlflow.db or http://host:5000")
 
 

@@ -84,14 +84,5 @@ def _sync_best(tracker: MlflowTracker, folder: str, settings: SearchSettings) ->
                if k not in parent.data.metrics and v is not None and not math.isnan(v)}  # fmt: skip
     if missing:
         tracker.log_metrics(missing)
-    if MODEL_TAG in parent.data.tags:
-        return
-    import numpy as np
-
-    from trainables.checkpoint import load_model
-
-    model, _ = load_model(best["checkpoint"])
-    tags = {"search": settings.name, "trial_id": str(best["trial_id"]), "val_acc": f"{best['val_acc']:.4f}",
-            "test_acc": f"{best['test_acc']:.4f}"}  # fmt: skip
-    tracker.log_best(checkpoint_dir=best["checkpoint"], model=model, registered_name=f"{settings.space_name}-best",
-                     input_example=np.zeros((2, 3, 32, 32), dtype=np.float32), tags=tags)  # fmt: skip
+    if MODEL_TAG not in parent.data.tags:
+        tracker.log_best(checkpoint_dir=best["checkpoint"], record=best, registered_name=f"{settings.space_name}-best")

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 import trainables
+from trainables.checkpoint import load_model
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")
 TRIAL_TAG = "hpsearch.trial_id"
@@ -159,10 +161,21 @@ class MlflowTracker(tune.Callback):
         self.client.log_batch(run_id or self.parent_run_id, metrics=batch)
 
     @_tolerant
-    def log_best(
-        self, *, checkpoint_dir: str, model: Any, input_example: Any, registered_name: str, tags: dict[str, str]
-    ) -> str:
-        """The best checkpoint as artifacts, the model logged and registered; returns the model URI."""
+    def log_best(self, *, checkpoint_dir: str, record: dict[str, Any], registered_name: str) -> str:
+        """The best checkpoint as artifacts, its network logged and registered; returns the model URI.
+
+        ``record`` is the best trial's entry of ``best_config.json`` (search, trial_id, val_acc,
+        test_acc): the registered version is tagged with it.
+        """
+        model, _ = load_model(checkpoint_dir)
+        # Batch of 2: an example batch of 1 makes torch.export fix the batch size at 1.
+        input_example = np.zeros((2, 3, 32, 32), dtype=np.float32)
+        tags = {
+            "search": str(record["search"]),
+            "trial_id": str(record["trial_id"]),
+            "val_acc": f"{record['val_acc']:.4f}",
+            "test_acc": f"{record['test_acc']:.4f}",
+        }
         mlflow.set_tracking_uri(self.uri)
         self.client.log_artifacts(self.parent_run_id, checkpoint_dir, artifact_path="best_checkpoint")
         with mlflow.start_run(run_id=self.parent_run_id, experiment_id=self.experiment_id) as _run:
