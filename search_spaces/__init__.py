@@ -36,7 +36,8 @@ def format_spaces() -> str:
         lines.append(f"{name}: {space.description}")
         lines.append(
             f"  default budget: {b.num_samples} trials, max {b.max_epochs} epochs, "
-            f"grace period {b.grace_period}, reduction factor {b.reduction_factor}"
+            f"grace period {b.grace_period}, reduction factor {b.reduction_factor}, "
+            f"{space.trials_per_gpu} trial(s) per GPU"
         )
         for p in space.params:
             unit = f" ({p.unit})" if p.unit else ""

@@ -3,7 +3,8 @@
 A space is a dict (see ``cifar.py``): a name, a description, ``params`` (one
 entry per hyperparameter, with its distribution, bounds, unit and a one-line
 description), ``constants`` (fixed settings every trial receives), ``budget``
-(the search's default size) and ``smoke`` (the tiny budget and data slice that
+(the search's default size), ``trials_per_gpu`` (how many trials share a GPU
+when ``--gpus-per-trial`` is not given) and ``smoke`` (the tiny budget and data slice that
 ``--smoke-test`` runs). ``parse_space`` turns that dict into typed objects and
 refuses anything malformed with a message that says what to change.
 """
@@ -81,6 +82,7 @@ class SearchSpace:
     budget: Budget
     smoke: Smoke
     reference: dict[str, Any] = field(default_factory=dict)  # a known-good config, tried first
+    trials_per_gpu: int = 1  # trials sharing each GPU when --gpus-per-trial is not given
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -151,6 +153,12 @@ def _parse_budget(raw: dict[str, Any], *, where: str) -> Budget:
     return budget
 
 
+def _parse_trials_per_gpu(raw: Any, *, space: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise SpaceError(f"space '{space}': trials_per_gpu is {raw!r}, but must be a whole number >= 1")
+    return raw
+
+
 def check_budget(budget: Budget) -> None:
     """Refuse a budget ASHA cannot run, naming the flag to change."""
     if budget.num_samples < 1:
@@ -197,6 +205,7 @@ def parse_space(raw: dict[str, Any]) -> SearchSpace:
         budget=_parse_budget(raw.get("budget", {}), where=f"space '{name}': budget"),
         smoke=smoke,
         reference=dict(raw.get("reference", {})),
+        trials_per_gpu=_parse_trials_per_gpu(raw.get("trials_per_gpu", 1), space=name),
     )
     for pname in (*smoke.params, *space.reference):
         space.param(pname)  # smoke overrides and the reference name real parameters

@@ -63,6 +63,10 @@ SPACE = {
     # trains for the first 3 epochs only, as in airbench94.
     "constants": {"warmup": 0.23, "translate": 2, "whiten_bias_epochs": 3},
     "budget": {"num_samples": 16, "max_epochs": 10, "grace_period": 2, "reduction_factor": 3},
+    # Without --gpus-per-trial, trials share each GPU four ways (0.25 GPU each, memory capped
+    # to that share): one trial of this small network leaves a GPU idle between its short
+    # kernels, its evaluations and its checkpoints. --gpus-per-trial auto measures instead.
+    "trials_per_gpu": 4,
     # --smoke-test: a slice of the data, a narrow net, no TTA, ASHA still stopping trials.
     "smoke": {
         "budget": {"num_samples": 6, "max_epochs": 4, "grace_period": 1, "reduction_factor": 2},

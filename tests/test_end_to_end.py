@@ -167,6 +167,8 @@ def test_diverging_trials_end_quietly_as_diverged(tmp_path, cifar_dir, ray_local
     out = capsys.readouterr()
     assert "2 trial(s) diverged (training loss not finite)" in out.out
     assert "failed" not in out.out and "no trial produced a usable checkpoint" in out.err
+    if not torch.cuda.is_available():  # no --gpus-per-trial, no GPU: the trials ran on CPU, and said so
+        assert "--gpus-per-trial not given: no GPU in this cluster, trials run on CPU" in out.out
     frame = results.load_results(tmp_path / "runs" / "diverge")
     assert list(frame["status"]) == ["diverged", "diverged"]
     assert (frame["epochs"] == 1).all()  # stopped at the first non-finite epoch, not retried

@@ -1,8 +1,13 @@
+import json
+
 import pytest
 import torch
 
 from search_spaces import apply_overrides, get_space
+from tests.test_end_to_end import search_args
+from trainables.trainable import device_for
 from tuner import packing
+from tuner.cli import main
 from tuner.packing import Probe
 
 GIB = 1024**3
@@ -60,3 +65,32 @@ def test_probe_on_a_gpu():
     config = packing.probe_config(apply_overrides(get_space("cifar"), ["width=0.5"]), max_epochs=2, seed=0)
     probe = packing.run_probe(config, arrays, epochs=1)
     assert 0 < probe.peak_bytes < probe.total_bytes and 0 <= probe.busy_fraction <= 1
+
+
+def test_a_trial_trains_on_the_gpu_ray_gave_it(monkeypatch):
+    # Ray leaves CUDA_VISIBLE_DEVICES alone for a process given no GPU: it sees them all.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device_for([]) == torch.device("cpu")
+    assert device_for(["3"]) == torch.device("cuda", 0)  # Ray narrowed the visible GPUs to its own
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_for(["0"]) == torch.device("cpu")  # a logical GPU on a machine without CUDA
+
+
+@pytest.fixture(scope="module")
+def ray_with_a_gpu():
+    """Ray with one logical GPU: Tune schedules GPU shares (trials train on CPU where CUDA is absent)."""
+    import ray
+
+    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_trials_share_a_gpu_by_the_spaces_default(tmp_path, cifar_dir, ray_with_a_gpu, capsys):
+    argv = search_args(tmp_path, cifar_dir, "shared", "--num-samples", "2", "--max-epochs", "1", "--grace-period", "1")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "--gpus-per-trial not given: 4 trial(s) per GPU, the cifar space's default (--gpus-per-trial 0.25)" in out
+    saved = json.loads((tmp_path / "runs" / "shared" / "search.json").read_text())
+    assert saved["gpus_per_trial"] == 0.25  # what --resume continues with

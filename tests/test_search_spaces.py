@@ -76,6 +76,15 @@ def test_malformed_space_data_is_refused():
     raw = {**SPACE, "smoke": {**SPACE["smoke"], "params": {"nope": 1}}}
     with pytest.raises(SpaceError, match="no parameter 'nope'"):
         parse_space(raw)
+    for bad in (0, 2.5, "4", True):
+        with pytest.raises(SpaceError, match="trials_per_gpu is .* must be a whole number >= 1"):
+            parse_space({**SPACE, "trials_per_gpu": bad})
+
+
+def test_trials_per_gpu_is_part_of_the_space():
+    assert get_space("cifar").trials_per_gpu == 4
+    assert parse_space({k: v for k, v in SPACE.items() if k != "trials_per_gpu"}).trials_per_gpu == 1
+    assert "4 trial(s) per GPU" in format_spaces()
 
 
 def test_smoke_overrides_and_param_space():

@@ -83,6 +83,9 @@ def test_flags_resolve_to_settings(tmp_path):
     assert smoke.num_samples == 6 and smoke.name.startswith("cifar-")
     assert smoke.space().param("width").choices == (0.125, 0.25)
     assert SearchSettings.from_json(s.to_json()) == s
+    assert s.gpus_per_trial == "default"  # resolved once Ray shows whether there are GPUs
+    assert _settings(tmp_path, "--gpus-per-trial", "0").gpus_per_trial == 0.0
+    assert _settings(tmp_path, "--gpus-per-trial", "AUTO").gpus_per_trial == "auto"
 
 
 @pytest.mark.parametrize(

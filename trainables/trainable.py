@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 from ray import tune
 
@@ -49,8 +50,18 @@ def prepare_device(device: torch.device, settings: TrialSettings) -> None:
 
 
 def trial_device() -> torch.device:
-    """The GPU Ray assigned to this trial (it sets CUDA_VISIBLE_DEVICES), else the CPU."""
-    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    """The GPU Ray assigned to this process (it narrows CUDA_VISIBLE_DEVICES to it), else the CPU.
+
+    Ray's assignment decides, not whether CUDA is available: a trial given no
+    GPU still sees every GPU of the machine (Ray leaves CUDA_VISIBLE_DEVICES
+    alone when it assigns none), and must not train on them unaccounted.
+    """
+    return device_for(ray.get_gpu_ids())
+
+
+def device_for(gpu_ids: list) -> torch.device:
+    """``cuda:0`` (the first GPU Ray made visible) when ``gpu_ids`` names any and CUDA works, else the CPU."""
+    return torch.device("cuda", 0) if gpu_ids and torch.cuda.is_available() else torch.device("cpu")
 
 
 def device_data(data: dict[str, Any], device: torch.device) -> DeviceData:

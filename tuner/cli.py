@@ -11,6 +11,8 @@ from search_spaces import SpaceError, format_spaces, get_space, space_names
 from trainables.data import DataError
 from tuner.errors import UsageError
 from tuner.settings import (
+    GPUS_AUTO,
+    GPUS_DEFAULT,
     SEARCH_ALGORITHMS,
     SearchSettings,
     budget_from,
@@ -84,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     res = p.add_argument_group("resources")
     res.add_argument(
         "--gpus-per-trial",
-        default="0",
-        help="0 (CPU), a fraction to share a GPU (0.25: four per GPU), a whole number, or auto (probe and pack)",
+        default=None,
+        help="0 (CPU), a fraction to share a GPU (0.25: four per GPU), a whole number, or auto (probe and pack); "
+        f"default: the space's trials per GPU ({default.trials_per_gpu} for cifar) where the cluster has GPUs, "
+        "else 0",
     )
     res.add_argument(
         "--cpus-per-trial", type=_number, default=1.0, help="CPUs per trial (torch threads per worker follow)"
@@ -194,7 +198,7 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
     )
     settings.space()  # the overrides must make a valid space
     check_batch_split(settings)
-    if settings.gpus_per_trial != "auto":  # DDP workers need whole GPUs: refuse before starting Ray
+    if settings.gpus_per_trial not in (GPUS_AUTO, GPUS_DEFAULT):  # DDP needs whole GPUs: refuse before Ray
         settings.trial_shape()
     from results import _fs
 

@@ -32,7 +32,7 @@ from tuner import progress as progress_module
 from tuner.asha import PersistentASHA
 from tuner.errors import UsageError
 from tuner.progress import ProgressTable
-from tuner.settings import SearchSettings, redact, tracking_unreachable
+from tuner.settings import GPUS_AUTO, GPUS_DEFAULT, SearchSettings, redact, tracking_unreachable
 from tuner.space import param_space, reference_point
 from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_rows
 from tuner.tracking import MlflowTracker
@@ -107,18 +107,33 @@ def _probe(config: dict[str, Any], arrays: dict[str, Any]) -> packing.Probe:
     return packing.run_probe(config, arrays)
 
 
-def resolve_auto_gpus(settings: SearchSettings, space: SearchSpace, dataset: Dataset, *, out: TextIO) -> SearchSettings:
-    """Replace ``--gpus-per-trial auto`` by a share of a GPU measured with a one-trial probe."""
+def resolve_gpus(settings: SearchSettings, space: SearchSpace, dataset: Dataset, *, out: TextIO) -> SearchSettings:
+    """Turn ``--gpus-per-trial auto`` (a probe's measure) or its absence (the space's default) into a number.
+
+    The decision is printed, and saved in search.json with the other settings,
+    so that ``--resume`` keeps it.
+    """
+    flag = "--gpus-per-trial auto" if settings.gpus_per_trial == GPUS_AUTO else "--gpus-per-trial not given"
     if not ray.cluster_resources().get("GPU", 0):
-        print("--gpus-per-trial auto: no GPU in this cluster, trials run on CPU", file=out)
+        print(f"{flag}: no GPU in this cluster, trials run on CPU", file=out)
         return dataclasses.replace(settings, gpus_per_trial=0.0)
     if settings.workers_per_trial > 1:
-        print(f"--gpus-per-trial auto: one GPU for each of the {settings.workers_per_trial} DDP workers", file=out)
+        print(f"{flag}: one GPU for each of the {settings.workers_per_trial} DDP workers", file=out)
         return dataclasses.replace(settings, gpus_per_trial=float(settings.workers_per_trial))
-    config = packing.probe_config(space, max_epochs=settings.max_epochs, seed=settings.seed)
-    probe = ray.get(_probe.options(num_gpus=1, num_cpus=settings.cpus_per_trial).remote(config, dataset.trial_arrays))
-    trials = packing.trials_per_gpu(probe)
-    print(packing.describe(probe, trials), file=out, flush=True)
+    if settings.gpus_per_trial == GPUS_DEFAULT:
+        trials = space.trials_per_gpu
+        print(
+            f"{flag}: {trials} trial(s) per GPU, the {space.name} space's default (--gpus-per-trial "
+            f"{packing.fraction_for(trials):g}); --gpus-per-trial auto measures one trial to decide, 0 runs on CPU",
+            file=out,
+            flush=True,
+        )
+    else:
+        config = packing.probe_config(space, max_epochs=settings.max_epochs, seed=settings.seed)
+        task = _probe.options(num_gpus=1, num_cpus=settings.cpus_per_trial)
+        probe = ray.get(task.remote(config, dataset.trial_arrays))
+        trials = packing.trials_per_gpu(probe)
+        print(packing.describe(probe, trials), file=out, flush=True)
     return dataclasses.replace(settings, gpus_per_trial=packing.fraction_for(trials) if trials > 1 else 1.0)
 
 
@@ -262,8 +277,8 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
     print(f"data: {dataset.description} from {settings.data_dir}", file=out)
     started = init_ray()
     try:
-        if settings.gpus_per_trial == "auto":
-            settings = resolve_auto_gpus(settings, space, dataset, out=out)
+        if settings.gpus_per_trial in (GPUS_AUTO, GPUS_DEFAULT):
+            settings = resolve_gpus(settings, space, dataset, out=out)
         concurrency = check_resources(settings)
         settings, tracker = start_tracking(settings, space)
         progress = ProgressTable(

@@ -25,6 +25,7 @@ from tuner.resources import TrialShape, trial_shape
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SEARCH_ALGORITHMS = ("random", "optuna")
+GPUS_AUTO, GPUS_DEFAULT = "auto", "default"  # --gpus-per-trial values resolved once Ray has started
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,9 @@ class SearchSettings:
     max_epochs: int
     grace_period: int
     reduction_factor: int
-    gpus_per_trial: float | str = 0.0  # a number, or "auto" until the packing probe has run
+    # A number once resolved; until the search has started Ray: "auto" (probe, then pack) or
+    # "default" (flag not given: the space's trials per GPU where there are GPUs, else CPU).
+    gpus_per_trial: float | str = 0.0
     cpus_per_trial: float = 1.0
     workers_per_trial: int = 1  # > 1: each trial is a DDP run on that many Ray Train workers
     max_concurrent: int | None = None
@@ -72,7 +75,7 @@ class SearchSettings:
         return apply_overrides(space, self.params)
 
     def trial_shape(self) -> TrialShape:
-        """Each trial's workers and their CPUs and GPUs (``gpus_per_trial`` must be resolved, not "auto")."""
+        """Each trial's workers and their CPUs and GPUs (``gpus_per_trial`` must be resolved to a number)."""
         return trial_shape(
             gpus_per_trial=float(self.gpus_per_trial),
             cpus_per_trial=self.cpus_per_trial,
@@ -95,10 +98,12 @@ class SearchSettings:
         return cls(**{k: v for k, v in json.loads(text).items() if k in known})
 
 
-def parse_gpus_per_trial(text: str) -> float | str:
-    """``auto``, or a number of GPUs that Ray can schedule."""
-    if text.strip().lower() == "auto":
-        return "auto"
+def parse_gpus_per_trial(text: str | None) -> float | str:
+    """``auto``, ``default`` (the flag was not given), or a number of GPUs that Ray can schedule."""
+    if text is None:
+        return GPUS_DEFAULT
+    if text.strip().lower() == GPUS_AUTO:
+        return GPUS_AUTO
     try:
         value = float(text)
     except ValueError:
