@@ -4,9 +4,9 @@ A space is a dict (see ``cifar.py``): a name, a description, ``params`` (one
 entry per hyperparameter, with its distribution, bounds, unit and a one-line
 description), ``constants`` (fixed settings every trial receives), ``budget``
 (the search's default size), ``trials_per_gpu`` (how many trials share a GPU
-when ``--gpus-per-trial`` is not given) and ``smoke`` (the tiny budget and data slice that
-``--smoke-test`` runs). ``parse_space`` turns that dict into typed objects and
-refuses anything malformed with a message that says what to change.
+when ``--gpus-per-trial`` is not given) and ``smoke`` (the tiny budget and data
+slice that ``--smoke-test`` runs). ``parse_space`` turns that dict into typed
+objects and refuses anything malformed with a message that says what to change.
 """
 
 from __future__ import annotations

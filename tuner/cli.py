@@ -11,8 +11,6 @@ from search_spaces import SpaceError, format_spaces, get_space, space_names
 from trainables.data import DataError
 from tuner.errors import UsageError
 from tuner.settings import (
-    GPUS_AUTO,
-    GPUS_DEFAULT,
     SEARCH_ALGORITHMS,
     SearchSettings,
     budget_from,
@@ -198,7 +196,7 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
     )
     settings.space()  # the overrides must make a valid space
     check_batch_split(settings)
-    if settings.gpus_per_trial not in (GPUS_AUTO, GPUS_DEFAULT):  # DDP needs whole GPUs: refuse before Ray
+    if not settings.gpus_pending:  # DDP workers need whole GPUs: refuse before starting Ray
         settings.trial_shape()
     from results import _fs
 

@@ -32,7 +32,7 @@ from tuner import progress as progress_module
 from tuner.asha import PersistentASHA
 from tuner.errors import UsageError
 from tuner.progress import ProgressTable
-from tuner.settings import GPUS_AUTO, GPUS_DEFAULT, SearchSettings, redact, tracking_unreachable
+from tuner.settings import GPUS_AUTO, SearchSettings, redact, tracking_unreachable
 from tuner.space import param_space, reference_point
 from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_rows
 from tuner.tracking import MlflowTracker
@@ -120,7 +120,13 @@ def resolve_gpus(settings: SearchSettings, space: SearchSpace, dataset: Dataset,
     if settings.workers_per_trial > 1:
         print(f"{flag}: one GPU for each of the {settings.workers_per_trial} DDP workers", file=out)
         return dataclasses.replace(settings, gpus_per_trial=float(settings.workers_per_trial))
-    if settings.gpus_per_trial == GPUS_DEFAULT:
+    if settings.gpus_per_trial == GPUS_AUTO:
+        config = packing.probe_config(space, max_epochs=settings.max_epochs, seed=settings.seed)
+        task = _probe.options(num_gpus=1, num_cpus=settings.cpus_per_trial)
+        probe = ray.get(task.remote(config, dataset.trial_arrays))
+        trials = packing.trials_per_gpu(probe)
+        print(packing.describe(probe, trials), file=out, flush=True)
+    else:
         trials = space.trials_per_gpu
         print(
             f"{flag}: {trials} trial(s) per GPU, the {space.name} space's default (--gpus-per-trial "
@@ -128,13 +134,7 @@ def resolve_gpus(settings: SearchSettings, space: SearchSpace, dataset: Dataset,
             file=out,
             flush=True,
         )
-    else:
-        config = packing.probe_config(space, max_epochs=settings.max_epochs, seed=settings.seed)
-        task = _probe.options(num_gpus=1, num_cpus=settings.cpus_per_trial)
-        probe = ray.get(task.remote(config, dataset.trial_arrays))
-        trials = packing.trials_per_gpu(probe)
-        print(packing.describe(probe, trials), file=out, flush=True)
-    return dataclasses.replace(settings, gpus_per_trial=packing.fraction_for(trials) if trials > 1 else 1.0)
+    return dataclasses.replace(settings, gpus_per_trial=packing.fraction_for(trials))
 
 
 def build_tuner(
@@ -277,7 +277,7 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
     print(f"data: {dataset.description} from {settings.data_dir}", file=out)
     started = init_ray()
     try:
-        if settings.gpus_per_trial in (GPUS_AUTO, GPUS_DEFAULT):
+        if settings.gpus_pending:
             settings = resolve_gpus(settings, space, dataset, out=out)
         concurrency = check_resources(settings)
         settings, tracker = start_tracking(settings, space)

@@ -74,6 +74,11 @@ class SearchSettings:
             space = apply_overrides(space, space.smoke.params)
         return apply_overrides(space, self.params)
 
+    @property
+    def gpus_pending(self) -> bool:
+        """True while ``gpus_per_trial`` waits for Ray to show the cluster ("auto" or "default")."""
+        return self.gpus_per_trial in (GPUS_AUTO, GPUS_DEFAULT)
+
     def trial_shape(self) -> TrialShape:
         """Each trial's workers and their CPUs and GPUs (``gpus_per_trial`` must be resolved to a number)."""
         return trial_shape(
