@@ -12,12 +12,23 @@ import torch
 
 from trainables.data import MEAN, STD
 
+# device -> (mean, 1 / std) in uint8 units, (1, 3, 1, 1): made once per device, because
+# building them per call is a blocking host-to-device copy in every training step.
+_STATS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if device not in _STATS:
+        mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255
+        std = torch.tensor(STD).view(1, 3, 1, 1) * 255
+        _STATS[device] = mean.to(device), (1 / std).to(device)
+    return _STATS[device]
+
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float (B, 3, H, W), zero mean and unit variance per channel."""
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1) * 255
-    return (x.float() - mean) / std
+    mean, inv_std = _stats(x.device)
+    return (x.float() - mean) * inv_std
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,27 @@ def early_end(error: BaseException, *, epoch: int) -> dict[str, Any] | None:
     """
     if isinstance(error, Diverged):
         return error.metrics()
-    if isinstance(error, torch.cuda.OutOfMemoryError):
+    if is_out_of_memory(error):
         return {"epoch": epoch, "val_acc": 0.0, "infeasible": 1}
     return None
+
+
+# What cuBLAS, cuDNN and the CUDA runtime say when they cannot allocate: PyTorch raises
+# these as plain RuntimeErrors, not as torch.cuda.OutOfMemoryError.
+_OOM_MESSAGES = (
+    "out of memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_NOT_ENOUGH_MEMORY",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUBLAS_STATUS_NOT_INITIALIZED",  # what cuBLAS says when it cannot allocate its handle's workspace
+)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True when ``error`` says the GPU ran out of memory, whichever library noticed it."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error) for m in _OOM_MESSAGES)
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -94,15 +112,19 @@ def _all_sum(t: torch.Tensor, world_size: int) -> torch.Tensor:
 
 def _tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
     """Logits averaged over flips (level 1) and one-pixel shifts (level 2), as airbench evaluates."""
+    # Each view's logits in float32 before they are combined: sums of bf16 logits lose digits.
+    def view(images: torch.Tensor) -> torch.Tensor:
+        return model(images).float()
+
     if level == 0:
-        return model(x)
-    logits = 0.5 * (model(x) + model(x.flip(3)))
+        return view(x)
+    logits = 0.5 * (view(x) + view(x.flip(3)))
     if level == 1:
         return logits
     padded = F.pad(x, (1, 1, 1, 1), mode="reflect")  # (B, C, H+2, W+2)
     h, w = x.shape[2:]
     shifted = [padded[:, :, :h, :w], padded[:, :, 2:, 2:]]
-    return 0.5 * logits + 0.25 * sum(0.5 * (model(s) + model(s.flip(3))) for s in shifted)
+    return 0.5 * logits + 0.25 * sum(0.5 * (view(s) + view(s.flip(3))) for s in shifted)
 
 
 @torch.no_grad()
@@ -127,7 +149,7 @@ def evaluate(
             x = x.contiguous(memory_format=torch.channels_last)
         y = y_all[i : i + EVAL_BATCH]
         with autocast(device):
-            logits = _tta_logits(model, x, tta).float()
+            logits = _tta_logits(model, x, tta)
         sums[0] += F.cross_entropy(logits, y, reduction="sum")
         sums[1] += (logits.argmax(1) == y).sum()
         sums[2] += len(y)
@@ -256,7 +278,9 @@ def _setup(
     model: nn.Module = raw_model
     if world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(raw_model, device_ids=ids)
+        # No buffer broadcast at every forward: BatchNorm trains on batch statistics, and
+        # rank 0's running statistics are broadcast once per epoch, before evaluation.
+        model = nn.parallel.DistributedDataParallel(raw_model, device_ids=ids, broadcast_buffers=False)
     if compile:
         model = torch.compile(model)
     optimizer = build_optimizer(raw_model, config)
