@@ -62,7 +62,9 @@ SPACE = {
     # Fixed for every trial; ``epochs`` is set from --max-epochs. The whitening layer's bias
     # trains for the first 3 epochs only, as in airbench94.
     "constants": {"warmup": 0.23, "translate": 2, "whiten_bias_epochs": 3},
-    "budget": {"num_samples": 16, "max_epochs": 10, "grace_period": 2, "reduction_factor": 3},
+    # Grace period 3: ASHA's first rung judges trials after the lr warm-up (0.23 of 10 epochs),
+    # not in the middle of it, where a higher peak lr still looks worse.
+    "budget": {"num_samples": 16, "max_epochs": 10, "grace_period": 3, "reduction_factor": 3},
     # Without --gpus-per-trial, trials share each GPU four ways (0.25 GPU each, memory capped
     # to that share): one trial of this small network leaves a GPU idle between its short
     # kernels, its evaluations and its checkpoints. --gpus-per-trial auto measures instead.

@@ -53,3 +53,24 @@ def test_a_resumed_scheduler_decides_as_the_uninterrupted_one(tmp_path):
     # Without the saved rungs, the resumed search decides differently: the test can fail.
     forgetful = _replay([_scheduler(tmp_path / "c.json"), _scheduler(tmp_path / "missing.json")], events, split=split)
     assert forgetful != whole
+
+
+def test_milestones_are_the_rungs(tmp_path):
+    assert _scheduler(tmp_path / "m.json").milestones() == (1, 3, 9)
+    cifar = PersistentASHA(state_path=str(tmp_path / "c.json"), time_attr="epoch", metric="val_acc", mode="max",
+                           max_t=10, grace_period=3, reduction_factor=3)  # fmt: skip
+    assert cifar.milestones() == (3, 9)
+
+
+def test_trials_ended_without_a_score_stay_out_of_the_rungs(tmp_path):
+    scheduler = _scheduler(tmp_path / "e.json")
+    trials = [SimpleNamespace(trial_id=f"t{i}") for i in range(3)]
+    for t in trials:
+        scheduler.on_trial_add(None, t)
+    scheduler.on_trial_result(None, trials[0], {"epoch": 1, "val_acc": 0.5})
+    # An out-of-memory and a diverged trial report 0.0 at the first rung's epoch: not recorded.
+    for t, flag in zip(trials[1:], ("infeasible", "diverged"), strict=True):
+        assert scheduler.on_trial_result(None, t, {"epoch": 1, "val_acc": 0.0, flag: 1}) == "CONTINUE"
+    recorded = scheduler.state()["brackets"][0]
+    first_rung = next(r for milestone, r in recorded if milestone == 1)
+    assert first_rung == {"t0": 0.5}

@@ -90,7 +90,7 @@ def test_ddp_trial_resumes_from_its_checkpoint(tmp_path, cifar_dir, ray_with_sta
     # The killed driver starts its own Ray on this machine's 2 cores: 2 workers x 0.5 CPU.
     ddp = ["--workers-per-trial", "2", "--gpus-per-trial", "0", "--cpus-per-trial", "1"]
     argv = search_args(tmp_path, cifar_dir, "ddp-killed", *ddp, "--num-samples", "2", "--max-epochs", "5",
-                       "--grace-period", "5", "--max-concurrent", "1")  # fmt: skip
+                       "--grace-period", "5", "--max-concurrent", "1", "--checkpoint-period", "0")  # fmt: skip
     driver = subprocess.Popen([sys.executable, str(ROOT / "run_tune.py"), *argv], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     folder = tmp_path / "runs" / "ddp-killed"

@@ -61,6 +61,15 @@ def test_results_csv_and_asha_stopping(search):
     assert {"config/lr", "config/momentum", "seconds", "val_loss", "train_loss"} <= set(frame.columns)
 
 
+def test_trials_save_checkpoints_at_the_rungs_and_their_last_epoch(search):
+    # grace period 1, reduction factor 2, 4 epochs: rungs at 1 and 2; epoch 3 is saved only
+    # once --checkpoint-period (30 s) has passed since the last save, which these epochs never take.
+    for result in (search / "runs" / "e2e").glob("train_cifar_*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        saved = [r["epoch"] for r in rows if r.get("checkpoint_dir_name")]
+        assert saved == [e for e in (1, 2, 4) if e <= rows[-1]["epoch"]], saved
+
+
 def test_best_checkpoint_reproduces_its_val_acc(search, cifar_dir):
     best = json.loads((search / "runs" / "e2e" / "best_config.json").read_text())
     assert best["val_acc"] == pd.read_csv(search / "runs" / "e2e" / "results.csv")["val_acc"].max()

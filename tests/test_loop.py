@@ -260,3 +260,19 @@ def test_an_out_of_memory_trial_is_recorded_as_infeasible():
     history = pd.DataFrame({"epoch": [1, 2, 3], "val_acc": [0.5, 0.6, 0.0], "infeasible": [None, None, 1]})
     assert _flagged(history, "infeasible") and not _flagged(history, "diverged")
     assert _best_score(history) == 0.6
+
+
+def test_checkpoint_policy_saves_rungs_last_epoch_and_after_its_period(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(checkpoint.time, "monotonic", lambda: clock[0])
+    policy = checkpoint.CheckpointPolicy(epochs=(3, 9, 10), period_s=30.0)
+    saved = []
+    for epoch in range(1, 11):
+        clock[0] += 4.0  # a 4-second epoch
+        if policy.due(epoch):
+            saved.append(epoch)
+    assert saved == [3, 9, 10]  # the period never ran out between them
+    clock[0] += 31.0
+    assert policy.due(11)  # 31 s since the last save
+    every = checkpoint.CheckpointPolicy(epochs=(), period_s=0.0)
+    assert all(every.due(e) for e in range(1, 5))

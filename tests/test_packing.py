@@ -8,7 +8,7 @@ from tests.test_end_to_end import search_args
 from trainables.trainable import device_for
 from tuner import packing
 from tuner.cli import main
-from tuner.packing import Probe
+from tuner.packing import ProbeRun
 
 GIB = 1024**3
 
@@ -21,19 +21,28 @@ def test_probe_config_is_the_hungriest():
     assert packing.probe_config(narrowed, max_epochs=1, seed=0)["lr"] == pytest.approx((20 * 30) ** 0.5)
 
 
-@pytest.mark.parametrize(
-    ("peak", "busy", "trials"),
-    [
-        (2 * GIB, 0.30, 4),  # compute leaves room for 3.3 trials, memory for 34
-        (2 * GIB, 0.95, 2),  # a busy trial still leaves its evaluation gaps to a second one
-        (30 * GIB, 0.10, 2),  # memory: 0.85 * 80 / 30
-        (70 * GIB, 0.10, 1),  # at least one
-        (0.5 * GIB, 0.01, 8),  # never more than the limit
-    ],
-)
-def test_trials_per_gpu(peak, busy, trials):
-    probe = Probe("H100", peak_bytes=int(peak), total_bytes=80 * GIB, busy_fraction=busy)
-    assert packing.trials_per_gpu(probe) == trials
+def run(start: float, rate: float, *, seconds: float = 4.0, peak: float = 2 * GIB) -> ProbeRun:
+    """A probe that trained ``rate`` images/s from ``start`` for ``seconds``, one epoch a second."""
+    times = tuple(start + i for i in range(int(seconds) + 1))
+    return ProbeRun("H100", int(peak), 80 * GIB, times, tuple(int(rate * i) for i in range(len(times))))
+
+
+def test_throughput_counts_the_window_when_all_probes_ran():
+    assert packing.throughput([run(0.0, 1000)]) == pytest.approx(1000)
+    # Two probes started a second apart: only the 3 s when both ran count.
+    assert packing.throughput([run(0.0, 1000), run(1.0, 500)]) == pytest.approx(1500)
+    assert packing.throughput([run(0.0, 1000, seconds=2), run(5.0, 1000)]) is None  # never at once
+
+
+def test_choose_the_smallest_packing_near_the_best():
+    assert packing.choose({1: 100.0, 2: 180.0, 4: 200.0, 8: 204.0}) == 4  # 8 gains under 5%
+    assert packing.choose({1: 100.0, 2: 101.0}) == 1
+    assert packing.choose({1: 100.0, 2: 180.0, 4: 150.0}) == 2  # past the best, contexts fight
+
+
+def test_memory_bounds_the_packing():
+    assert packing.fits(8, [run(0.0, 1, peak=2 * GIB)])
+    assert not packing.fits(4, [run(0.0, 1, peak=20 * GIB)])  # 4 x 20 > 0.85 x 80
 
 
 def test_fractions_fit_on_one_gpu():
@@ -44,8 +53,8 @@ def test_fractions_fit_on_one_gpu():
 
 
 def test_decision_is_explained():
-    text = packing.describe(Probe("H100", 2 * GIB, 80 * GIB, 0.5), 2)
-    assert "2.00 of 80.0 GiB" in text and "50% busy" in text and "--gpus-per-trial 0.5" in text
+    text = packing.describe({1: 100_000.0, 2: 150_000.0}, [run(0.0, 1)], 2)
+    assert "1: 100k, 2: 150k" in text and "2.00 of 80.0 GiB" in text and "--gpus-per-trial 0.5" in text
 
 
 def test_sampler_without_nvidia_smi(monkeypatch):
@@ -63,8 +72,10 @@ def test_probe_on_a_gpu():
     x, y = synthetic_images(4096, seed=0)
     arrays = {"train_x": x[:3584], "train_y": y[:3584], "val_x": x[3584:], "val_y": y[3584:]}
     config = packing.probe_config(apply_overrides(get_space("cifar"), ["width=0.5"]), max_epochs=2, seed=0)
-    probe = packing.run_probe(config, arrays, epochs=1)
-    assert 0 < probe.peak_bytes < probe.total_bytes and 0 <= probe.busy_fraction <= 1
+    probe = packing.run_probe(config, arrays, seconds=1.0)
+    assert 0 < probe.peak_bytes < probe.total_bytes
+    assert probe.times[-1] - probe.times[0] >= 1.0 and probe.images[-1] > 0
+    assert packing.throughput([probe]) > 0
 
 
 def test_a_trial_trains_on_the_gpu_ray_gave_it(monkeypatch):

@@ -6,6 +6,7 @@ Files hold only tensors and plain Python values and are read with
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,25 @@ def load_model(folder: str | Path, *, device: str | torch.device = "cpu") -> tup
     model = build_model(state["config"]).to(device)
     model.load_state_dict(state["model"])
     return model.eval(), state["config"]
+
+
+class CheckpointPolicy:
+    """Which epochs a trial saves: ASHA's rungs and the last epoch always, others once ``period_s`` has passed.
+
+    The scheduler only reads checkpoints where it decides (its rungs) and where a
+    trial ends, so on a GPU, where an epoch takes a fraction of a second, saving
+    every epoch mostly costs time. ``period_s`` bounds what a killed trial can
+    lose (it resumes from its last checkpoint); 0 saves every epoch.
+    """
+
+    def __init__(self, *, epochs: tuple[int, ...] = (), period_s: float = 0.0) -> None:
+        self.epochs, self.period_s = frozenset(epochs), period_s
+        self._last = time.monotonic()
+
+    def due(self, epoch: int) -> bool:
+        """True when ``epoch`` should be saved; the clock restarts at every saved epoch."""
+        now = time.monotonic()
+        if epoch in self.epochs or now - self._last >= self.period_s:
+            self._last = now
+            return True
+        return False

@@ -26,7 +26,7 @@ from trainables import checkpoint
 from trainables.loop import Diverged, format_metrics, train
 
 if TYPE_CHECKING:
-    from trainables.trainable import TrialSettings
+    from trainables.trainable import DataRef, TrialSettings
 
 __all__ = ["run_ddp_trial", "train_worker"]
 
@@ -40,9 +40,10 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
     device = ray.train.torch.get_device()
     prepare_device(device, settings)
     start = checkpoint.load_restored(ray.train.get_checkpoint(), map_location=device)
+    policy = settings.checkpoint_policy()
 
     def report(metrics: dict[str, Any], state) -> None:
-        if rank != 0:
+        if rank != 0 or not policy.due(metrics["epoch"]):
             ray.train.report(metrics)  # every rank reports: it is a barrier
             return
         print(format_metrics(metrics), flush=True)
@@ -59,7 +60,7 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
         ray.train.report(e.metrics())
 
 
-def run_ddp_trial(config: dict[str, Any], *, data: dict[str, Any], settings: TrialSettings) -> None:
+def run_ddp_trial(config: dict[str, Any], *, data: DataRef, settings: TrialSettings) -> None:
     """Run one trial on ``settings.workers`` Train workers and wait for it (inside a Tune function)."""
     trial_id = tune.get_context().get_trial_id()
     use_gpu = settings.gpus_per_worker > 0
@@ -67,7 +68,7 @@ def run_ddp_trial(config: dict[str, Any], *, data: dict[str, Any], settings: Tri
     if use_gpu:
         resources["GPU"] = settings.gpus_per_worker
     trainer = TorchTrainer(
-        functools.partial(train_worker, data_ref=ray.put(data), settings=settings),
+        functools.partial(train_worker, data_ref=data.ref, settings=settings),
         train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(

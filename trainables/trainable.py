@@ -20,7 +20,7 @@ import torch
 from ray import tune
 
 from trainables import checkpoint
-from trainables.loop import DeviceData, Diverged, early_end, format_metrics, train
+from trainables.loop import DeviceData, early_end, format_metrics, train
 
 # (dataset key, device) -> tensors: a reused actor keeps its data on the device.
 _DEVICE_DATA: dict[tuple[str, str], DeviceData] = {}
@@ -38,6 +38,23 @@ class TrialSettings:
     keep_checkpoints: int = 2  # DDP trials: Train keeps this many (Tune keeps them otherwise)
     max_failures: int = 2  # DDP trials: restarts of the worker group after a worker dies
     train_storage: str = ""  # DDP trials: where their Train runs write, under the search's folder
+    checkpoint_epochs: tuple[int, ...] = ()  # always saved: the scheduler's rungs and the last epoch
+    checkpoint_period_s: float = 0.0  # other epochs are saved once this long has passed (0: every epoch)
+
+    def checkpoint_policy(self) -> checkpoint.CheckpointPolicy:
+        return checkpoint.CheckpointPolicy(epochs=self.checkpoint_epochs, period_s=self.checkpoint_period_s)
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """The dataset as one object in Ray's store, put there once per search by the driver.
+
+    DDP trials receive this instead of the arrays: their coordinator never
+    fetches the data, and the workers read the one copy instead of a new one
+    put by every trial.
+    """
+
+    ref: ray.ObjectRef
 
 
 def prepare_device(device: torch.device, settings: TrialSettings) -> None:
@@ -72,8 +89,11 @@ def device_data(data: dict[str, Any], device: torch.device) -> DeviceData:
     return _DEVICE_DATA[key]
 
 
-def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings: TrialSettings) -> None:
-    """Train one trial, reporting ``val_acc`` and a checkpoint every epoch."""
+def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray] | Any, settings: TrialSettings) -> None:
+    """Train one trial, reporting ``val_acc`` every epoch and a checkpoint when its policy says so.
+
+    ``data`` holds the arrays, or for DDP trials a ``distributed.DataRef`` to them.
+    """
     os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
     if settings.workers > 1:
         from trainables.distributed import run_ddp_trial
@@ -86,11 +106,15 @@ def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings
     start = checkpoint.load_restored(tune.get_checkpoint(), map_location=device)
 
     last_epoch = [int(start["epoch"]) if start else 0]
+    policy = settings.checkpoint_policy()
 
     def report(metrics: dict[str, Any], state) -> None:
         # One line per epoch in the trial's own stdout file.
         print(format_metrics(metrics), flush=True)
         last_epoch[0] = metrics["epoch"]
+        if not policy.due(metrics["epoch"]):
+            tune.report(metrics)
+            return
         with tempfile.TemporaryDirectory() as folder:
             checkpoint.save(state(), folder)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
@@ -99,7 +123,13 @@ def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray], settings
         train(
             config, data=device_data(data, device), device=device, report=report, start=start, compile=settings.compile
         )
-    except (Diverged, torch.cuda.OutOfMemoryError) as e:
+    except Exception as e:
+        ended = early_end(e, epoch=last_epoch[0] + 1)
+        if ended is None:
+            raise
         # Not errors to retry or to flood the logs with: the trial ends, and says why.
         print(f"ended early: {type(e).__name__}: {e}", flush=True)
-        tune.report(early_end(e, epoch=last_epoch[0] + 1))
+        del e  # its traceback holds the failed step's tensors
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # a reused actor's next trial starts with its whole share
+        tune.report(ended)

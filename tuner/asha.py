@@ -18,6 +18,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler
 from results import _fs
 
 STATE_FILE = "asha_state.json"
+EARLY_END_FLAGS = ("diverged", "infeasible")  # set by trials that end without a score (trainables.loop)
 
 
 class PersistentASHA(AsyncHyperBandScheduler):
@@ -53,8 +54,16 @@ class PersistentASHA(AsyncHyperBandScheduler):
         self._load_once()
         super().on_trial_add(tune_controller, trial)
 
+    def milestones(self) -> tuple[int, ...]:
+        """The epochs (``time_attr`` values) at which rungs judge trials, smallest first."""
+        return tuple(sorted({int(m) for b in self._brackets for m, _ in b._rungs}))
+
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         self._load_once()
+        if any(result.get(flag) for flag in EARLY_END_FLAGS):
+            # A diverged or out-of-memory trial's last report is no score: recorded in a
+            # rung, its 0.0 would lower the cut-off that the other trials are judged by.
+            return self.CONTINUE  # the trial's function has returned: it ends anyway
         action = super().on_trial_result(tune_controller, trial, result)
         self._save()
         return action

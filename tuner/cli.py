@@ -127,10 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="after the search, the trials (best by val_acc) that keep their checkpoints",
     )
+    p.add_argument(
+        "--checkpoint-period",
+        type=_number,
+        default=30.0,
+        metavar="SECONDS",
+        help="a trial saves a checkpoint at ASHA's rungs, at its last epoch, and at the first epoch that ends "
+        "this long after its last checkpoint (what a killed trial can lose); 0: every epoch (default: 30)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the interrupted search given by --name")
     p.add_argument("--smoke-test", action="store_true", help="tiny budget on a slice of the data (what CI runs)")
     p.add_argument(
-        "--compile", action="store_true", help="torch.compile the training step (compile time reported apart)"
+        "--compile",
+        action="store_true",
+        help="torch.compile each trial's network, forward and backward (the optimizer step stays eager); its "
+        "compile time is reported apart and is paid again by every trial, so it pays off only for long trials",
     )
     return p
 
@@ -169,6 +180,8 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
     )
     if args.max_failures < 0:
         raise UsageError(f"--max-failures is {args.max_failures}, but must be >= 0 (0: never retry)")
+    if args.checkpoint_period < 0:
+        raise UsageError(f"--checkpoint-period is {args.checkpoint_period:g}, but must be >= 0 (0: every epoch)")
     if args.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial is {args.cpus_per_trial:g}, but must be > 0")
     settings = SearchSettings(
@@ -192,6 +205,7 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         max_failures=args.max_failures,
         smoke_test=args.smoke_test,
         compile=args.compile,
+        checkpoint_period_s=args.checkpoint_period,
         params=list(args.param),
     )
     settings.space()  # the overrides must make a valid space

@@ -1,14 +1,23 @@
-"""``--gpus-per-trial auto``: measure one trial, then decide how many trials share a GPU.
+"""``--gpus-per-trial auto``: measure how many trials one GPU runs best at once.
 
-A short probe runs a real trial cycle (training steps, evaluation, a
-checkpoint) of the space's most memory-hungry configuration on one GPU, and
-records its peak memory and how busy it kept the GPU. Trials are then packed
-until either memory (with headroom) or compute runs out.
+Probes run a real trial cycle (training epochs on a slice of the data, an
+evaluation and a checkpoint each) of the space's most memory-hungry
+configuration. First 1, then 2, 4 and 8 of them run at once on one GPU, each
+in its own process as trials are; their combined images per second over the
+window when all of them ran is the GPU's throughput at that packing. Packing
+stops growing once doubling it gains less than ``MIN_GAIN`` or the memory
+would not fit, and the smallest packing within ``TOLERANCE`` of the best
+throughput wins (fewer trials at once finish each trial sooner).
+
+Throughput, not a utilisation reading, decides: a GPU that runs a small
+network's short kernels one after another is "100% utilised" by nvidia-smi
+while most of its multiprocessors idle.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 import tempfile
@@ -19,18 +28,21 @@ from typing import Any
 
 from search_spaces import SearchSpace
 
-MAX_TRIALS_PER_GPU = 8
+PACKINGS = (1, 2, 4, 8)  # trials per GPU tried, in this order
 MEMORY_HEADROOM = 0.85  # of the GPU's memory: leave room for CUDA contexts and fragmentation
+MIN_GAIN = 1.10  # doubling the trials must add this much throughput to try the next packing
+TOLERANCE = 0.95  # the smallest packing with this share of the best throughput is chosen
 
 
 @dataclass(frozen=True)
-class Probe:
-    """What one trial used on one GPU."""
+class ProbeRun:
+    """One probe process: its GPU, its memory peak, and cumulative images trained over time."""
 
     device_name: str
     peak_bytes: int
     total_bytes: int
-    busy_fraction: float  # share of the probe's wall-clock the GPU was busy, 0..1
+    times: tuple[float, ...]  # time.time() at the end of each timed epoch; times[0] starts the window
+    images: tuple[int, ...]  # images trained by then (0 at times[0])
 
 
 def probe_config(space: SearchSpace, *, max_epochs: int, seed: int) -> dict[str, Any]:
@@ -51,11 +63,34 @@ def probe_config(space: SearchSpace, *, max_epochs: int, seed: int) -> dict[str,
     return config
 
 
-def trials_per_gpu(probe: Probe, *, limit: int = MAX_TRIALS_PER_GPU) -> int:
-    """How many such trials fit on one GPU: by memory, and by the idle time one trial leaves."""
-    by_memory = math.floor(MEMORY_HEADROOM * probe.total_bytes / max(probe.peak_bytes, 1))
-    by_compute = math.ceil(1.0 / max(probe.busy_fraction, 0.05) - 1e-9)
-    return max(1, min(by_memory, by_compute, limit))
+def _images_at(run: ProbeRun, t: float) -> float:
+    """Images ``run`` had trained at time ``t`` (linear between its epoch ends)."""
+    times, images = run.times, run.images
+    for i in range(1, len(times)):
+        if t <= times[i]:
+            span = times[i] - times[i - 1]
+            return images[i - 1] + (images[i] - images[i - 1]) * (t - times[i - 1]) / span if span > 0 else images[i]
+    return float(images[-1])
+
+
+def throughput(runs: list[ProbeRun]) -> float | None:
+    """Images per second of ``runs`` together, over the window when all of them were training; None if none."""
+    start, end = max(r.times[0] for r in runs), min(r.times[-1] for r in runs)
+    if end <= start:
+        return None
+    return sum(_images_at(r, end) - _images_at(r, start) for r in runs) / (end - start)
+
+
+def fits(trials: int, runs: list[ProbeRun]) -> bool:
+    """Whether ``trials`` such probes fit in the GPU's memory, with headroom."""
+    peak, total = max(r.peak_bytes for r in runs), runs[0].total_bytes
+    return trials * peak <= MEMORY_HEADROOM * total
+
+
+def choose(measured: dict[int, float]) -> int:
+    """The smallest packing whose throughput is within ``TOLERANCE`` of the best measured."""
+    best = max(measured.values())
+    return min(k for k, v in measured.items() if v >= TOLERANCE * best)
 
 
 def fraction_for(trials: int) -> float:
@@ -63,34 +98,41 @@ def fraction_for(trials: int) -> float:
     return math.floor(10_000 / trials) / 10_000
 
 
-def describe(probe: Probe, trials: int) -> str:
+def describe(measured: dict[int, float], runs: list[ProbeRun], trials: int) -> str:
     gib = 1024**3
+    rates = ", ".join(f"{k}: {v / 1000:.0f}k" for k, v in sorted(measured.items()))
+    peak = max(r.peak_bytes for r in runs)
     return (
-        f"--gpus-per-trial auto: one trial peaks at {probe.peak_bytes / gib:.2f} of "
-        f"{probe.total_bytes / gib:.1f} GiB on {probe.device_name} and keeps it {probe.busy_fraction:.0%} busy: "
-        f"{trials} trial(s) per GPU (--gpus-per-trial {fraction_for(trials):g})"
+        f"--gpus-per-trial auto: images/s on {runs[0].device_name} by trials at once: {rates}; one trial peaks "
+        f"at {peak / gib:.2f} of {runs[0].total_bytes / gib:.1f} GiB: {trials} trial(s) per GPU "
+        f"(--gpus-per-trial {fraction_for(trials):g})"
     )
 
 
 class UtilisationSampler:
     """Samples ``nvidia-smi``'s utilisation of one GPU in a thread; the mean is the busy fraction."""
 
-    def __init__(self, *, index: int = 0, period: float = 0.1) -> None:
-        self.index, self.period = index, period
+    def __init__(self, *, gpu: str | None = None, period: float = 0.1) -> None:
+        # nvidia-smi numbers GPUs as the machine does, not as CUDA_VISIBLE_DEVICES renumbers them.
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+        self.gpu, self.period = gpu or visible or "0", period
         self.samples: list[float] = []
         self.times: list[float] = []  # time.monotonic() of each sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        cmd = ["nvidia-smi", f"--id={self.index}", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+        cmd = ["nvidia-smi", f"--id={self.gpu}", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
         while not self._stop.is_set():
             try:
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=5, check=True).stdout
+            except (OSError, subprocess.SubprocessError):
+                return  # no nvidia-smi, or not this GPU: no samples, and mean() says so
+            try:
                 self.samples.append(float(out.strip().splitlines()[0]) / 100)
                 self.times.append(time.monotonic())
-            except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-                return
+            except (ValueError, IndexError):
+                pass  # "[N/A]" or nothing: a missing reading, not a busy GPU
             time.sleep(self.period)
 
     def __enter__(self) -> UtilisationSampler:
@@ -109,32 +151,46 @@ class UtilisationSampler:
         return sum(kept) / len(kept) if kept else None
 
 
-def run_probe(config: dict[str, Any], arrays: dict[str, Any], *, epochs: int = 2, max_images: int = 20_000) -> Probe:
-    """Train ``config`` for ``epochs`` short epochs on the current GPU; measure memory and busy time."""
+def run_probe(config: dict[str, Any], arrays: dict[str, Any], *, seconds: float = 4.0,
+              max_images: int = 10_000) -> ProbeRun:  # fmt: skip
+    """Run trial cycles of ``config`` on the current GPU for ``seconds`` after a warm-up cycle.
+
+    A cycle is one epoch over ``max_images`` training images, an evaluation and
+    a checkpoint, as a trial's epoch is; each cycle's end is recorded.
+    """
     import torch
 
     from trainables import checkpoint
     from trainables.loop import DeviceData, train
 
     device = torch.device("cuda", 0)
-    sliced = {k: arrays[k][:max_images] for k in ("train_x", "train_y", "val_x", "val_y")}
+    sliced = {k: arrays[k][:max_images] for k in ("train_x", "train_y")}
+    sliced.update({k: arrays[k][: max_images // 10] for k in ("val_x", "val_y")})
     data = DeviceData.from_arrays(sliced, device=device)
-    torch.cuda.reset_peak_memory_stats(device)
+    times: list[float] = []
+    images: list[int] = []
 
     def report(metrics: dict[str, Any], state) -> None:
         with tempfile.TemporaryDirectory() as folder:
             checkpoint.save(state(), folder)
+        times.append(time.time())
+        images.append(images[-1] + int(metrics["images_per_s"] * metrics["train_time_s"]) if images else 0)
+        if times[-1] - times[0] >= seconds:
+            raise _Done
 
-    # The first epoch pays for cuDNN autotuning and allocation: measure the second.
-    train({**config, "epochs": 1}, data=data, device=device, report=report)
-    t0 = time.perf_counter()
-    with UtilisationSampler() as sampler:
-        train({**config, "epochs": epochs}, data=data, device=device, report=report)
-    wall = time.perf_counter() - t0
-    busy = sampler.mean()
-    return Probe(
+    # The first cycle pays for cuDNN autotuning and allocation; the window starts at its end.
+    try:
+        train({**config, "epochs": 1000}, data=data, device=device, report=report)
+    except _Done:
+        pass
+    return ProbeRun(
         device_name=torch.cuda.get_device_name(device),
         peak_bytes=int(torch.cuda.max_memory_reserved(device)),
         total_bytes=int(torch.cuda.get_device_properties(device).total_memory),
-        busy_fraction=1.0 if busy is None or wall <= 0 else busy,
+        times=tuple(times),
+        images=tuple(images),
     )
+
+
+class _Done(Exception):
+    """Ends a probe's training loop once its window is measured."""

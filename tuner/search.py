@@ -26,7 +26,7 @@ import results
 from results import _fs
 from search_spaces import SearchSpace
 from trainables import data as cifar_data
-from trainables.trainable import TrialSettings, train_cifar
+from trainables.trainable import DataRef, TrialSettings, train_cifar
 from tuner import asha, packing, provenance, resources
 from tuner import progress as progress_module
 from tuner.asha import PersistentASHA
@@ -102,9 +102,48 @@ def check_resources(settings: SearchSettings) -> int:
     )
 
 
-@ray.remote
-def _probe(config: dict[str, Any], arrays: dict[str, Any]) -> packing.Probe:
+@ray.remote(max_calls=1)  # its process exits afterwards: no CUDA context left holding GPU memory
+def _probe(config: dict[str, Any], arrays: dict[str, Any]) -> packing.ProbeRun:
     return packing.run_probe(config, arrays)
+
+
+def measure_packing(space: SearchSpace, settings: SearchSettings, dataset: Dataset, *, out: TextIO) -> int:
+    """Run 1, 2, 4, ... probes at once on one GPU (``packing``); return the trials per GPU to use."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    config = packing.probe_config(space, max_epochs=settings.max_epochs, seed=settings.seed)
+    arrays = ray.put(dataset.trial_arrays)
+    node_cpus = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive"))
+    measured: dict[int, float] = {}
+    runs: list[packing.ProbeRun] = []
+    for k in packing.PACKINGS:
+        if k * settings.cpus_per_trial > node_cpus or (runs and not packing.fits(k, runs)):
+            break
+        # One bundle holds one GPU: the k probes share it, as k trials would.
+        group = placement_group([{"GPU": 1, "CPU": k * settings.cpus_per_trial}])
+        ray.get(group.ready())
+        try:
+            strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
+            task = _probe.options(
+                num_gpus=packing.fraction_for(k), num_cpus=settings.cpus_per_trial, scheduling_strategy=strategy
+            )
+            runs = ray.get([task.remote(config, arrays) for _ in range(k)])
+        finally:
+            remove_placement_group(group)
+        rate = packing.throughput(runs)
+        print(f"  {k} probe(s) at once: {rate or 0:,.0f} images/s", file=out, flush=True)
+        if rate is None:
+            break
+        measured[k] = rate
+        if k > 1 and rate < packing.MIN_GAIN * measured[k // 2]:
+            break
+    if not measured:
+        print("  the probes never trained at the same time: 1 trial per GPU", file=out, flush=True)
+        return 1
+    trials = packing.choose(measured)
+    print(packing.describe(measured, runs, trials), file=out, flush=True)
+    return trials
 
 
 def resolve_gpus(settings: SearchSettings, space: SearchSpace, dataset: Dataset, *, out: TextIO) -> SearchSettings:
@@ -121,11 +160,8 @@ def resolve_gpus(settings: SearchSettings, space: SearchSpace, dataset: Dataset,
         print(f"{flag}: one GPU for each of the {settings.workers_per_trial} DDP workers", file=out)
         return dataclasses.replace(settings, gpus_per_trial=float(settings.workers_per_trial))
     if settings.gpus_per_trial == GPUS_AUTO:
-        config = packing.probe_config(space, max_epochs=settings.max_epochs, seed=settings.seed)
-        task = _probe.options(num_gpus=1, num_cpus=settings.cpus_per_trial)
-        probe = ray.get(task.remote(config, dataset.trial_arrays))
-        trials = packing.trials_per_gpu(probe)
-        print(packing.describe(probe, trials), file=out, flush=True)
+        print(f"{flag}: measuring how many trials one GPU runs best at once", file=out, flush=True)
+        trials = measure_packing(space, settings, dataset, out=out)
     else:
         trials = space.trials_per_gpu
         print(
@@ -142,6 +178,13 @@ def build_tuner(
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored; ``concurrency`` caps trials running at once."""
     shape = settings.trial_shape()
+    scheduler = PersistentASHA(
+        state_path=_fs.join(settings.folder, asha.STATE_FILE),
+        time_attr="epoch",
+        max_t=settings.max_epochs,
+        grace_period=settings.grace_period,
+        reduction_factor=settings.reduction_factor,
+    )
     trial_settings = TrialSettings(
         tracking_uri=settings.mlflow_uri,
         workers=shape.workers,
@@ -151,14 +194,19 @@ def build_tuner(
         keep_checkpoints=settings.keep_checkpoints,
         max_failures=settings.max_failures,
         train_storage=_fs.join(settings.folder, "train"),
+        checkpoint_epochs=(*scheduler.milestones(), settings.max_epochs),
+        checkpoint_period_s=settings.checkpoint_period_s,
     )
+    data: Any = dataset.trial_arrays
     if shape.workers > 1:
-        # The trial's own process only coordinates; Ray Train schedules the workers.
+        # The trial's own process only coordinates; Ray Train schedules the workers,
+        # which read the dataset from the one copy put here.
         trial_resources = {"cpu": shape.coordinator_cpus}
+        data = DataRef(ray.put(dataset.trial_arrays))
     else:
         trial_resources = {"cpu": shape.cpus, "gpu": shape.gpus}
     trainable = tune.with_resources(
-        tune.with_parameters(train_cifar, data=dataset.trial_arrays, settings=trial_settings), trial_resources
+        tune.with_parameters(train_cifar, data=data, settings=trial_settings), trial_resources
     )
     if settings.resume:
         if not tune.Tuner.can_restore(settings.folder):
@@ -181,13 +229,6 @@ def build_tuner(
             random_state=settings.seed, max_concurrent=concurrency, points_to_evaluate=points
         )
         max_concurrent_trials = None
-    scheduler = PersistentASHA(
-        state_path=_fs.join(settings.folder, asha.STATE_FILE),
-        time_attr="epoch",
-        max_t=settings.max_epochs,
-        grace_period=settings.grace_period,
-        reduction_factor=settings.reduction_factor,
-    )
     return tune.Tuner(
         trainable,
         param_space=param_space(space, max_epochs=settings.max_epochs, seed=settings.seed),
@@ -213,15 +254,16 @@ def build_tuner(
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             # Each trial's stdout and stderr go to files in its working folder, and
-            # sync_artifacts copies them into the trial's folder under the storage path.
+            # sync_artifacts copies them into the trial's folder under the storage path
+            # when the trial ends, not at every checkpoint (a blocking copy in the trial).
             log_to_file=True,
-            sync_config=tune.SyncConfig(sync_artifacts=True),
+            sync_config=tune.SyncConfig(sync_artifacts=True, sync_artifacts_on_checkpoint=False),
             verbose=0,  # the ProgressTable callback prints instead
         ),
     )
 
 
-@ray.remote
+@ray.remote(max_calls=1)  # its process exits afterwards: no CUDA context left holding GPU memory
 def _test_accuracy(checkpoint: tune.Checkpoint, test_x: np.ndarray, test_y: np.ndarray) -> float:
     import torch
 

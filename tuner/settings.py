@@ -54,6 +54,7 @@ class SearchSettings:
     max_failures: int = 2  # retries of a trial whose process died, each from its last checkpoint
     smoke_test: bool = False
     compile: bool = False
+    checkpoint_period_s: float = 30.0  # besides ASHA's rungs and the last epoch; 0: every epoch
     params: list[str] = field(default_factory=list)
     resume: bool = False
     mlflow_run_id: str | None = None  # the parent run, set once the search has started

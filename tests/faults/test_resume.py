@@ -40,6 +40,8 @@ def test_resume_after_the_driver_is_killed(tmp_path, cifar_dir, ray_local):
         "6",
         "--max-concurrent",
         "1",
+        "--checkpoint-period",
+        "0",  # every epoch: the kill comes after the second checkpoint
     )
     driver = subprocess.Popen(
         [sys.executable, str(ROOT / "run_tune.py"), *argv],
@@ -87,7 +89,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, cifar_dir, ray_local):
 
 def test_ctrl_c_saves_the_search_and_prints_the_resume_command(tmp_path, cifar_dir, ray_local):
     argv = search_args(tmp_path, cifar_dir, "interrupted", "--num-samples", "3", "--max-epochs", "6",
-                       "--grace-period", "6", "--max-concurrent", "1")  # fmt: skip
+                       "--grace-period", "6", "--max-concurrent", "1", "--checkpoint-period", "0")  # fmt: skip
     driver = subprocess.Popen([sys.executable, str(ROOT / "run_tune.py"), *argv], cwd=tmp_path, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     folder = tmp_path / "runs" / "interrupted"

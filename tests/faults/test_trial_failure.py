@@ -35,7 +35,7 @@ def test_killed_trial_is_retried_from_its_checkpoint(tmp_path, cifar_dir, ray_lo
     killer = threading.Thread(target=_kill_once_after, args=(folder,), kwargs=dict(epochs=2, killed=killed, stop=stop))
     killer.start()
     argv = search_args(tmp_path, cifar_dir, "retry", "--num-samples", "1", "--max-epochs", str(EPOCHS),
-                       "--max-failures", "1")  # fmt: skip
+                       "--max-failures", "1", "--checkpoint-period", "0")  # fmt: skip
     try:
         assert main(argv) == 0
     finally:
