@@ -131,7 +131,11 @@ def main() -> None:
     p.add_argument("--script", type=Path, help="airbench94_muon.py, kept outside git")
     p.add_argument("--runs", type=int, default=10, help="timed runs of each (after one warm-up run)")
     p.add_argument("--epochs", type=int, default=None, help="the recipe's epochs (default: the space's max_epochs)")
-    p.add_argument("--no-compile", action="store_true", help="train the recipe without torch.compile")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the recipe's network (off by default, as in a search: compiling costs more than a trial)",
+    )
     p.add_argument(
         "--recipe-only",
         action="store_true",
@@ -157,7 +161,7 @@ def main() -> None:
     epochs = args.epochs or get_space("cifar").budget.max_epochs
     images = cifar.load(Path(args.data_dir), download_if_missing=False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    compile = not args.no_compile and device.type == "cuda"
+    compile = args.compile and device.type == "cuda"
     print(f"machine: {machine()}; data: {len(images[1])} train, {len(images[3])} test images")
     rows = []
     if not args.recipe_only:
@@ -169,8 +173,8 @@ def main() -> None:
         images = (s.train_x, s.train_y, s.test_x, s.test_y)
     config = default_recipe(epochs=epochs)
     print(f"recipe: {config}; {len(images[1])} training images; device {device}, compile {compile}")
-    if compile:
-        run_recipe(config, images, device, seed=10_000, compile=True)  # warm-up, not counted
+    if device.type == "cuda":  # a warm-up run (cuDNN autotuning, compilation), not counted
+        run_recipe(config, images, device, seed=10_000, compile=compile)
     ours = [run_recipe(config, images, device, seed=s, compile=compile) for s in range(args.runs)]
     rows.insert(0, summary("default recipe (ours)", ours))
     print(table(rows))
@@ -178,8 +182,8 @@ def main() -> None:
     print(f"ours reaches {TARGET:.1%} mean test accuracy: {'yes' if reached else 'no'}")
     if not args.recipe_only:
         ratio = rows[0]["seconds_mean"] / rows[1]["seconds_mean"]
-        print(f"GPU time, ours / airbench94: {ratio:.2f}x (goal <= 1.2x)")
-        print(f"goal: {'met' if reached and ratio <= 1.2 else 'missed'}")
+        print(f"GPU time, ours / airbench94: {ratio:.2f}x (goal <= 1.1x)")
+        print(f"goal: {'met' if reached and ratio <= 1.1 else 'missed'}")
 
 
 if __name__ == "__main__":

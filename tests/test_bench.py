@@ -110,3 +110,11 @@ def test_airbench_bench_recipe_only_runs_anywhere(cifar_dir: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "1800 training images" in done.stdout  # the search's split of the 2,000 images: a tenth held out
     assert "default recipe (ours)" in done.stdout and "mean test accuracy" in done.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_packing_bench_needs_a_gpu(cifar_dir: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "bench" / "packing.py"
+    done = subprocess.run([sys.executable, str(script), "--data-dir", str(cifar_dir)], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "a machine with a CUDA GPU" in done.stderr

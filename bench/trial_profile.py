@@ -1,0 +1,105 @@
+"""Where one trial's time goes on a GPU: start-up, training steps, evaluation, checkpoints, and the kernels.
+
+Trains the default recipe (the ``cifar`` space's reference config) on a
+trial's 45,000-image split, as one trial does, and times each phase with the
+device synchronised at its end: CUDA initialisation, the upload of the data,
+building the network, the first step (cuDNN autotuning), each epoch's training,
+its evaluation (with the space's test-time augmentation) and its checkpoint
+(state dict to a file). The second epoch's steps run under the torch profiler:
+the share of the wall-clock the GPU spent in kernels, and the kernels that
+took longest. The baseline in the same run is the training step alone.
+
+    python bench/trial_profile.py --data-dir data             # real images
+    python bench/trial_profile.py --smoke                     # synthetic data (CPU or GPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import default_recipe, load_splits, machine, table
+
+from trainables import checkpoint
+from trainables.loop import DeviceData, _setup, evaluate
+
+
+def _timed(device: torch.device, fn):
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - t0
+
+
+def kernel_share(device: torch.device, run, generator, *, epoch: int) -> tuple[float, float, str]:
+    """One epoch under the profiler: (wall s, GPU kernel s, top kernels)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        _, wall = _timed(device, lambda: run.epoch(epoch, generator))
+    events = prof.key_averages()
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    busy = sum(getattr(e, attr) for e in events if e.device_type.name == device.type.upper()) / 1e6
+    top = events.table(sort_by=attr, row_limit=12)
+    return wall, busy, top
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py (default: synthetic)")
+    p.add_argument("--smoke", action="store_true", help="synthetic data, narrow network, 2 epochs")
+    p.add_argument("--epochs", type=int, default=3, help="epochs timed (the profiler watches the second)")
+    args = p.parse_args()
+    t_start = time.perf_counter()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    _, cuda_init = _timed(device, lambda: torch.zeros(1, device=device))
+    splits = load_splits(None if args.smoke else args.data_dir)
+    config = default_recipe(epochs=args.epochs)
+    if args.smoke:
+        config.update(width=0.25, batch_size=256)
+    arrays = {k: getattr(splits, k) for k in ("train_x", "train_y", "val_x", "val_y")}
+    data, upload = _timed(device, lambda: DeviceData.from_arrays(arrays, device=device))
+    run, build = _timed(device, lambda: _setup(config, data, device=device, rank=0, world_size=1, compile=False))
+    generator = torch.Generator(device=device)
+    idx = torch.arange(run.batch_size, device=device)
+    from trainables import augment
+
+    d = augment.draw(run.batch_size, translate=2, generator=generator, device=device)
+    _, first_step = _timed(device, lambda: run.step(idx, d))
+    print(f"machine: {machine()}; {len(splits.train_y)} training images; config {config}")
+    startup = [
+        {"phase": "CUDA initialisation", "seconds": cuda_init},
+        {"phase": "data upload to the device", "seconds": upload},
+        {"phase": "network, optimizer, whitening", "seconds": build},
+        {"phase": "first step (autotuning, allocation)", "seconds": first_step},
+    ]
+    print(table(startup))
+    rows, top = [], ""
+    tta = int(config["tta"])
+    for epoch in range(1, args.epochs + 1):
+        if epoch == 2:
+            train_s, kernels_s, top = kernel_share(device, run, generator, epoch=epoch)
+        else:
+            _, train_s = _timed(device, lambda e=epoch: run.epoch(e, generator))
+            kernels_s = float("nan")
+        _, eval_s = _timed(device, lambda: evaluate(run.raw_model, data.val_x, data.val_y, tta=tta))
+        with tempfile.TemporaryDirectory() as folder:
+            _, ckpt_s = _timed(device, lambda e=epoch, f=folder: checkpoint.save(run.state(e), Path(f)))
+            size = (Path(folder) / checkpoint.FILENAME).stat().st_size
+        total = train_s + eval_s + ckpt_s
+        rows.append({"epoch": epoch, "train_s": train_s, "eval_s": eval_s, "checkpoint_s": ckpt_s,
+                     "checkpoint_MB": size / 1e6, "eval_share": eval_s / total, "checkpoint_share": ckpt_s / total,
+                     "images_per_s": run.steps_per_epoch * run.batch_size / train_s,
+                     "gpu_kernel_share_of_train": kernels_s / train_s})  # fmt: skip
+    print(table(rows))
+    print(f"wall-clock of this script after imports: {time.perf_counter() - t_start:.1f} s")
+    print(f"kernels of epoch 2, by {'GPU' if device.type == 'cuda' else 'CPU'} time:\n{top}")
+
+
+if __name__ == "__main__":
+    main()
