@@ -1,4 +1,7 @@
-"""Named search spaces, kept as plain data.
+"""Search spaces, kept as data: YAML files, built in (``search_spaces/*.yaml``) or a user's own.
+
+``--space`` takes a built-in's name or the path of a YAML file written like
+``search_spaces/cifar.yaml``.
 
 >>> from search_spaces import get_space
 >>> get_space("cifar").param("lr").describe()
@@ -7,33 +10,80 @@
 
 from __future__ import annotations
 
-from search_spaces import cifar
+from pathlib import Path
+
+import yaml
+
 from search_spaces._schema import Budget, Param, SearchSpace, Smoke, check_budget, parse_space
 from search_spaces.exceptions import SpaceError
 from search_spaces.overrides import apply_overrides
 
-_RAW = {raw["name"]: raw for raw in (cifar.SPACE,)}
+BUILTIN_DIR = Path(__file__).resolve().parent
+SUFFIXES = (".yaml", ".yml")
 
 
 def space_names() -> list[str]:
-    """The names of all registered spaces, sorted."""
-    return sorted(_RAW)
+    """The names of the built-in spaces, sorted."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def is_path(text: str) -> bool:
+    """Whether ``--space`` names a file (a YAML suffix or a folder in it) rather than a built-in."""
+    return text.endswith(SUFFIXES) or "/" in text
+
+
+def load_space_file(path: str | Path) -> SearchSpace:
+    """Read and validate the space in the YAML file ``path``; every error names the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpaceError(
+            f"no space file {path}: check the path, or use a built-in space ({', '.join(space_names())})"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpaceError(f"space file {path} cannot be read ({e}): pass a readable YAML file") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpaceError(f"{path}: not valid YAML{where} ({problem}): fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: a space file holds keys such as name, task, metric, params: see {_example()}")
+    raw.setdefault("name", path.stem)
+    try:
+        return parse_space(raw, source="" if path.parent == BUILTIN_DIR else str(path))
+    except SpaceError as e:
+        raise SpaceError(f"{path}: {e}") from None
 
 
 def get_space(name: str) -> SearchSpace:
-    """The space registered as ``name``; an unknown name lists the known ones."""
-    if name not in _RAW:
-        raise SpaceError(f"unknown search space '{name}'; known spaces: {', '.join(space_names())}")
-    return parse_space(_RAW[name])
+    """The built-in space ``name``, or the space in the YAML file at that path."""
+    if is_path(name):
+        return load_space_file(name)
+    builtin = BUILTIN_DIR / f"{name}.yaml"
+    if not builtin.is_file():
+        raise SpaceError(
+            f"unknown search space '{name}'; known spaces: {', '.join(space_names())} "
+            f"(or the path of a space file such as {_example()})"
+        )
+    return load_space_file(builtin)
+
+
+def _example() -> str:
+    return "search_spaces/cifar.yaml"
 
 
 def format_spaces() -> str:
-    """A readable listing of every space: its parameters, units and bounds."""
+    """A readable listing of every built-in space (parameters, units, bounds), and how to write one."""
     lines = []
     for name in space_names():
         space = get_space(name)
         b = space.budget
         lines.append(f"{name}: {space.description}")
+        lines.append(f"  task {space.task}, metric {space.metric} ({space.mode})")
         lines.append(
             f"  default budget: {b.num_samples} trials, max {b.max_epochs} epochs, "
             f"grace period {b.grace_period}, reduction factor {b.reduction_factor}, "
@@ -45,10 +95,15 @@ def format_spaces() -> str:
         if space.constants:
             fixed = ", ".join(f"{k}={v}" for k, v in space.constants.items())
             lines.append(f"  fixed: {fixed}")
+    lines.append(
+        f"\nA space of your own: copy {_example()}, change its params, budget and reference, "
+        "and pass the file: --space my_space.yaml"
+    )
     return "\n".join(lines)
 
 
 __all__ = [
+    "BUILTIN_DIR",
     "Budget",
     "Param",
     "SearchSpace",
@@ -58,6 +113,8 @@ __all__ = [
     "check_budget",
     "format_spaces",
     "get_space",
+    "is_path",
+    "load_space_file",
     "parse_space",
     "space_names",
 ]

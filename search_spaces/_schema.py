@@ -1,6 +1,8 @@
 """Parsing and validation of search spaces written as plain data.
 
-A space is a dict (see ``cifar.py``): a name, a description, ``params`` (one
+A space is a dict, written as a YAML file (see ``cifar.yaml``): a name, a
+description, the ``task`` that trains it, the ``metric`` trials report and its
+``mode`` (``max`` or ``min``), ``params`` (one
 entry per hyperparameter, with its distribution, bounds, unit and a one-line
 description), ``constants`` (fixed settings every trial receives), ``budget``
 (the search's default size), ``trials_per_gpu`` (how many trials share a GPU
@@ -12,12 +14,18 @@ objects and refuses anything malformed with a message that says what to change.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from search_spaces.exceptions import SpaceError
 
 KINDS = ("loguniform", "uniform", "int", "choice", "fixed")
+MODES = ("max", "min")
+TASKS = ("cifar",)  # the tasks trials can train (trainables/)
+SPACE_KEYS = ("name", "description", "task", "dataset", "metric", "mode", "params", "reference", "constants",
+              "budget", "trials_per_gpu", "smoke")  # fmt: skip
+SMOKE_KEYS = ("budget", "params", "train_size", "val_size", "test_size")
+BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor")
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,15 @@ class SearchSpace:
     smoke: Smoke
     reference: dict[str, Any] = field(default_factory=dict)  # a known-good config, tried first
     trials_per_gpu: int = 1  # trials sharing each GPU when --gpus-per-trial is not given
+    task: str = "cifar"  # what trains a trial: one of TASKS
+    metric: str = "val_acc"  # reported by every trial each epoch; ASHA, the searcher and the results go by it
+    mode: str = "max"  # whether a higher or a lower metric is better
+    source: str = ""  # the YAML file the space was read from
+
+    @property
+    def ref(self) -> str:
+        """What finds this space again (``--space``, ``search.json``): its file, or a built-in's name."""
+        return self.source or self.name
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -144,13 +161,43 @@ def _check_param(p: Param, *, space: str) -> None:
                 raise SpaceError(f"{where}: {v!r} is outside the allowed range [{lo:g}, {hi:g}]")
 
 
-def _parse_budget(raw: dict[str, Any], *, where: str) -> Budget:
+def _check_keys(raw: Any, known: tuple[str, ...] | None, *, where: str) -> dict[str, Any]:
+    """``raw`` as a dict whose keys are all ``known`` (any, if None): a typo is refused, not ignored."""
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{where} must be a mapping of keys to values, not {type(raw).__name__}")
+    unknown = [] if known is None else [k for k in raw if k not in known]
+    if unknown:
+        raise SpaceError(f"{where}: unknown key '{unknown[0]}'; the keys allowed there are: {', '.join(known)}")
+    return raw
+
+
+def _parse_budget(raw: Any, *, where: str) -> Budget:
+    raw = _check_keys(raw, BUDGET_KEYS, where=where)
     try:
-        budget = Budget(**{k: int(raw[k]) for k in ("num_samples", "max_epochs", "grace_period", "reduction_factor")})
+        values = {k: raw[k] for k in BUDGET_KEYS}
     except KeyError as e:
-        raise SpaceError(f"{where} lacks {e.args[0]}") from None
+        raise SpaceError(f"{where} lacks {e.args[0]}: give it as a whole number") from None
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise SpaceError(f"{where}: {k} is {v!r}, but must be a whole number")
+    budget = Budget(**values)
     check_budget(budget)
     return budget
+
+
+def _parse_metric(raw: dict[str, Any], *, space: str) -> tuple[str, str]:
+    metric, mode = raw.get("metric", "val_acc"), raw.get("mode", "max")
+    if not isinstance(metric, str) or not metric.isidentifier():
+        raise SpaceError(f"space '{space}': metric is {metric!r}, but must be the name of a metric its trials report")
+    if mode not in MODES:
+        raise SpaceError(f"space '{space}': mode is {mode!r}, but must be max (higher is better) or min")
+    return metric, mode
+
+
+def _parse_task(raw: Any, *, space: str) -> str:
+    if raw not in TASKS:
+        raise SpaceError(f"space '{space}': task is {raw!r}, but must be one of the built-in tasks: {', '.join(TASKS)}")
+    return raw
 
 
 def _parse_trials_per_gpu(raw: Any, *, space: str) -> int:
@@ -173,39 +220,49 @@ def check_budget(budget: Budget) -> None:
         raise SpaceError(f"--reduction-factor is {budget.reduction_factor}, but must be >= 2")
 
 
-def parse_space(raw: dict[str, Any]) -> SearchSpace:
-    """Validate a space written as plain data and return it typed."""
+def parse_space(raw: dict[str, Any], *, source: str = "") -> SearchSpace:
+    """Validate a space written as plain data (read from the file ``source``, if any) and return it typed."""
+    raw = _check_keys(raw, SPACE_KEYS, where="the space")
     name = raw.get("name") or "<unnamed>"
+    if not isinstance(name, str):
+        raise SpaceError(f"the space's name is {name!r}, but must be a string")
     params = []
-    for pname, spec in raw.get("params", {}).items():
-        spec = dict(spec)
+    param_keys = tuple(f.name for f in fields(Param) if f.name != "name")
+    for pname, spec in _check_keys(raw.get("params", {}), None, where=f"space '{name}': params").items():
+        spec = dict(_check_keys(spec, param_keys, where=f"space '{name}', parameter '{pname}'"))
         for key in ("choices", "limits", "allowed"):
             if key in spec:
+                if not isinstance(spec[key], (list, tuple)):
+                    raise SpaceError(f"space '{name}', parameter '{pname}': {key} must be a list, e.g. [1, 2]")
                 spec[key] = tuple(spec[key])
-        try:
-            p = Param(name=pname, **spec)
-        except TypeError as e:
-            raise SpaceError(f"space '{name}', parameter '{pname}': {e}") from None
+        if "kind" not in spec or "description" not in spec:
+            raise SpaceError(f"space '{name}', parameter '{pname}' needs a kind and a one-line description")
+        p = Param(name=pname, **spec)
         _check_param(p, space=name)
         params.append(p)
     if not params:
         raise SpaceError(f"space '{name}' has no params")
-    smoke_raw = raw.get("smoke", {})
+    smoke_raw = _check_keys(raw.get("smoke", {}), SMOKE_KEYS, where=f"space '{name}': smoke")
     smoke = Smoke(
         budget=_parse_budget(smoke_raw.get("budget", {}), where=f"space '{name}': smoke budget"),
-        params=dict(smoke_raw.get("params", {})),
+        params=dict(_check_keys(smoke_raw.get("params", {}), None, where=f"space '{name}': smoke params")),
         **{k: int(smoke_raw[k]) for k in ("train_size", "val_size", "test_size") if k in smoke_raw},
     )
+    metric, mode = _parse_metric(raw, space=name)
     space = SearchSpace(
         name=name,
         description=raw.get("description", ""),
         dataset=raw.get("dataset", ""),
         params=tuple(params),
-        constants=dict(raw.get("constants", {})),
+        constants=dict(_check_keys(raw.get("constants", {}), None, where=f"space '{name}': constants")),
         budget=_parse_budget(raw.get("budget", {}), where=f"space '{name}': budget"),
         smoke=smoke,
-        reference=dict(raw.get("reference", {})),
+        reference=dict(_check_keys(raw.get("reference", {}), None, where=f"space '{name}': reference")),
         trials_per_gpu=_parse_trials_per_gpu(raw.get("trials_per_gpu", 1), space=name),
+        task=_parse_task(raw.get("task", "cifar"), space=name),
+        metric=metric,
+        mode=mode,
+        source=source,
     )
     for pname in (*smoke.params, *space.reference):
         space.param(pname)  # smoke overrides and the reference name real parameters

@@ -1,7 +1,18 @@
 import pytest
+import yaml
 
-from search_spaces import SpaceError, apply_overrides, format_spaces, get_space, parse_space, space_names
-from search_spaces.cifar import SPACE
+from search_spaces import (
+    BUILTIN_DIR,
+    SpaceError,
+    apply_overrides,
+    format_spaces,
+    get_space,
+    load_space_file,
+    parse_space,
+    space_names,
+)
+
+SPACE = yaml.safe_load((BUILTIN_DIR / "cifar.yaml").read_text())
 
 
 def test_registry_lists_cifar_and_parses_it():
@@ -98,3 +109,61 @@ def test_smoke_overrides_and_param_space():
     fixed = param_space(apply_overrides(space, ["lr=5"]), max_epochs=3, seed=0)
     assert fixed["lr"] == 5
     assert 3.0 <= param_space(space, max_epochs=1, seed=0)["lr"].sample() <= 30.0
+
+
+def test_the_builtin_space_is_a_yaml_file():
+    space = get_space("cifar")
+    assert (space.task, space.metric, space.mode) == ("cifar", "val_acc", "max")
+    assert space.ref == "cifar" and space.source == ""  # a built-in is found again by its name
+    assert load_space_file(BUILTIN_DIR / "cifar.yaml") == space
+
+
+def write_space(tmp_path, **changes):
+    raw = {**SPACE, **changes}
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in raw.items() if v is not None}))
+    return path
+
+
+def test_a_space_file_of_ones_own(tmp_path):
+    path = write_space(tmp_path, name="mine", metric="val_loss", mode="min")
+    space = get_space(str(path))
+    assert (space.name, space.metric, space.mode, space.ref) == ("mine", "val_loss", "min", str(path))
+    assert apply_overrides(space, ["lr=1:2"]).param("lr").describe() == "log[1, 2]"  # --param works on it too
+    unnamed = write_space(tmp_path, name=None)
+    assert get_space(str(unnamed)).name == "mine"  # the file's stem
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mode": "maximum"}, "mine.yaml: space 'mine': mode is 'maximum', but must be max .higher is better. or min"),
+        ({"metric": "val acc"}, "metric is 'val acc', but must be the name of a metric"),
+        ({"task": "mnist"}, "task is 'mnist', but must be one of the built-in tasks: cifar"),
+        ({"budjet": {}}, "unknown key 'budjet'; the keys allowed there are: name, description"),
+        ({"params": {"lr": {"kind": "uniform", "low": 1, "hgh": 2, "description": "x"}}},
+         "parameter 'lr': unknown key 'hgh'"),
+        ({"params": {"lr": {"kind": "uniform", "low": 1, "high": 2}}}, "parameter 'lr' needs a kind and a one-line"),
+        ({"params": {"bs": {"kind": "choice", "choices": 64, "description": "x"}}}, "choices must be a list"),
+        ({"budget": {"num_samples": 4, "max_epochs": 2, "grace_period": 1}}, "budget lacks reduction_factor"),
+        ({"budget": {"num_samples": "4", "max_epochs": 2, "grace_period": 1, "reduction_factor": 2}},
+         "num_samples is '4', but must be a whole number"),
+    ],
+)
+def test_errors_in_a_space_file_name_the_file_and_the_key(tmp_path, changes, message):
+    path = write_space(tmp_path, name="mine", **changes)
+    with pytest.raises(SpaceError, match=message):
+        get_space(str(path))
+
+
+def test_a_space_file_that_is_not_yaml_or_not_there(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: x\nparams:\n  lr: {kind: loguniform\n")
+    with pytest.raises(SpaceError, match=r"broken.yaml: not valid YAML at line \d+, column \d+ .*fix the syntax"):
+        get_space(str(bad))
+    with pytest.raises(SpaceError, match="no space file .*missing.yaml: check the path, or use a built-in space"):
+        get_space(str(tmp_path / "missing.yaml"))
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(SpaceError, match="a space file holds keys such as name, task, metric, params"):
+        get_space(str(listing))

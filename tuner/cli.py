@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from search_spaces import SpaceError, format_spaces, get_space, space_names
+from search_spaces import SpaceError, format_spaces, get_space, is_path, space_names
 from trainables.data import DataError
 from tuner.errors import UsageError
 from tuner.settings import (
@@ -59,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Help,
         epilog="Budget flags left out take the space's defaults (see --list-spaces).",
     )
-    p.add_argument("--space", default="cifar", help="named search space")
+    p.add_argument(
+        "--space",
+        default="cifar",
+        help="a built-in space's name, or the path of a space file (YAML; see --list-spaces)",
+    )
     p.add_argument("--list-spaces", action="store_true", help="print the spaces, their parameters and bounds, and exit")
     p.add_argument(
         "--param",
@@ -113,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="search name (default: <space>-<date>-<time>)")
     p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
     p.add_argument(
-        "--keep-checkpoints", type=_positive_int, default=2, help="checkpoints kept per trial (best by val_acc)"
+        "--keep-checkpoints",
+        type=_positive_int,
+        default=2,
+        help="checkpoints kept per trial (best by the space's metric)",
     )
     p.add_argument(
         "--max-failures",
@@ -125,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-trials",
         type=_positive_int,
         default=5,
-        help="after the search, the trials (best by val_acc) that keep their checkpoints",
+        help="after the search, the trials (best by the space's metric) that keep their checkpoints",
     )
     p.add_argument(
         "--checkpoint-period",
@@ -166,7 +173,7 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         if not args.name:
             raise UsageError("--resume needs --name: the name of the search to continue")
         return resume_settings(name=check_name(args.name), storage_path=storage)
-    space = get_space(args.space)
+    space = get_space(str((cwd / args.space).resolve()) if is_path(args.space) else args.space)
     name = check_name(args.name or default_name(space.name))
     budget = budget_from(
         space,
@@ -186,6 +193,9 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         raise UsageError(f"--cpus-per-trial is {args.cpus_per_trial:g}, but must be > 0")
     settings = SearchSettings(
         space_name=space.name,
+        space_file=space.source,
+        metric=space.metric,
+        mode=space.mode,
         name=name,
         storage_path=storage,
         data_dir=str((cwd / args.data_dir).resolve()),

@@ -32,7 +32,7 @@ GPUS_AUTO, GPUS_DEFAULT = "auto", "default"  # --gpus-per-trial values resolved 
 class SearchSettings:
     """A search's flags, resolved: absolute paths, the budget filled in from the space."""
 
-    space_name: str
+    space_name: str  # the space's name: the MLflow experiment and the registered model are named after it
     name: str
     storage_path: str
     data_dir: str
@@ -58,6 +58,9 @@ class SearchSettings:
     params: list[str] = field(default_factory=list)
     resume: bool = False
     mlflow_run_id: str | None = None  # the parent run, set once the search has started
+    space_file: str = ""  # the YAML file the space was read from (absolute), unless it is a built-in
+    metric: str = "val_acc"  # the space's: what ASHA, the searcher and the results go by
+    mode: str = "max"
 
     @property
     def folder(self) -> str:
@@ -70,7 +73,7 @@ class SearchSettings:
 
     def space(self) -> SearchSpace:
         """The named space with the smoke test's and the user's overrides applied."""
-        space = get_space(self.space_name)
+        space = get_space(self.space_file or self.space_name)
         if self.smoke_test:
             space = apply_overrides(space, space.smoke.params)
         return apply_overrides(space, self.params)

@@ -23,6 +23,10 @@
 | 19 | a search name with a path in it | the allowed characters |
 | 20 | an MLflow URI that is not one | the URI forms |
 | 21 | --cpus-per-trial 0 | must be > 0 |
+| 22 | a negative --checkpoint-period | 0 saves every epoch |
+| 23 | a space file that is not valid YAML | the file, line and column |
+| 24 | a space file naming an unknown task | the file, the key, the built-in tasks |
+| 25 | a space file that does not exist | the path, and the built-in spaces |
 
 An unreachable MLflow server is not bad input: the search runs without it
 (tests/faults/test_mlflow_down.py).
@@ -104,7 +108,27 @@ CASES = {
     "name with a path": (lambda t, c: ["--name", "../evil"], ["--name '../evil'", "letters, digits"]),
     "MLflow URI malformed": (lambda t, c: ["--mlflow-uri", "mlruns"], ["not a tracking URI", "sqlite:///"]),
     "zero CPUs": (lambda t, c: ["--cpus-per-trial", "0"], ["--cpus-per-trial is 0", "> 0"]),
+    "negative checkpoint period": (lambda t, c: ["--checkpoint-period", "-1"],
+                                   ["--checkpoint-period is -1", "0: every epoch"]),
+    "space file not YAML": (lambda t, c: ["--space", _space_file(t, "name: x\nparams: {lr: [\n")],
+                            ["bad.yaml: not valid YAML at line", "fix the syntax"]),
+    "space file, unknown task": (lambda t, c: ["--space", _space_file(t, _cifar_yaml().replace("task: cifar",
+                                                                                              "task: mnist"))],
+                                 ["bad.yaml: space 'cifar': task is 'mnist'", "built-in tasks: cifar"]),
+    "space file missing": (lambda t, c: ["--space", "spaces/none.yaml"], ["no space file", "spaces/none.yaml"]),
 }  # fmt: skip
+
+
+def _cifar_yaml() -> str:
+    from search_spaces import BUILTIN_DIR
+
+    return (BUILTIN_DIR / "cifar.yaml").read_text()
+
+
+def _space_file(tmp_path, text: str) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return str(path)
 
 
 def _file(tmp_path):
