@@ -12,6 +12,7 @@ from results.table import (
     ResultsError,
     leaderboard,
     load_best,
+    objective,
     write,
 )
 from results.table import load as load_results
@@ -24,5 +25,6 @@ __all__ = [
     "leaderboard",
     "load_best",
     "load_results",
+    "objective",
     "write",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from results import ResultsError, leaderboard, load_best, load_results
+from results import ResultsError, leaderboard, load_best, load_results, objective
 
 
 def sync_main(argv: list[str]) -> int:
@@ -42,14 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{len(frame)} trials in {args.folder}")
-    print(leaderboard(frame, top=args.top))
+    metric, mode = objective(args.folder)
+    print(leaderboard(frame, metric=metric, mode=mode, top=args.top))
     try:
         best = load_best(args.folder)
     except (OSError, ValueError):
         return 0
     test = best.get("test_acc")
     print(
-        f"\nbest trial {best.get('trial_id')}: val_acc {best.get('val_acc'):.4f}"
+        f"\nbest trial {best.get('trial_id')}: {metric} {best.get(metric):.4f}"
         + (f", test_acc {test:.4f}" if test is not None else "")
     )
     return 0

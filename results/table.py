@@ -19,21 +19,35 @@ from results import _fs
 RESULTS_CSV = "results.csv"
 BEST_CONFIG = "best_config.json"
 SEARCH_JSON = "search.json"
-METRIC = "val_acc"
+DEFAULT_OBJECTIVE = ("val_acc", "max")  # searches from before spaces named their metric
 
 
 class ResultsError(RuntimeError):
     """A search folder has no readable results; the message says what to do."""
 
 
-def write(folder: str, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> pd.DataFrame:
+def ranked(frame: pd.DataFrame, *, metric: str, mode: str) -> pd.DataFrame:
+    """``frame`` best first by ``metric`` (highest for mode max, lowest for min); trials without a score last."""
+    if metric not in frame:
+        return frame
+    return frame.sort_values(metric, ascending=mode == "min", na_position="last")
+
+
+def objective(folder: str) -> tuple[str, str]:
+    """The metric and mode a search went by, from its ``search.json``."""
+    path = _fs.join(str(folder), SEARCH_JSON)
+    saved = json.loads(_fs.read_text(path)) if _fs.exists(path) else {}
+    return saved.get("metric", DEFAULT_OBJECTIVE[0]), saved.get("mode", DEFAULT_OBJECTIVE[1])
+
+
+def write(
+    folder: str, rows: list[dict[str, Any]], best: dict[str, Any] | None, *, metric: str, mode: str
+) -> pd.DataFrame:
     """Write ``results.csv`` (one row per trial) and, when there is a best trial, ``best_config.json``.
 
-    Returns the table as written, best first.
+    Returns the table as written, best first by ``metric`` and ``mode``.
     """
-    frame = pd.DataFrame(rows)
-    if METRIC in frame:
-        frame = frame.sort_values(METRIC, ascending=False, na_position="last")
+    frame = ranked(pd.DataFrame(rows), metric=metric, mode=mode)
     _fs.write_text(_fs.join(folder, RESULTS_CSV), frame.to_csv(index=False))
     if best is not None:
         _fs.write_text(_fs.join(folder, BEST_CONFIG), json.dumps(best, indent=2, default=str) + "\n")
@@ -66,15 +80,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def leaderboard(frame: pd.DataFrame, *, top: int = 10) -> str:
-    """The ``top`` trials by ``val_acc``: config, val_acc, epochs run and seconds."""
+def leaderboard(frame: pd.DataFrame, *, metric: str, mode: str, top: int = 10) -> str:
+    """The ``top`` trials by ``metric``: config, the metric, epochs run and seconds."""
     if frame.empty:
         return "(no trials)"
     config_cols = [c for c in frame.columns if c.startswith("config/")]
     varying = [c for c in config_cols if frame[c].nunique(dropna=False) > 1] or config_cols
-    cols = ["trial_id", METRIC, "epochs", "seconds", "status", *varying]
+    cols = ["trial_id", metric, "epochs", "seconds", "status", *varying]
     cols = [c for c in cols if c in frame]
-    shown = frame.sort_values(METRIC, ascending=False, na_position="last").head(top)[cols]
+    shown = ranked(frame, metric=metric, mode=mode).head(top)[cols]
     headers = [c.removeprefix("config/") for c in cols]
     cells = [[_fmt(v) for v in row] for row in shown.itertuples(index=False)]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]

@@ -167,6 +167,38 @@ def test_optuna_search_with_automatic_gpu_packing(tmp_path, cifar_dir, ray_local
         assert 0 < saved["gpus_per_trial"] <= 1
 
 
+def test_a_space_file_that_minimises_its_metric(tmp_path, cifar_dir, ray_local, capsys):
+    import yaml
+
+    from search_spaces import BUILTIN_DIR
+
+    raw = yaml.safe_load((BUILTIN_DIR / "cifar.yaml").read_text())
+    raw.update(name="cifar-loss", metric="val_loss", mode="min")
+    space_file = tmp_path / "loss.yaml"
+    space_file.write_text(yaml.safe_dump(raw))
+    # fmt: off
+    argv = search_args(tmp_path, cifar_dir, "loss", "--space", str(space_file), "--search", "optuna",
+                       "--num-samples", "4", "--max-epochs", "2", "--grace-period", "1", "--reduction-factor", "2")
+    # fmt: on
+    assert main(argv) == 0
+    folder = tmp_path / "runs" / "loss"
+    frame = results.load_results(folder)
+    assert frame["val_loss"].is_monotonic_increasing  # lowest first
+    best = json.loads((folder / "best_config.json").read_text())
+    assert (best["metric"], best["mode"]) == ("val_loss", "min")
+    assert best["val_loss"] == pytest.approx(frame["val_loss"].min())
+    assert f"best trial {best['trial_id']}: val_loss" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    parent = client.search_runs([client.get_experiment_by_name("cifar-loss").experiment_id],
+                                filter_string="attributes.run_name = 'loss'")[0]  # fmt: skip
+    assert parent.data.metrics["best_val_loss"] == pytest.approx(best["val_loss"])
+    version = client.search_model_versions("name = 'cifar-loss-best'")[0]
+    assert float(version.tags["val_loss"]) == pytest.approx(best["val_loss"], abs=1e-4)
+    # --resume finds the space again through its file.
+    assert main(["--name", "loss", "--storage-path", str(tmp_path / "runs"), "--resume"]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
 def test_diverging_trials_end_quietly_as_diverged(tmp_path, cifar_dir, ray_local, capsys):
     # fmt: off
     argv = search_args(tmp_path, cifar_dir, "diverge", "--num-samples", "2", "--max-epochs", "3",

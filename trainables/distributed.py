@@ -79,8 +79,8 @@ def run_ddp_trial(config: dict[str, Any], *, data: DataRef, settings: TrialSetti
             storage_path=settings.train_storage,
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=settings.keep_checkpoints,
-                checkpoint_score_attribute="val_acc",
-                checkpoint_score_order="max",
+                checkpoint_score_attribute=settings.metric,
+                checkpoint_score_order=settings.mode,
             ),
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),

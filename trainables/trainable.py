@@ -40,6 +40,8 @@ class TrialSettings:
     train_storage: str = ""  # DDP trials: where their Train runs write, under the search's folder
     checkpoint_epochs: tuple[int, ...] = ()  # always saved: the scheduler's rungs and the last epoch
     checkpoint_period_s: float = 0.0  # other epochs are saved once this long has passed (0: every epoch)
+    metric: str = "val_acc"  # the space's: what the best checkpoints are kept by
+    mode: str = "max"
 
     def checkpoint_policy(self) -> checkpoint.CheckpointPolicy:
         return checkpoint.CheckpointPolicy(epochs=self.checkpoint_epochs, period_s=self.checkpoint_period_s)
@@ -127,6 +129,7 @@ def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray] | Any, se
         ended = early_end(e, epoch=last_epoch[0] + 1)
         if ended is None:
             raise
+        ended.setdefault(settings.metric, float("nan"))  # no score: Tune still wants the metric in every report
         # Not errors to retry or to flood the logs with: the trial ends, and says why.
         print(f"ended early: {type(e).__name__}: {e}", flush=True)
         del e  # its traceback holds the failed step's tensors

@@ -12,7 +12,7 @@ from ray import tune
 LAST_STATUSES: list[str] = []
 FINAL_STATUSES = ("TERMINATED", "ERROR")
 
-SHOWN_METRICS = (("epoch", "epoch"), ("val_acc", "val_acc"), ("val_loss", "val_loss"), ("images_per_s", "img/s"))
+SHOWN_METRICS = (("val_acc", "val_acc"), ("val_loss", "val_loss"), ("images_per_s", "img/s"))  # when reported
 
 
 def _fmt(value: Any) -> str:
@@ -25,10 +25,19 @@ class ProgressTable(tune.Callback):
     """Prints the trials' status, key params and latest metrics every ``interval`` seconds and at the end."""
 
     def __init__(
-        self, *, params: list[str], metric: str, total: int, interval: float = 30.0, out: TextIO | None = None
+        self,
+        *,
+        params: list[str],
+        metric: str,
+        total: int,
+        mode: str = "max",
+        interval: float = 30.0,
+        out: TextIO | None = None,
     ) -> None:
         self.params = params
-        self.metric = metric
+        self.metric, self.mode = metric, mode
+        # The epoch, the space's metric, then the usual ones the trials report.
+        self.columns = [("epoch", "epoch"), (metric, metric), *(c for c in SHOWN_METRICS if c[0] != metric)]
         self.total = total
         self.interval = interval
         self.out = out
@@ -61,18 +70,20 @@ class ProgressTable(tune.Callback):
         for t in trials:
             counts[t.status] = counts.get(t.status, 0) + 1
         summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
-        best = max(((r[self.metric], tid) for tid, r in self._latest.items() if self.metric in r), default=None)
+        scores = [(r[self.metric], tid) for tid, r in self._latest.items() if r.get(self.metric) == r.get(self.metric)]
+        scores = [s for s in scores if s[0] is not None]
+        best = (max if self.mode == "max" else min)(scores, default=None)
         head = f"[{time.strftime('%H:%M:%S')}] {len(trials)} of {self.total} trials started: {summary}"
         if best:
             head += f" | best {self.metric} {best[0]:.4f} ({best[1]})"
-        headers = ["trial", "status", *self.params, *(label for _, label in SHOWN_METRICS)]
+        headers = ["trial", "status", *self.params, *(label for _, label in self.columns)]
         rows = []
         for t in trials:
             r = self._latest.get(t.trial_id, {})
             rows.append(
                 [t.trial_id, t.status.lower()]
                 + [_fmt(t.config.get(p)) for p in self.params]
-                + [_fmt(r.get(k)) for k, _ in SHOWN_METRICS]
+                + [_fmt(r.get(k)) for k, _ in self.columns]
             )
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
         lines = [head, "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]

@@ -37,7 +37,6 @@ from tuner.space import param_space, reference_point
 from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_rows
 from tuner.tracking import MlflowTracker
 
-METRIC, MODE = "val_acc", "max"
 log = logging.getLogger(__name__)
 
 
@@ -195,6 +194,8 @@ def build_tuner(
         max_failures=settings.max_failures,
         train_storage=_fs.join(settings.folder, "train"),
         checkpoint_epochs=(*scheduler.milestones(), settings.max_epochs),
+        metric=settings.metric,
+        mode=settings.mode,
         checkpoint_period_s=settings.checkpoint_period_s,
     )
     data: Any = dataset.trial_arrays
@@ -233,8 +234,8 @@ def build_tuner(
         trainable,
         param_space=param_space(space, max_epochs=settings.max_epochs, seed=settings.seed),
         tune_config=tune.TuneConfig(
-            metric=METRIC,
-            mode=MODE,
+            metric=settings.metric,
+            mode=settings.mode,
             scheduler=scheduler,
             search_alg=searcher,
             num_samples=settings.num_samples,
@@ -248,8 +249,8 @@ def build_tuner(
             storage_path=settings.storage_path,
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=settings.keep_checkpoints,
-                checkpoint_score_attribute=METRIC,
-                checkpoint_score_order=MODE,
+                checkpoint_score_attribute=settings.metric,
+                checkpoint_score_order=settings.mode,
             ),
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
@@ -290,6 +291,7 @@ def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[Search
     tracker = MlflowTracker(
         uri=settings.mlflow_uri,
         experiment=space.name,
+        metric=settings.metric,
         search_name=settings.name,
         parent_run_id=settings.mlflow_run_id,
         offline_reason=tracking_unreachable(settings.mlflow_uri),
@@ -310,7 +312,8 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
     out = out or sys.stdout
     if settings.resume and _fs.exists(_fs.join(settings.folder, results.RESULTS_CSV)):
         print(
-            f"search '{settings.name}' already finished:\n{results.leaderboard(results.load_results(settings.folder))}",
+            f"search '{settings.name}' already finished:\n"
+            + results.leaderboard(results.load_results(settings.folder), metric=settings.metric, mode=settings.mode),
             file=out,
         )
         return results.load_best(settings.folder) if _fs.exists(_fs.join(settings.folder, results.BEST_CONFIG)) else {}
@@ -324,7 +327,10 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
         concurrency = check_resources(settings)
         settings, tracker = start_tracking(settings, space)
         progress = ProgressTable(
-            params=[p.name for p in space.params if p.kind != "fixed"], metric=METRIC, total=settings.num_samples
+            params=[p.name for p in space.params if p.kind != "fixed"],
+            metric=settings.metric,
+            mode=settings.mode,
+            total=settings.num_samples,
         )
         tuner = build_tuner(settings, space, dataset, [tracker, progress], concurrency=concurrency)
         print(
@@ -354,8 +360,9 @@ def finish(
     out: TextIO,
 ) -> dict[str, Any]:
     """Evaluate the best trial on the test set, log it to MLflow, write the results and print them."""
-    rows = trial_rows(grid, max_epochs=settings.max_epochs)
-    best = best_trial(grid, metric=METRIC, mode=MODE)
+    metric, mode = settings.metric, settings.mode
+    rows = trial_rows(grid, max_epochs=settings.max_epochs, metric=metric, mode=mode)
+    best = best_trial(grid, metric=metric, mode=mode)
     record: dict[str, Any] | None = None
     if best is not None:
         checkpoint, metrics, result = best
@@ -363,7 +370,9 @@ def finish(
         record = {
             "search": settings.name,
             "trial_id": metrics.get("trial_id"),
-            "val_acc": metrics[METRIC],
+            "metric": metric,
+            "mode": mode,
+            metric: metrics[metric],
             "test_acc": test_acc,
             "epoch": metrics.get("epoch"),
             "config": result.config,
@@ -373,9 +382,9 @@ def finish(
             record["model_uri"] = tracker.log_best(
                 checkpoint_dir=folder, record=record, registered_name=f"{space.name}-best"
             )
-        tracker.log_metrics({"best_val_acc": record["val_acc"], "test_acc": test_acc})
-    frame = results.write(settings.folder, rows, record)
-    pruned = prune_checkpoints(rows, folder=settings.folder, keep_trials=settings.keep_trials)
+        tracker.log_metrics({f"best_{metric}": record[metric], "test_acc": test_acc})
+    frame = results.write(settings.folder, rows, record, metric=metric, mode=mode)
+    pruned = prune_checkpoints(rows, folder=settings.folder, keep_trials=settings.keep_trials, metric=metric, mode=mode)
     if pruned:
         print(f"removed the checkpoints of {len(pruned)} trial(s) outside the top {settings.keep_trials}", file=out)
     tracker.end(status="FINISHED" if record else "FAILED")
@@ -392,7 +401,8 @@ def print_summary(
     *,
     out: TextIO,
 ) -> None:
-    print(f"\nleaderboard ({len(rows)} trials):\n{results.leaderboard(frame)}", file=out)
+    board = results.leaderboard(frame, metric=settings.metric, mode=settings.mode)
+    print(f"\nleaderboard ({len(rows)} trials):\n{board}", file=out)
     for status, why in (("diverged", "diverged (training loss not finite)"),
                         ("infeasible", "ran out of GPU memory (configuration infeasible)")):  # fmt: skip
         ended = ended_early(rows, status)
@@ -406,7 +416,7 @@ def print_summary(
             print(f"  {trial_id}: {error}\n    error log: {log_path}", file=out)
     if record:
         print(
-            f"\nbest trial {record['trial_id']}: val_acc {record['val_acc']:.4f}, "
+            f"\nbest trial {record['trial_id']}: {settings.metric} {record[settings.metric]:.4f}, "
             f"test_acc {record['test_acc']:.4f}, epoch {record['epoch']}",
             file=out,
         )

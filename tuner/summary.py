@@ -25,12 +25,14 @@ def _flagged(history, flag: str) -> bool:
     return history is not None and flag in history and bool(history[flag].fillna(0).any())
 
 
-def _best_score(history) -> float:
-    """The best val_acc of the epochs that trained (the report that ends a trial early is no score)."""
+def _best_score(history, *, metric: str, mode: str) -> float:
+    """The best ``metric`` of the epochs that trained (the report that ends a trial early is no score)."""
     for flag in ("diverged", "infeasible"):
         if flag in history:
             history = history[history[flag].fillna(0) == 0]
-    return float(history["val_acc"].max()) if len(history) else float("nan")
+    if not len(history):
+        return float("nan")
+    return float(history[metric].max() if mode == "max" else history[metric].min())
 
 
 def ended_early(rows: list[dict[str, Any]], status: str) -> list[tuple[str, int]]:
@@ -38,8 +40,8 @@ def ended_early(rows: list[dict[str, Any]], status: str) -> list[tuple[str, int]
     return [(r["trial_id"], r["epochs"]) for r in rows if r["status"] == status]
 
 
-def trial_rows(grid: tune.ResultGrid, *, max_epochs: int) -> list[dict[str, Any]]:
-    """One row per trial: status, epochs, seconds, best and final metrics, and its config."""
+def trial_rows(grid: tune.ResultGrid, *, max_epochs: int, metric: str, mode: str) -> list[dict[str, Any]]:
+    """One row per trial: status, epochs, seconds, best and final ``metric`` and other metrics, and its config."""
     rows = []
     for result in grid:
         metrics = result.metrics or {}
@@ -53,16 +55,16 @@ def trial_rows(grid: tune.ResultGrid, *, max_epochs: int) -> list[dict[str, Any]
             status = "infeasible"  # out of GPU memory on its share: this configuration cannot run there
         else:
             status = "completed" if epochs >= max_epochs else "stopped"
-        has_acc = history is not None and "val_acc" in history
+        scored = history is not None and metric in history
         row: dict[str, Any] = {
             "trial_id": _trial_id(result),
             "status": status,
             "epochs": epochs,
             "seconds": round(float(metrics.get("time_total_s", 0.0) or 0.0), 2),
-            "val_acc": _best_score(history) if has_acc else float("nan"),
-            "final_val_acc": metrics.get("val_acc", float("nan")),
+            metric: _best_score(history, metric=metric, mode=mode) if scored else float("nan"),
+            f"final_{metric}": metrics.get(metric, float("nan")),
         }
-        row.update({k: metrics.get(k, float("nan")) for k in FINAL_METRICS})
+        row.update({k: metrics.get(k, float("nan")) for k in FINAL_METRICS if k != metric})
         row.update({f"config/{k}": v for k, v in (result.config or {}).items()})
         row["path"] = result.path
         row["error_log"] = _error_log(result) if result.error is not None else ""
@@ -109,13 +111,17 @@ def failed_trials(grid: tune.ResultGrid) -> list[tuple[str, str, str]]:
     return failed
 
 
-def prune_checkpoints(rows: list[dict[str, Any]], *, folder: str, keep_trials: int) -> list[str]:
+def prune_checkpoints(
+    rows: list[dict[str, Any]], *, folder: str, keep_trials: int, metric: str, mode: str
+) -> list[str]:
     """Delete the checkpoints of all but the ``keep_trials`` best trials; return the trial ids pruned.
 
     Tune (single-process trials) keeps them in the trial's folder; Ray Train (DDP
     trials) in ``<folder>/train/train-<trial id>``.
     """
-    ranked = sorted(rows, key=lambda r: (r["val_acc"] == r["val_acc"], r["val_acc"]), reverse=True)
+    sign = 1 if mode == "max" else -1  # best first; trials without a score (NaN) last
+    ranked = sorted(rows, key=lambda r: (r[metric] == r[metric], sign * r[metric] if r[metric] == r[metric] else 0),
+                    reverse=True)  # fmt: skip
     pruned = []
     for row in ranked[keep_trials:]:
         trial_id = row["trial_id"]

@@ -20,7 +20,7 @@ import pandas as pd
 import results
 from results import _fs
 from tuner.settings import SearchSettings, redact
-from tuner.tracking import METRIC_KEYS, MODEL_TAG, MlflowTracker
+from tuner.tracking import MODEL_TAG, MlflowTracker
 
 
 class SyncError(RuntimeError):
@@ -36,14 +36,14 @@ def _sync_trial(tracker: MlflowTracker, row: dict[str, Any]) -> int:
     """Log what the trial's child run lacks; returns how many epochs were added."""
     config = {k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/")}
     run_id = tracker.child_run(row["trial_id"], config=config)
-    have = {m.step for m in tracker.client.get_metric_history(run_id, "val_acc")}
+    have = {m.step for m in tracker.client.get_metric_history(run_id, tracker.metric)}
     history = _history(row["path"])
     added = 0
     for epoch_row in history.to_dict("records"):
         epoch = int(epoch_row.get("epoch", 0) or 0)
         if epoch in have or epoch < 1 or epoch_row.get("diverged") == 1 or epoch_row.get("infeasible") == 1:
             continue
-        metrics = {k: epoch_row[k] for k in METRIC_KEYS if k in epoch_row and not pd.isna(epoch_row[k])}
+        metrics = {k: epoch_row[k] for k in tracker.metric_keys if k in epoch_row and not pd.isna(epoch_row[k])}
         tracker.log_metrics(metrics, run_id=run_id, step=epoch)
         added += 1
     tracker.client.set_terminated(run_id, status="FAILED" if row["status"] == "error" else "FINISHED")
@@ -61,7 +61,7 @@ def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> d
     uri = uri or settings.mlflow_uri
     parent = MlflowTracker.find_parent(uri, experiment=settings.space_name, search_name=settings.name)
     tracker = MlflowTracker(uri=uri, experiment=settings.space_name, search_name=settings.name, folder=folder,
-                            parent_run_id=parent)  # fmt: skip
+                            parent_run_id=parent, metric=settings.metric)  # fmt: skip
     if tracker.offline:
         raise SyncError(f"MLflow at {redact(uri)} is still unavailable: start it, or pass --mlflow-uri")
     tracker.log_search(params=settings.mlflow_params(), tags={"synced_from": folder})
@@ -80,7 +80,8 @@ def _sync_best(tracker: MlflowTracker, folder: str, settings: SearchSettings) ->
         return
     best = results.load_best(folder)
     parent = tracker.client.get_run(tracker.parent_run_id)
-    missing = {k: v for k, v in (("best_val_acc", best["val_acc"]), ("test_acc", best["test_acc"]))
+    scores = ((f"best_{settings.metric}", best[settings.metric]), ("test_acc", best["test_acc"]))
+    missing = {k: v for k, v in scores
                if k not in parent.data.metrics and v is not None and not math.isnan(v)}  # fmt: skip
     if missing:
         tracker.log_metrics(missing)

@@ -24,7 +24,7 @@ from ray import tune
 import trainables
 from trainables.checkpoint import load_model
 
-METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")
+METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")  # and the space's metric
 TRIAL_TAG = "hpsearch.trial_id"
 SEARCH_TAG = "hpsearch.search"
 PARENT_TAG = "mlflow.parentRunId"
@@ -74,8 +74,11 @@ class MlflowTracker(tune.Callback):
         parent_run_id: str | None = None,
         offline_reason: str | None = None,
         folder: str = "",
+        metric: str = "val_acc",
     ) -> None:
         self.uri = uri
+        self.metric = metric
+        self.metric_keys = tuple(dict.fromkeys((metric, *METRIC_KEYS)))  # logged for every epoch of every trial
         self.search_name = search_name
         self.folder = folder
         self.offline = False
@@ -164,8 +167,8 @@ class MlflowTracker(tune.Callback):
     def log_best(self, *, checkpoint_dir: str, record: dict[str, Any], registered_name: str) -> str:
         """The best checkpoint as artifacts, its network logged and registered; returns the model URI.
 
-        ``record`` is the best trial's entry of ``best_config.json`` (search, trial_id, val_acc,
-        test_acc): the registered version is tagged with it.
+        ``record`` is the best trial's entry of ``best_config.json`` (search, trial_id, its
+        metric's value, test_acc): the registered version is tagged with it.
         """
         model, _ = load_model(checkpoint_dir)
         # Batch of 2: an example batch of 1 makes torch.export fix the batch size at 1.
@@ -173,7 +176,7 @@ class MlflowTracker(tune.Callback):
         tags = {
             "search": str(record["search"]),
             "trial_id": str(record["trial_id"]),
-            "val_acc": f"{record['val_acc']:.4f}",
+            self.metric: f"{record[self.metric]:.4f}",
             "test_acc": f"{record['test_acc']:.4f}",
         }
         mlflow.set_tracking_uri(self.uri)
@@ -230,7 +233,7 @@ class MlflowTracker(tune.Callback):
         run_id = self.child_run(trial.trial_id, config=trial.config)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(result[k]), now, step) for k in METRIC_KEYS if k in result]
+        batch = [Metric(k, float(result[k]), now, step) for k in self.metric_keys if k in result]
         self.client.log_batch(run_id, metrics=batch)
 
     def _finish(self, trial: Any, status: RunStatus | str) -> None:
