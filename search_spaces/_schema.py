@@ -195,8 +195,15 @@ def _parse_metric(raw: dict[str, Any], *, space: str) -> tuple[str, str]:
 
 
 def _parse_task(raw: Any, *, space: str) -> str:
-    if raw not in TASKS:
-        raise SpaceError(f"space '{space}': task is {raw!r}, but must be one of the built-in tasks: {', '.join(TASKS)}")
+    """A built-in task's name or ``package.module:attribute`` (whether it imports is checked before a search)."""
+    if raw in TASKS:
+        return raw
+    module, sep, attribute = str(raw).partition(":")
+    if not isinstance(raw, str) or not sep or not all(p.isidentifier() for p in (*module.split("."), attribute)):
+        raise SpaceError(
+            f"space '{space}': task is {raw!r}, but must be one of the built-in tasks ({', '.join(TASKS)}) "
+            f"or your own as package.module:attribute"
+        )
     return raw
 
 

@@ -9,9 +9,10 @@ import torch
 
 from trainables import augment, checkpoint
 from trainables.data import synthetic_images
-from trainables.loop import DeviceData, Diverged, evaluate, prepare_model, train
+from trainables.loop import DeviceData, evaluate, prepare_model, train
 from trainables.models import build_model, count_parameters, widths_for
 from trainables.optim import Lookahead, build_optimizer, build_schedule
+from trainables.task import Diverged
 
 CONFIG = dict(
     lr=10.0,
@@ -244,12 +245,17 @@ def test_compile_is_timed_apart_and_changes_nothing(tiny_data):
 
 
 def test_errors_that_end_a_trial_for_good():
-    from trainables.loop import early_end
+    import math
 
-    assert early_end(Diverged(epoch=3, loss=float("nan")), epoch=3)["diverged"] == 1
-    oom = early_end(torch.cuda.OutOfMemoryError("CUDA out of memory"), epoch=4)
-    assert oom == {"epoch": 4, "val_acc": 0.0, "infeasible": 1}
-    assert early_end(ValueError("a bug"), epoch=1) is None  # real errors stay errors (and are retried)
+    from tuner.trial import early_end
+
+    diverged = early_end(Diverged(epoch=3, loss=float("nan")), epoch=3, metric="val_acc")
+    assert diverged["diverged"] == 1 and math.isnan(diverged["val_acc"])  # no score
+    oom = early_end(torch.cuda.OutOfMemoryError("CUDA out of memory"), epoch=4, metric="rmse")
+    assert oom["infeasible"] == 1 and oom["epoch"] == 4 and math.isnan(oom["rmse"])
+    cublas = RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+    assert early_end(cublas, epoch=1, metric="val_acc")["infeasible"] == 1  # a library's out-of-memory too
+    assert early_end(ValueError("a bug"), epoch=1, metric="val_acc") is None  # real errors stay errors (retried)
 
 
 def test_an_out_of_memory_trial_is_recorded_as_infeasible():
@@ -259,7 +265,7 @@ def test_an_out_of_memory_trial_is_recorded_as_infeasible():
 
     history = pd.DataFrame({"epoch": [1, 2, 3], "val_acc": [0.5, 0.6, 0.0], "infeasible": [None, None, 1]})
     assert _flagged(history, "infeasible") and not _flagged(history, "diverged")
-    assert _best_score(history) == 0.6
+    assert _best_score(history, metric="val_acc", mode="max") == 0.6
 
 
 def test_checkpoint_policy_saves_rungs_last_epoch_and_after_its_period(monkeypatch):

@@ -5,10 +5,10 @@ import torch
 
 from search_spaces import apply_overrides, get_space
 from tests.test_end_to_end import search_args
-from trainables.trainable import device_for
 from tuner import packing
 from tuner.cli import main
 from tuner.packing import ProbeRun
+from tuner.trial import device_for
 
 GIB = 1024**3
 
@@ -22,16 +22,16 @@ def test_probe_config_is_the_hungriest():
 
 
 def run(start: float, rate: float, *, seconds: float = 4.0, peak: float = 2 * GIB) -> ProbeRun:
-    """A probe that trained ``rate`` images/s from ``start`` for ``seconds``, one epoch a second."""
-    times = tuple(start + i for i in range(int(seconds) + 1))
-    return ProbeRun("H100", int(peak), 80 * GIB, times, tuple(int(rate * i) for i in range(len(times))))
+    """A probe that trained ``rate`` epochs/s from ``start`` for ``seconds``."""
+    times = tuple(start + i / rate for i in range(int(seconds * rate) + 1))
+    return ProbeRun("H100", int(peak), 80 * GIB, times, tuple(range(len(times))))
 
 
 def test_throughput_counts_the_window_when_all_probes_ran():
-    assert packing.throughput([run(0.0, 1000)]) == pytest.approx(1000)
+    assert packing.throughput([run(0.0, 2.0)]) == pytest.approx(2.0)
     # Two probes started a second apart: only the 3 s when both ran count.
-    assert packing.throughput([run(0.0, 1000), run(1.0, 500)]) == pytest.approx(1500)
-    assert packing.throughput([run(0.0, 1000, seconds=2), run(5.0, 1000)]) is None  # never at once
+    assert packing.throughput([run(0.0, 2.0), run(1.0, 1.0)]) == pytest.approx(3.0)
+    assert packing.throughput([run(0.0, 2.0, seconds=2), run(5.0, 2.0)]) is None  # never at once
 
 
 def test_choose_the_smallest_packing_near_the_best():
@@ -53,8 +53,9 @@ def test_fractions_fit_on_one_gpu():
 
 
 def test_decision_is_explained():
-    text = packing.describe({1: 100_000.0, 2: 150_000.0}, [run(0.0, 1)], 2)
-    assert "1: 100k, 2: 150k" in text and "2.00 of 80.0 GiB" in text and "--gpus-per-trial 0.5" in text
+    text = packing.describe({1: 1.5, 2: 2.25}, [run(0.0, 1)], 2)
+    assert "epochs/s" in text and "1: 1.50, 2: 2.25" in text
+    assert "2.00 of 80.0 GiB" in text and "--gpus-per-trial 0.5" in text
 
 
 def test_sampler_without_nvidia_smi(monkeypatch):
@@ -70,11 +71,11 @@ def test_probe_on_a_gpu():
     from trainables.data import synthetic_images
 
     x, y = synthetic_images(4096, seed=0)
-    arrays = {"train_x": x[:3584], "train_y": y[:3584], "val_x": x[3584:], "val_y": y[3584:]}
+    data = {"train_x": x[:3584], "train_y": y[:3584], "val_x": x[3584:], "val_y": y[3584:], "key": "probe"}
     config = packing.probe_config(apply_overrides(get_space("cifar"), ["width=0.5"]), max_epochs=2, seed=0)
-    probe = packing.run_probe(config, arrays, seconds=1.0)
+    probe = packing.run_probe("cifar", config, data, seconds=1.0)
     assert 0 < probe.peak_bytes < probe.total_bytes
-    assert probe.times[-1] - probe.times[0] >= 1.0 and probe.images[-1] > 0
+    assert probe.times[-1] - probe.times[0] >= 1.0 and probe.epochs[-1] > 0
     assert packing.throughput([probe]) > 0
 
 

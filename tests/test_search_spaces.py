@@ -139,7 +139,7 @@ def test_a_space_file_of_ones_own(tmp_path):
     [
         ({"mode": "maximum"}, "mine.yaml: space 'mine': mode is 'maximum', but must be max .higher is better. or min"),
         ({"metric": "val acc"}, "metric is 'val acc', but must be the name of a metric"),
-        ({"task": "mnist"}, "task is 'mnist', but must be one of the built-in tasks: cifar"),
+        ({"task": "mnist"}, "task is .mnist., but must be one of the built-in tasks .cifar. or your own as pack"),
         ({"budjet": {}}, "unknown key 'budjet'; the keys allowed there are: name, description"),
         ({"params": {"lr": {"kind": "uniform", "low": 1, "hgh": 2, "description": "x"}}},
          "parameter 'lr': unknown key 'hgh'"),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,60 +25,14 @@ from torch import nn
 from trainables import augment
 from trainables.models import build_model
 from trainables.optim import OTHER, Lookahead, build_optimizer, build_schedule, kilostep_scale
+from trainables.task import Diverged, Reporter
 
 WHITEN_SAMPLES = 5000
 EVAL_BATCH = 1000
 
-# report(metrics, checkpoint_state): checkpoint_state() builds the state dict to save.
-Reporter = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
-
-
-def early_end(error: BaseException, *, epoch: int) -> dict[str, Any] | None:
-    """What a trial reports when ``error`` ends it for good (no retry could help), else None.
-
-    A non-finite loss is ``diverged``; running out of GPU memory makes the
-    configuration ``infeasible`` (on its share of the GPU), while other trials go on.
-    """
-    if isinstance(error, Diverged):
-        return error.metrics()
-    if is_out_of_memory(error):
-        return {"epoch": epoch, "val_acc": 0.0, "infeasible": 1}
-    return None
-
-
-# What cuBLAS, cuDNN and the CUDA runtime say when they cannot allocate: PyTorch raises
-# these as plain RuntimeErrors, not as torch.cuda.OutOfMemoryError.
-_OOM_MESSAGES = (
-    "out of memory",
-    "CUBLAS_STATUS_ALLOC_FAILED",
-    "CUDNN_STATUS_NOT_ENOUGH_MEMORY",
-    "CUDNN_STATUS_ALLOC_FAILED",
-    "CUBLAS_STATUS_NOT_INITIALIZED",  # what cuBLAS says when it cannot allocate its handle's workspace
-)
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """True when ``error`` says the GPU ran out of memory, whichever library noticed it."""
-    if isinstance(error, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(error, RuntimeError) and any(m in str(error) for m in _OOM_MESSAGES)
-
-
 def format_metrics(metrics: dict[str, Any]) -> str:
     """One log line: ``epoch=3 val_acc=0.912 ...``."""
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite: more epochs cannot help."""
-
-    def __init__(self, *, epoch: int, loss: float) -> None:
-        super().__init__(f"training loss is {loss} at epoch {epoch}")
-        self.epoch, self.loss = epoch, loss
-
-    def metrics(self) -> dict[str, Any]:
-        """What a diverged trial reports: no score worth keeping, and the flag."""
-        return {"epoch": self.epoch, "train_loss": self.loss, "val_acc": 0.0, "diverged": 1}
 
 
 @dataclass(frozen=True)

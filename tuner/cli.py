@@ -9,6 +9,7 @@ from pathlib import Path
 
 from search_spaces import SpaceError, format_spaces, get_space, is_path, space_names
 from trainables.data import DataError
+from trainables.task import TaskError, load_task
 from tuner.errors import UsageError
 from tuner.settings import (
     SEARCH_ALGORITHMS,
@@ -219,6 +220,7 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         params=list(args.param),
     )
     settings.space()  # the overrides must make a valid space
+    load_task(space.task)  # a task of the user's that does not import fails here, before Ray starts
     check_batch_split(settings)
     if not settings.gpus_pending:  # DDP workers need whole GPUs: refuse before starting Ray
         settings.trial_shape()
@@ -233,6 +235,10 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A user's task (task: package.module:attribute) is imported from the working directory,
+    # by this process and by Ray's workers, which start with the driver's sys.path.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     if args.list_spaces:
         print(format_spaces())
         return 0
@@ -250,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         if str(e).startswith("unknown search space"):
             print(f"known spaces: {', '.join(space_names())} (see --list-spaces)", file=sys.stderr)
         return EXIT_USAGE
-    except (UsageError, DataError) as e:
+    except (UsageError, DataError, TaskError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if not best:

@@ -1,10 +1,10 @@
 """``--gpus-per-trial auto``: measure how many trials one GPU runs best at once.
 
-Probes run a real trial cycle (training epochs on a slice of the data, an
-evaluation and a checkpoint each) of the space's most memory-hungry
-configuration. First 1, then 2, 4 and 8 of them run at once on one GPU, each
-in its own process as trials are; their combined images per second over the
-window when all of them ran is the GPU's throughput at that packing. Packing
+Probes train the space's most memory-hungry configuration through its task,
+as trials do (epochs of training and evaluation, and a checkpoint each). First
+1, then 2, 4 and 8 of them run at once on one GPU, each in its own process as
+trials are; their combined epochs per second over the window when all of them
+ran is the GPU's throughput at that packing. Packing
 stops growing once doubling it gains less than ``MIN_GAIN`` or the memory
 would not fit, and the smallest packing within ``TOLERANCE`` of the best
 throughput wins (fewer trials at once finish each trial sooner).
@@ -36,13 +36,13 @@ TOLERANCE = 0.95  # the smallest packing with this share of the best throughput 
 
 @dataclass(frozen=True)
 class ProbeRun:
-    """One probe process: its GPU, its memory peak, and cumulative images trained over time."""
+    """One probe process: its GPU, its memory peak, and the epochs it trained over time."""
 
     device_name: str
     peak_bytes: int
     total_bytes: int
-    times: tuple[float, ...]  # time.time() at the end of each timed epoch; times[0] starts the window
-    images: tuple[int, ...]  # images trained by then (0 at times[0])
+    times: tuple[float, ...]  # time.time() at the end of each epoch; times[0] (the warm-up's end) starts the window
+    epochs: tuple[int, ...]  # epochs trained since the window started (0 at times[0])
 
 
 def probe_config(space: SearchSpace, *, max_epochs: int, seed: int) -> dict[str, Any]:
@@ -63,22 +63,22 @@ def probe_config(space: SearchSpace, *, max_epochs: int, seed: int) -> dict[str,
     return config
 
 
-def _images_at(run: ProbeRun, t: float) -> float:
-    """Images ``run`` had trained at time ``t`` (linear between its epoch ends)."""
-    times, images = run.times, run.images
+def _epochs_at(run: ProbeRun, t: float) -> float:
+    """Epochs ``run`` had trained at time ``t`` (linear between its epoch ends)."""
+    times, done = run.times, run.epochs
     for i in range(1, len(times)):
         if t <= times[i]:
             span = times[i] - times[i - 1]
-            return images[i - 1] + (images[i] - images[i - 1]) * (t - times[i - 1]) / span if span > 0 else images[i]
-    return float(images[-1])
+            return done[i - 1] + (done[i] - done[i - 1]) * (t - times[i - 1]) / span if span > 0 else done[i]
+    return float(done[-1])
 
 
 def throughput(runs: list[ProbeRun]) -> float | None:
-    """Images per second of ``runs`` together, over the window when all of them were training; None if none."""
+    """Trial epochs per second of ``runs`` together, over the window when all of them were training; None if none."""
     start, end = max(r.times[0] for r in runs), min(r.times[-1] for r in runs)
     if end <= start:
         return None
-    return sum(_images_at(r, end) - _images_at(r, start) for r in runs) / (end - start)
+    return sum(_epochs_at(r, end) - _epochs_at(r, start) for r in runs) / (end - start)
 
 
 def fits(trials: int, runs: list[ProbeRun]) -> bool:
@@ -100,10 +100,10 @@ def fraction_for(trials: int) -> float:
 
 def describe(measured: dict[int, float], runs: list[ProbeRun], trials: int) -> str:
     gib = 1024**3
-    rates = ", ".join(f"{k}: {v / 1000:.0f}k" for k, v in sorted(measured.items()))
+    rates = ", ".join(f"{k}: {v:.2f}" for k, v in sorted(measured.items()))
     peak = max(r.peak_bytes for r in runs)
     return (
-        f"--gpus-per-trial auto: images/s on {runs[0].device_name} by trials at once: {rates}; one trial peaks "
+        f"--gpus-per-trial auto: epochs/s on {runs[0].device_name} by trials at once: {rates}; one trial peaks "
         f"at {peak / gib:.2f} of {runs[0].total_bytes / gib:.1f} GiB: {trials} trial(s) per GPU "
         f"(--gpus-per-trial {fraction_for(trials):g})"
     )
@@ -151,36 +151,30 @@ class UtilisationSampler:
         return sum(kept) / len(kept) if kept else None
 
 
-def run_probe(config: dict[str, Any], arrays: dict[str, Any], *, seconds: float = 4.0,
-              max_images: int = 10_000) -> ProbeRun:  # fmt: skip
-    """Run trial cycles of ``config`` on the current GPU for ``seconds`` after a warm-up cycle.
+def run_probe(task_ref: str, config: dict[str, Any], data: Any, *, seconds: float = 6.0) -> ProbeRun:
+    """Train ``config`` with the task ``task_ref`` on the current GPU for ``seconds`` after a warm-up epoch.
 
-    A cycle is one epoch over ``max_images`` training images, an evaluation and
-    a checkpoint, as a trial's epoch is; each cycle's end is recorded.
+    Each epoch is a trial's (training, evaluation) plus a checkpoint written as a
+    trial's would be; the end of each is recorded.
     """
     import torch
 
     from trainables import checkpoint
-    from trainables.loop import DeviceData, train
+    from trainables.task import TrialContext, load_task
 
     device = torch.device("cuda", 0)
-    sliced = {k: arrays[k][:max_images] for k in ("train_x", "train_y")}
-    sliced.update({k: arrays[k][: max_images // 10] for k in ("val_x", "val_y")})
-    data = DeviceData.from_arrays(sliced, device=device)
     times: list[float] = []
-    images: list[int] = []
 
     def report(metrics: dict[str, Any], state) -> None:
         with tempfile.TemporaryDirectory() as folder:
             checkpoint.save(state(), folder)
         times.append(time.time())
-        images.append(images[-1] + int(metrics["images_per_s"] * metrics["train_time_s"]) if images else 0)
         if times[-1] - times[0] >= seconds:
             raise _Done
 
-    # The first cycle pays for cuDNN autotuning and allocation; the window starts at its end.
+    # The first epoch pays for cuDNN autotuning and allocation; the window starts at its end.
     try:
-        train({**config, "epochs": 1000}, data=data, device=device, report=report)
+        load_task(task_ref).train({**config, "epochs": 1000}, data, TrialContext(device=device, report=report))
     except _Done:
         pass
     return ProbeRun(
@@ -188,7 +182,7 @@ def run_probe(config: dict[str, Any], arrays: dict[str, Any], *, seconds: float 
         peak_bytes=int(torch.cuda.max_memory_reserved(device)),
         total_bytes=int(torch.cuda.get_device_properties(device).total_memory),
         times=tuple(times),
-        images=tuple(images),
+        epochs=tuple(range(len(times))),
     )
 
 

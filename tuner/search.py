@@ -8,15 +8,11 @@ trials.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
 import pandas as pd
 import ray
 from ray import tune
@@ -25,8 +21,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 import results
 from results import _fs
 from search_spaces import SearchSpace
-from trainables import data as cifar_data
-from trainables.trainable import DataRef, TrialSettings, train_cifar
+from trainables.task import TaskData, load_task
 from tuner import asha, packing, provenance, resources
 from tuner import progress as progress_module
 from tuner.asha import PersistentASHA
@@ -35,7 +30,9 @@ from tuner.progress import ProgressTable
 from tuner.settings import GPUS_AUTO, SearchSettings, redact, tracking_unreachable
 from tuner.space import param_space, reference_point
 from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_rows
-from tuner.tracking import MlflowTracker
+from tuner.tracking import MlflowTracker, save_example
+from tuner.trainable import trainable_for
+from tuner.trial import DataRef, TrialSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +45,13 @@ class Interrupted(RuntimeError):
         super().__init__(f"search '{settings.name}' interrupted; its state is saved. Resume it with:\n  {command}")
 
 
-@dataclass
-class Dataset:
-    """What trials train on (through the object store) and what the driver keeps back (the test set)."""
-
-    trial_arrays: dict[str, Any]
-    test_x: np.ndarray
-    test_y: np.ndarray
-    description: str
-
-
-def load_dataset(settings: SearchSettings, space: SearchSpace) -> Dataset:
-    """Read, validate and split CIFAR-10 once per search (a slice of it for the smoke test)."""
-    arrays = cifar_data.load(Path(settings.data_dir))
-    sizes = {}
+def load_dataset(settings: SearchSettings, space: SearchSpace) -> TaskData:
+    """The space's task reads and validates its data, once per search (a slice of it for the smoke test)."""
+    smoke = None
     if settings.smoke_test:
         s = space.smoke
-        sizes = {"train_size": s.train_size, "val_size": s.val_size, "test_size": s.test_size}
-    splits = cifar_data.split(*arrays, **sizes)
-    digest = hashlib.sha1(splits.train_y.tobytes() + splits.val_y.tobytes() + splits.train_x[:64].tobytes())
-    trial_arrays = {k: getattr(splits, k) for k in ("train_x", "train_y", "val_x", "val_y")}
-    trial_arrays["key"] = f"{digest.hexdigest()}-{len(splits.train_y)}-{len(splits.val_y)}"
-    return Dataset(trial_arrays, splits.test_x, splits.test_y, splits.sizes())
+        smoke = {"train_size": s.train_size, "val_size": s.val_size, "test_size": s.test_size}
+    return load_task(space.task).load(data_dir=settings.data_dir, smoke=smoke, constants=dict(space.constants))
 
 
 def init_ray() -> bool:
@@ -102,17 +84,17 @@ def check_resources(settings: SearchSettings) -> int:
 
 
 @ray.remote(max_calls=1)  # its process exits afterwards: no CUDA context left holding GPU memory
-def _probe(config: dict[str, Any], arrays: dict[str, Any]) -> packing.ProbeRun:
-    return packing.run_probe(config, arrays)
+def _probe(task: str, config: dict[str, Any], data: Any) -> packing.ProbeRun:
+    return packing.run_probe(task, config, data)
 
 
-def measure_packing(space: SearchSpace, settings: SearchSettings, dataset: Dataset, *, out: TextIO) -> int:
+def measure_packing(space: SearchSpace, settings: SearchSettings, dataset: TaskData, *, out: TextIO) -> int:
     """Run 1, 2, 4, ... probes at once on one GPU (``packing``); return the trials per GPU to use."""
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     config = packing.probe_config(space, max_epochs=settings.max_epochs, seed=settings.seed)
-    arrays = ray.put(dataset.trial_arrays)
+    arrays = ray.put(dataset.trial)
     node_cpus = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive"))
     measured: dict[int, float] = {}
     runs: list[packing.ProbeRun] = []
@@ -127,11 +109,11 @@ def measure_packing(space: SearchSpace, settings: SearchSettings, dataset: Datas
             task = _probe.options(
                 num_gpus=packing.fraction_for(k), num_cpus=settings.cpus_per_trial, scheduling_strategy=strategy
             )
-            runs = ray.get([task.remote(config, arrays) for _ in range(k)])
+            runs = ray.get([task.remote(space.task, config, arrays) for _ in range(k)])
         finally:
             remove_placement_group(group)
         rate = packing.throughput(runs)
-        print(f"  {k} probe(s) at once: {rate or 0:,.0f} images/s", file=out, flush=True)
+        print(f"  {k} probe(s) at once: {rate or 0:.2f} epochs/s", file=out, flush=True)
         if rate is None:
             break
         measured[k] = rate
@@ -145,7 +127,7 @@ def measure_packing(space: SearchSpace, settings: SearchSettings, dataset: Datas
     return trials
 
 
-def resolve_gpus(settings: SearchSettings, space: SearchSpace, dataset: Dataset, *, out: TextIO) -> SearchSettings:
+def resolve_gpus(settings: SearchSettings, space: SearchSpace, dataset: TaskData, *, out: TextIO) -> SearchSettings:
     """Turn ``--gpus-per-trial auto`` (a probe's measure) or its absence (the space's default) into a number.
 
     The decision is printed, and saved in search.json with the other settings,
@@ -173,7 +155,7 @@ def resolve_gpus(settings: SearchSettings, space: SearchSpace, dataset: Dataset,
 
 
 def build_tuner(
-    settings: SearchSettings, space: SearchSpace, dataset: Dataset, callbacks: list, *, concurrency: int
+    settings: SearchSettings, space: SearchSpace, dataset: TaskData, callbacks: list, *, concurrency: int
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored; ``concurrency`` caps trials running at once."""
     shape = settings.trial_shape()
@@ -196,18 +178,19 @@ def build_tuner(
         checkpoint_epochs=(*scheduler.milestones(), settings.max_epochs),
         metric=settings.metric,
         mode=settings.mode,
+        task=space.task,
         checkpoint_period_s=settings.checkpoint_period_s,
     )
-    data: Any = dataset.trial_arrays
+    data: Any = dataset.trial
     if shape.workers > 1:
         # The trial's own process only coordinates; Ray Train schedules the workers,
         # which read the dataset from the one copy put here.
         trial_resources = {"cpu": shape.coordinator_cpus}
-        data = DataRef(ray.put(dataset.trial_arrays))
+        data = DataRef(ray.put(dataset.trial))
     else:
         trial_resources = {"cpu": shape.cpus, "gpu": shape.gpus}
     trainable = tune.with_resources(
-        tune.with_parameters(train_cifar, data=data, settings=trial_settings), trial_resources
+        tune.with_parameters(trainable_for(space.name), data=data, settings=trial_settings), trial_resources
     )
     if settings.resume:
         if not tune.Tuner.can_restore(settings.folder):
@@ -265,25 +248,20 @@ def build_tuner(
 
 
 @ray.remote(max_calls=1)  # its process exits afterwards: no CUDA context left holding GPU memory
-def _test_accuracy(checkpoint: tune.Checkpoint, test_x: np.ndarray, test_y: np.ndarray) -> float:
-    import torch
-
-    from trainables.checkpoint import load_model
-    from trainables.loop import evaluate
-    from trainables.trainable import trial_device
+def _evaluate(task: str, checkpoint: tune.Checkpoint, held_out: Any) -> dict[str, float]:
+    from trainables.checkpoint import load
+    from tuner.trial import trial_device
 
     device = trial_device()
     with checkpoint.as_directory() as folder:
-        model, config = load_model(folder, device=device)
-    x = torch.from_numpy(np.array(test_x)).to(device)
-    y = torch.from_numpy(np.array(test_y)).to(device)
-    return evaluate(model, x, y, tta=int(config.get("tta", 0)))[1]
+        state = load(folder, map_location=device)
+    return {k: float(v) for k, v in load_task(task).evaluate(state, held_out, device=device).items()}
 
 
-def test_accuracy(settings: SearchSettings, checkpoint: tune.Checkpoint, dataset: Dataset) -> float:
-    """The test set, used once: the best checkpoint evaluated on a trial-sized slot of the cluster."""
-    task = _test_accuracy.options(num_cpus=settings.cpus_per_trial, num_gpus=min(1.0, settings.gpus_per_trial))
-    return float(ray.get(task.remote(checkpoint, dataset.test_x, dataset.test_y)))
+def test_scores(settings: SearchSettings, space: SearchSpace, checkpoint: tune.Checkpoint, dataset: TaskData) -> dict:
+    """The held-out data, used once: the best checkpoint evaluated on a trial-sized slot of the cluster."""
+    task = _evaluate.options(num_cpus=settings.cpus_per_trial, num_gpus=min(1.0, settings.gpus_per_trial))
+    return ray.get(task.remote(space.task, checkpoint, dataset.held_out))
 
 
 def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[SearchSettings, MlflowTracker]:
@@ -326,6 +304,7 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
             settings = resolve_gpus(settings, space, dataset, out=out)
         concurrency = check_resources(settings)
         settings, tracker = start_tracking(settings, space)
+        save_example(settings.folder, dataset.example)
         progress = ProgressTable(
             params=[p.name for p in space.params if p.kind != "fixed"],
             metric=settings.metric,
@@ -354,7 +333,7 @@ def finish(
     settings: SearchSettings,
     space: SearchSpace,
     grid: tune.ResultGrid,
-    dataset: Dataset,
+    dataset: TaskData,
     tracker: MlflowTracker,
     *,
     out: TextIO,
@@ -366,23 +345,25 @@ def finish(
     record: dict[str, Any] | None = None
     if best is not None:
         checkpoint, metrics, result = best
-        test_acc = test_accuracy(settings, checkpoint, dataset)
+        scores = test_scores(settings, space, checkpoint, dataset)
         record = {
             "search": settings.name,
             "trial_id": metrics.get("trial_id"),
             "metric": metric,
             "mode": mode,
             metric: metrics[metric],
-            "test_acc": test_acc,
+            **scores,
+            "test_metrics": list(scores),
             "epoch": metrics.get("epoch"),
             "config": result.config,
             "checkpoint": checkpoint.path,
         }
         with checkpoint.as_directory() as folder:
             record["model_uri"] = tracker.log_best(
-                checkpoint_dir=folder, record=record, registered_name=f"{space.name}-best"
-            )
-        tracker.log_metrics({f"best_{metric}": record[metric], "test_acc": test_acc})
+                checkpoint_dir=folder, task=space.task, example=dataset.example, record=record,
+                registered_name=f"{space.name}-best",
+            )  # fmt: skip
+        tracker.log_metrics({f"best_{metric}": record[metric], **scores})
     frame = results.write(settings.folder, rows, record, metric=metric, mode=mode)
     pruned = prune_checkpoints(rows, folder=settings.folder, keep_trials=settings.keep_trials, metric=metric, mode=mode)
     if pruned:
@@ -417,7 +398,8 @@ def print_summary(
     if record:
         print(
             f"\nbest trial {record['trial_id']}: {settings.metric} {record[settings.metric]:.4f}, "
-            f"test_acc {record['test_acc']:.4f}, epoch {record['epoch']}",
+            + "".join(f"{k} {record[k]:.4f}, " for k in record["test_metrics"])
+            + f"epoch {record['epoch']}",
             file=out,
         )
         if record.get("model_uri"):

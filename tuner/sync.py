@@ -20,7 +20,7 @@ import pandas as pd
 import results
 from results import _fs
 from tuner.settings import SearchSettings, redact
-from tuner.tracking import MODEL_TAG, MlflowTracker
+from tuner.tracking import MODEL_TAG, MlflowTracker, load_example
 
 
 class SyncError(RuntimeError):
@@ -80,10 +80,12 @@ def _sync_best(tracker: MlflowTracker, folder: str, settings: SearchSettings) ->
         return
     best = results.load_best(folder)
     parent = tracker.client.get_run(tracker.parent_run_id)
-    scores = ((f"best_{settings.metric}", best[settings.metric]), ("test_acc", best["test_acc"]))
+    scores = ((f"best_{settings.metric}", best[settings.metric]),
+              *((k, best[k]) for k in best.get("test_metrics", ("test_acc",))))  # fmt: skip
     missing = {k: v for k, v in scores
                if k not in parent.data.metrics and v is not None and not math.isnan(v)}  # fmt: skip
     if missing:
         tracker.log_metrics(missing)
     if MODEL_TAG not in parent.data.tags:
-        tracker.log_best(checkpoint_dir=best["checkpoint"], record=best, registered_name=f"{settings.space_name}-best")
+        tracker.log_best(checkpoint_dir=best["checkpoint"], task=settings.space().task, example=load_example(folder),
+                         record=best, registered_name=f"{settings.space_name}-best")  # fmt: skip

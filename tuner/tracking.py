@@ -9,6 +9,7 @@ duplicating them.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 import time
@@ -22,7 +23,9 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import trainables
-from trainables.checkpoint import load_model
+from results import _fs
+from trainables.checkpoint import load
+from trainables.task import BUILTIN, load_task
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")  # and the space's metric
 TRIAL_TAG = "hpsearch.trial_id"
@@ -30,6 +33,7 @@ SEARCH_TAG = "hpsearch.search"
 PARENT_TAG = "mlflow.parentRunId"
 MODEL_TAG = "hpsearch.model_uri"
 MAX_PARAM_LENGTH = 6000
+EXAMPLE_FILE = "model_example.json"  # the task's example inputs, kept in the search's folder
 
 for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -56,6 +60,30 @@ def artifact_location(uri: str) -> str | None:
     if uri.startswith("sqlite:///"):
         return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
     return None
+
+
+def code_paths(task: str) -> list[str]:
+    """The code a registered model needs to load: ``trainables``, and a user's task module or package."""
+    paths = [str(Path(trainables.__file__).parent)]
+    if task not in BUILTIN:
+        module = sys.modules.get(task.partition(":")[0])
+        source = Path(getattr(module, "__file__", "") or "")
+        if source.name:
+            own = source.parent if source.name == "__init__.py" else source
+            if not str(own).startswith(paths[0]):
+                paths.append(str(own))
+    return paths
+
+
+def save_example(folder: str, example: np.ndarray) -> None:
+    """Keep the task's example inputs with the search, for ``results sync`` to register the model later."""
+    text = json.dumps({"dtype": str(example.dtype), "shape": list(example.shape), "values": example.ravel().tolist()})
+    _fs.write_text(_fs.join(folder, EXAMPLE_FILE), text)
+
+
+def load_example(folder: str) -> np.ndarray:
+    saved = json.loads(_fs.read_text(_fs.join(folder, EXAMPLE_FILE)))
+    return np.asarray(saved["values"], dtype=saved["dtype"]).reshape(saved["shape"])
 
 
 def _params(values: dict[str, Any]) -> list[Param]:
@@ -164,33 +192,31 @@ class MlflowTracker(tune.Callback):
         self.client.log_batch(run_id or self.parent_run_id, metrics=batch)
 
     @_tolerant
-    def log_best(self, *, checkpoint_dir: str, record: dict[str, Any], registered_name: str) -> str:
-        """The best checkpoint as artifacts, its network logged and registered; returns the model URI.
+    def log_best(
+        self, *, checkpoint_dir: str, task: str, example: np.ndarray, record: dict[str, Any], registered_name: str
+    ) -> str:
+        """The best checkpoint as artifacts, its network (rebuilt by ``task``) logged and registered.
 
         ``record`` is the best trial's entry of ``best_config.json`` (search, trial_id, its
-        metric's value, test_acc): the registered version is tagged with it.
+        metric's value, the test scores): the registered version is tagged with it.
+        ``example`` is a small batch of model inputs. Returns the model URI.
         """
-        model, _ = load_model(checkpoint_dir)
-        # Batch of 2: an example batch of 1 makes torch.export fix the batch size at 1.
-        input_example = np.zeros((2, 3, 32, 32), dtype=np.float32)
-        tags = {
-            "search": str(record["search"]),
-            "trial_id": str(record["trial_id"]),
-            self.metric: f"{record[self.metric]:.4f}",
-            "test_acc": f"{record['test_acc']:.4f}",
-        }
+        model = load_task(task).build_model(load(checkpoint_dir))
+        scores = (self.metric, *record.get("test_metrics", ()))
+        tags = {"search": str(record["search"]), "trial_id": str(record["trial_id"])}
+        tags.update({k: f"{record[k]:.4f}" for k in scores if isinstance(record.get(k), (int, float))})
         mlflow.set_tracking_uri(self.uri)
         self.client.log_artifacts(self.parent_run_id, checkpoint_dir, artifact_path="best_checkpoint")
         with mlflow.start_run(run_id=self.parent_run_id, experiment_id=self.experiment_id) as _run:
             info = mlflow.pytorch.log_model(
                 model,
                 name="model",
-                input_example=input_example,
+                input_example=example,
                 registered_model_name=registered_name,
                 # Stated, not inferred: inference runs a subprocess that takes about 10 s.
                 pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
                 # The network's classes travel with it, so it loads where this project is not installed.
-                code_paths=[str(Path(trainables.__file__).parent)],
+                code_paths=code_paths(task),
             )
         self.client.set_tag(self.parent_run_id, MODEL_TAG, info.model_uri)  # `results sync` skips it then
         version = info.registered_model_version

@@ -114,7 +114,7 @@ CASES = {
                             ["bad.yaml: not valid YAML at line", "fix the syntax"]),
     "space file, unknown task": (lambda t, c: ["--space", _space_file(t, _cifar_yaml().replace("task: cifar",
                                                                                               "task: mnist"))],
-                                 ["bad.yaml: space 'cifar': task is 'mnist'", "built-in tasks: cifar"]),
+                                 ["bad.yaml: space 'cifar': task is 'mnist'", "built-in tasks (cifar) or your own"]),
     "space file missing": (lambda t, c: ["--space", "spaces/none.yaml"], ["no space file", "spaces/none.yaml"]),
 }  # fmt: skip
 

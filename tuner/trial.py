@@ -1,29 +1,30 @@
-"""The Tune function trainable. With ``trainables.distributed`` (DDP trials), the only Ray code in ``trainables``.
+"""The Ray side of a trial, written once for every task: settings, device, checkpoints, early ends.
 
-It fetches the dataset from Ray's object store (put there once per search by
-``tune.with_parameters``), keeps it on the trial's device across reused
-actors, resumes from Tune's checkpoint when there is one, and turns each epoch
-of ``loop.train`` into one ``tune.report`` with a checkpoint. Inside Tune
-functions only ``ray.tune.*`` is used (``ray.train.report`` raises there).
+``run_trial`` (called by ``tuner.trainable``'s Tune function) loads the
+space's task (``trainables.task``), fetches the task's data from Ray's object
+store (put there once per search by ``tune.with_parameters``), picks the
+device Ray assigned, continues from Tune's checkpoint when there is one, and
+turns each ``context.report`` of the task into one ``tune.report``, with a
+checkpoint when the checkpoint policy says so. A diverged trial or one out of
+GPU memory ends quietly with its flag; DDP trials run through ``tuner.ddp``.
+Inside Tune functions only ``ray.tune.*`` is used (``ray.train.report`` raises
+there).
 """
 
 from __future__ import annotations
 
-import os
+import math
 import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import ray
 import torch
 from ray import tune
 
 from trainables import checkpoint
-from trainables.loop import DeviceData, early_end, format_metrics, train
-
-# (dataset key, device) -> tensors: a reused actor keeps its data on the device.
-_DEVICE_DATA: dict[tuple[str, str], DeviceData] = {}
+from trainables.loop import format_metrics
+from trainables.task import Diverged, TrialContext, is_out_of_memory, load_task
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class TrialSettings:
     checkpoint_period_s: float = 0.0  # other epochs are saved once this long has passed (0: every epoch)
     metric: str = "val_acc"  # the space's: what the best checkpoints are kept by
     mode: str = "max"
+    task: str = "cifar"  # the space's task: a built-in's name or package.module:attribute
 
     def checkpoint_policy(self) -> checkpoint.CheckpointPolicy:
         return checkpoint.CheckpointPolicy(epochs=self.checkpoint_epochs, period_s=self.checkpoint_period_s)
@@ -83,25 +85,26 @@ def device_for(gpu_ids: list) -> torch.device:
     return torch.device("cuda", 0) if gpu_ids and torch.cuda.is_available() else torch.device("cpu")
 
 
-def device_data(data: dict[str, Any], device: torch.device) -> DeviceData:
-    key = (str(data["key"]), str(device))
-    if key not in _DEVICE_DATA:
-        _DEVICE_DATA.clear()  # one dataset at a time per process
-        _DEVICE_DATA[key] = DeviceData.from_arrays(data, device=device)
-    return _DEVICE_DATA[key]
+def early_end(error: BaseException, *, epoch: int, metric: str) -> dict[str, Any] | None:
+    """What a trial reports when ``error`` ends it for good (no retry could help), else None.
 
-
-def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray] | Any, settings: TrialSettings) -> None:
-    """Train one trial, reporting ``val_acc`` every epoch and a checkpoint when its policy says so.
-
-    ``data`` holds the arrays, or for DDP trials a ``distributed.DataRef`` to them.
+    A non-finite loss is ``diverged``; running out of GPU memory makes the
+    configuration ``infeasible`` (on its share of the GPU), while other trials go
+    on. Either way the report has no score: its ``metric`` is NaN.
     """
-    os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
-    if settings.workers > 1:
-        from trainables.distributed import run_ddp_trial
+    if isinstance(error, Diverged):
+        return {"epoch": error.epoch, "train_loss": error.loss, metric: math.nan, "diverged": 1}
+    if is_out_of_memory(error):
+        return {"epoch": epoch, metric: math.nan, "infeasible": 1}
+    return None
 
-        run_ddp_trial(config, data=data, settings=settings)
-        return
+
+def run_trial(config: dict[str, Any], *, data: Any, settings: TrialSettings) -> None:
+    """Train one single-process trial of ``settings.task``, reporting every epoch, checkpointing as the policy says.
+
+    ``data`` is what the task's ``load`` returned for trials.
+    """
+    task = load_task(settings.task)
     device = trial_device()
     prepare_device(device, settings)
     print(f"trial {tune.get_context().get_trial_id()} on {device}: {config}", flush=True)
@@ -118,18 +121,16 @@ def train_cifar(config: dict[str, Any], *, data: dict[str, np.ndarray] | Any, se
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as folder:
-            checkpoint.save(state(), folder)
+            checkpoint.save({**state(), "epoch": metrics["epoch"], "config": dict(config)}, folder)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
+    context = TrialContext(device=device, report=report, start=start, compile=settings.compile)
     try:
-        train(
-            config, data=device_data(data, device), device=device, report=report, start=start, compile=settings.compile
-        )
+        task.train(config, data, context)
     except Exception as e:
-        ended = early_end(e, epoch=last_epoch[0] + 1)
+        ended = early_end(e, epoch=last_epoch[0] + 1, metric=settings.metric)
         if ended is None:
             raise
-        ended.setdefault(settings.metric, float("nan"))  # no score: Tune still wants the metric in every report
         # Not errors to retry or to flood the logs with: the trial ends, and says why.
         print(f"ended early: {type(e).__name__}: {e}", flush=True)
         del e  # its traceback holds the failed step's tensors

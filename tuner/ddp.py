@@ -1,7 +1,7 @@
-"""DDP trials: a Tune trial that runs ``loop.train`` on N Ray Train workers.
+"""DDP trials: a Tune trial that runs its task's ``train`` on N Ray Train workers.
 
-The Tune function (``trainable.train_cifar``) builds a ``TorchTrainer`` and
-waits for it; the workers run the same loop as single-process trials with
+The Tune function (``tuner.trainable``) builds a ``TorchTrainer`` and waits for
+it; the workers run the task's training as single-process trials do, with
 world size N (gloo on CPU, NCCL on GPU). Every rank calls ``ray.train.report``
 each epoch (it is a barrier); rank 0 passes the checkpoint. Ray's
 ``TuneReportCallback`` forwards rank 0's metrics and checkpoint path to Tune,
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ray
 import ray.train
@@ -23,18 +23,16 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from trainables import checkpoint
-from trainables.loop import Diverged, format_metrics, train
-
-if TYPE_CHECKING:
-    from trainables.trainable import DataRef, TrialSettings
+from trainables.loop import format_metrics
+from trainables.task import Diverged, TrialContext, load_task
+from tuner.trial import DataRef, TrialSettings, early_end, prepare_device
 
 __all__ = ["run_ddp_trial", "train_worker"]
 
 
 def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: TrialSettings) -> None:
-    """One rank of a DDP trial: the shared training loop at world size N."""
-    from trainables.trainable import device_data, prepare_device
-
+    """One rank of a DDP trial: the task's training at world size N."""
+    task = load_task(settings.task)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -48,16 +46,16 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
             return
         print(format_metrics(metrics), flush=True)
         with tempfile.TemporaryDirectory() as folder:
-            checkpoint.save(state(), folder)
+            checkpoint.save({**state(), "epoch": metrics["epoch"], "config": dict(config)}, folder)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
-    data = device_data(ray.get(data_ref), device)
+    context = TrialContext(device=device, report=report, start=start, rank=rank, world_size=world_size,
+                           compile=settings.compile)  # fmt: skip
     try:
-        train(config, data=data, device=device, report=report, start=start, rank=rank, world_size=world_size,
-              compile=settings.compile)  # fmt: skip
+        task.train(config, ray.get(data_ref), context)
     except Diverged as e:
-        # The loss is all-reduced, so every rank sees the divergence and reports it (a barrier).
-        ray.train.report(e.metrics())
+        # A task all-reduces its loss, so every rank sees the divergence and reports it (a barrier).
+        ray.train.report(early_end(e, epoch=e.epoch, metric=settings.metric))
 
 
 def run_ddp_trial(config: dict[str, Any], *, data: DataRef, settings: TrialSettings) -> None:

@@ -1,0 +1,78 @@
+"""The ``cifar`` task: CIFAR-10 with the airbench-class network and the device-resident loop. Never imports Ray.
+
+Implements ``trainables.task.Task``: the data is read and split once per search
+(``trainables.data``), every trial holds it as uint8 tensors on its device
+(kept across trials when Ray reuses the process), and ``trainables.loop``
+trains, on one process or many.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainables import data as cifar_data
+from trainables.loop import DeviceData, evaluate, train
+from trainables.models import build_model
+from trainables.task import TaskData, TaskError, TrialContext
+
+# dataset key -> tensors on one device: a reused process keeps its data there.
+_DEVICE_DATA: dict[tuple[str, str], DeviceData] = {}
+
+
+def device_data(arrays: dict[str, Any], device: torch.device) -> DeviceData:
+    """The trial's splits on ``device``, uploaded once per process and dataset."""
+    key = (str(arrays["key"]), str(device))
+    if key not in _DEVICE_DATA:
+        _DEVICE_DATA.clear()  # one dataset at a time per process
+        _DEVICE_DATA[key] = DeviceData.from_arrays(arrays, device=device)
+    return _DEVICE_DATA[key]
+
+
+class CifarTask:
+    """CIFAR-10 classification; reports ``val_acc``, ``val_loss``, ``train_loss`` and speed every epoch."""
+
+    def load(self, *, data_dir: str, smoke: dict[str, int] | None, constants: dict[str, Any]) -> TaskData:
+        """Read, validate and split CIFAR-10 (downloaded when absent); a slice of it for the smoke test."""
+        try:
+            arrays = cifar_data.load(Path(data_dir))
+        except cifar_data.DataError as e:
+            raise TaskError(str(e)) from None
+        splits = cifar_data.split(*arrays, **(smoke or {}))
+        digest = hashlib.sha1(splits.train_y.tobytes() + splits.val_y.tobytes() + splits.train_x[:64].tobytes())
+        trial = {k: getattr(splits, k) for k in ("train_x", "train_y", "val_x", "val_y")}
+        trial["key"] = f"{digest.hexdigest()}-{len(splits.train_y)}-{len(splits.val_y)}"
+        example = np.zeros((2, 3, 32, 32), dtype=np.float32)  # 2: a batch of 1 would fix the exported batch size
+        return TaskData(trial, (splits.test_x, splits.test_y), splits.sizes(), example)
+
+    def train(self, config: dict[str, Any], data: dict[str, Any], context: TrialContext) -> None:
+        train(
+            config,
+            data=device_data(data, context.device),
+            device=context.device,
+            report=context.report,
+            start=context.start,
+            rank=context.rank,
+            world_size=context.world_size,
+            compile=context.compile,
+        )
+
+    def evaluate(self, state: dict[str, Any], held_out: Any, *, device: torch.device) -> dict[str, float]:
+        """Test accuracy and loss of the checkpoint, with the test-time augmentation it was trained for."""
+        model = self.build_model(state).to(device)
+        x, y = (torch.from_numpy(np.asarray(a)).to(device) for a in held_out)
+        loss, acc = evaluate(model, x, y, tta=int(state["config"]["tta"]))
+        return {"test_acc": acc, "test_loss": loss}
+
+    def build_model(self, state: dict[str, Any]) -> nn.Module:
+        model = build_model(state["config"])
+        model.load_state_dict(state["model"])
+        return model.eval()
+
+
+TASK = CifarTask()

@@ -1,0 +1,154 @@
+"""The task contract: what the service calls to train a user's model on a user's data.
+
+A task is any object (a class instance, or a module) with the four methods of
+``Task`` below. It imports neither Ray nor MLflow: the service owns scheduling,
+checkpoints, retries, resume, ASHA, MLflow and the results, and calls the task
+at four points.
+
+1. ``load`` runs once per search, on the driver, with ``--data-dir``, the
+   space's ``smoke`` sizes under ``--smoke-test`` (else None) and the space's
+   ``constants`` (settings such as a target column). It reads and validates the
+   data (raise ``TaskError`` with the fix when something is wrong: the search
+   then stops before any trial starts) and returns a ``TaskData``: ``trial``, what
+   every trial receives (put once in Ray's object store, so plain arrays and
+   values), ``held_out``, what the final test evaluation keeps back, a
+   ``description`` for the log, and ``example``, a small batch of model inputs
+   for the registered model's signature.
+2. ``train`` runs one trial: build the model from ``config`` (the space's
+   parameters and constants, plus ``epochs``, the trial's budget, and ``seed``),
+   train on ``context.device``, continue from ``context.start`` when it is not
+   None (a retried or resumed trial), and call ``context.report(metrics, state)``
+   once per epoch. ``metrics`` holds ``epoch`` (1, 2, ...) and the space's
+   metric; ``state`` is a function returning everything needed to continue
+   (a dict of tensors and plain values, called only when the service decides
+   to checkpoint; the service adds ``epoch`` and ``config`` to what it saves,
+   so ``context.start["epoch"]`` is the last epoch done). With
+   ``context.world_size > 1`` the process group is already initialised and
+   every rank calls ``report``. Raise ``Diverged`` when the
+   loss stops being finite; running out of GPU memory is recognised by itself.
+3. ``evaluate`` scores a saved ``state`` on ``held_out``: a dict of metrics,
+   e.g. ``{"test_acc": 0.93}``.
+4. ``build_model`` rebuilds the trained network from a saved ``state``, in
+   eval mode, for the model registry.
+
+A space file names its task: ``task: cifar`` for a built-in one, or
+``task: package.module:attribute`` for your own, importable from the working
+directory (see ``examples/``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+# report(metrics, state): state() builds the dict a checkpoint saves.
+Reporter = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
+
+
+class TaskError(RuntimeError):
+    """The task's data or settings are unusable; the message says what to change."""
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite: more epochs cannot help, and the trial ends."""
+
+    def __init__(self, *, epoch: int, loss: float) -> None:
+        super().__init__(f"training loss is {loss} at epoch {epoch}")
+        self.epoch, self.loss = epoch, loss
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """What ``Task.load`` returns."""
+
+    trial: Any  # what every trial receives, through Ray's object store
+    held_out: Any  # what the final test evaluation uses, kept on the driver
+    description: str  # e.g. "45000 train / 5000 val / 10000 test"
+    example: np.ndarray  # a small batch of model inputs, for the registered model's signature
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What ``Task.train`` is given beside the config and the data."""
+
+    device: torch.device  # the GPU Ray assigned to this process, else the CPU
+    report: Reporter  # once per epoch, on every rank
+    start: dict[str, Any] | None = None  # the last checkpoint's state, when the trial continues
+    rank: int = 0
+    world_size: int = 1
+    compile: bool = False  # --compile: torch.compile the network
+
+
+@runtime_checkable
+class Task(Protocol):
+    """The four methods a task provides (see the module docstring)."""
+
+    def load(self, *, data_dir: str, smoke: dict[str, int] | None, constants: dict[str, Any]) -> TaskData: ...
+
+    def train(self, config: dict[str, Any], data: Any, context: TrialContext) -> None: ...
+
+    def evaluate(self, state: dict[str, Any], held_out: Any, *, device: torch.device) -> dict[str, float]: ...
+
+    def build_model(self, state: dict[str, Any]) -> nn.Module: ...
+
+
+# What cuBLAS, cuDNN and the CUDA runtime say when they cannot allocate: PyTorch raises
+# these as plain RuntimeErrors, not as torch.cuda.OutOfMemoryError.
+_OOM_MESSAGES = (
+    "out of memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_NOT_ENOUGH_MEMORY",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUBLAS_STATUS_NOT_INITIALIZED",  # what cuBLAS says when it cannot allocate its handle's workspace
+)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True when ``error`` says the GPU ran out of memory, whichever library noticed it."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error) for m in _OOM_MESSAGES)
+
+
+BUILTIN = {"cifar": "trainables.cifar:TASK"}  # built-in task names and where they live
+
+
+def load_task(ref: str) -> Task:
+    """The task ``ref`` names: a built-in's name, or ``package.module:attribute`` importable from here.
+
+    The attribute may be a task object, a module with the four methods, or a
+    class whose instances are tasks (it is called with no arguments).
+    """
+    import importlib
+    import inspect
+
+    target = BUILTIN.get(ref, ref)
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise TaskError(
+            f"task '{ref}' is neither a built-in task ({', '.join(BUILTIN)}) nor package.module:attribute"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # whatever the user's module raises while importing
+        raise TaskError(
+            f"task '{ref}': importing {module_name} failed ({type(e).__name__}: {e}); it must be importable "
+            f"from the working directory (run from the folder that holds it, or install it)"
+        ) from None
+    task = getattr(module, attribute, None)
+    if task is None:
+        raise TaskError(f"task '{ref}': module {module_name} has no attribute '{attribute}'")
+    if inspect.isclass(task):
+        task = task()
+    missing = [m for m in ("load", "train", "evaluate", "build_model") if not callable(getattr(task, m, None))]
+    if missing:
+        raise TaskError(
+            f"task '{ref}' lacks {', '.join(missing)}: a task has the methods load, train, evaluate and build_model "
+            f"(see trainables/task.py)"
+        )
+    return task
