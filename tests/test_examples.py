@@ -1,0 +1,91 @@
+"""The examples run through the service like a built-in task: a user's own tabular task on a CSV."""
+
+import json
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+import results
+from tests.conftest import ROOT
+from tuner.cli import main
+
+pytestmark = pytest.mark.slow
+SPACE = str(ROOT / "examples" / "tabular" / "space.yaml")
+
+
+@pytest.fixture(scope="module")
+def houses_csv(tmp_path_factory):
+    sys.path.insert(0, str(ROOT / "examples" / "tabular"))
+    from make_data import houses
+
+    path = tmp_path_factory.mktemp("table") / "houses.csv"
+    houses(1200, seed=0).to_csv(path, index=False)
+    return path
+
+
+def argv(tmp_path, csv, name, *extra):
+    return ["--space", SPACE, "--data-dir", str(csv), "--storage-path", str(tmp_path / "runs"), "--name", name,
+            "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--smoke-test", *extra]  # fmt: skip
+
+
+def test_a_users_tabular_task_end_to_end(tmp_path, houses_csv, ray_local, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)  # the space names its task as examples.tabular.task:TASK, importable from here
+    assert main(argv(tmp_path, houses_csv, "houses", "--checkpoint-period", "0")) == 0
+    folder = tmp_path / "runs" / "houses"
+    frame = results.load_results(folder)
+    assert len(frame) == 4 and set(frame["status"]) <= {"completed", "stopped"}
+    assert frame["val_rmse"].is_monotonic_increasing  # a metric to minimise: lowest first
+    best = json.loads((folder / "best_config.json").read_text())
+    assert (best["metric"], best["mode"]) == ("val_rmse", "min") and best["val_rmse"] == frame["val_rmse"].min()
+    assert best["test_metrics"] == ["test_loss", "test_rmse"] and best["test_rmse"] > 0
+    assert list(folder.glob("train_tabular_*")), "trial folders are named after the space"
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("tabular")
+    parent = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'houses'")[0]
+    assert parent.data.metrics["best_val_rmse"] == pytest.approx(best["val_rmse"])
+    children = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")  # fmt: skip
+    assert len(children) == 4 and all(client.get_metric_history(c.info.run_id, "val_rmse") for c in children)
+
+    # The registered model predicts prices, in the target's units, from the encoded features.
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    model = mlflow.pytorch.load_model("models:/tabular-best/1")
+    example = np.asarray(json.loads((folder / "model_example.json").read_text())["values"], dtype=np.float32)
+    import torch
+
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(example.reshape(2, -1))).squeeze(1).numpy()
+    prices = pd.read_csv(houses_csv)["price"]
+    assert prices.min() - 100 < predicted.min() and predicted.max() < prices.max() + 100
+
+    # Resume finds the space file and the task again.
+    assert main(["--name", "houses", "--storage-path", str(tmp_path / "runs"), "--resume"]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"task": "examples.tabular.nowhere:TASK"}, "importing examples.tabular.nowhere failed"),
+        ({"task": "examples.tabular.task:NOPE"}, "has no attribute 'NOPE'"),
+        ({"constants": {"target": "cost", "problem": "regression"}}, "has no column 'cost'"),
+        ({"constants": {"target": "town", "problem": "regression"}}, "set problem: classification"),
+    ],
+)
+def test_a_broken_user_task_is_refused_before_any_trial(tmp_path, houses_csv, monkeypatch, capsys, change, message):
+    import yaml
+
+    monkeypatch.chdir(ROOT)
+    raw = {**yaml.safe_load((ROOT / "examples" / "tabular" / "space.yaml").read_text()), **change}
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(raw))
+    args = argv(tmp_path, houses_csv, "broken")
+    args[1] = str(space)
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
