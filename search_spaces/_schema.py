@@ -21,7 +21,7 @@ from search_spaces.exceptions import SpaceError
 
 KINDS = ("loguniform", "uniform", "int", "choice", "fixed")
 MODES = ("max", "min")
-TASKS = ("cifar",)  # the tasks trials can train (trainables/)
+TASKS = ("cifar", "imagefolder")  # the built-in tasks (trainables.task.BUILTIN)
 SPACE_KEYS = ("name", "description", "task", "dataset", "metric", "mode", "params", "reference", "constants",
               "budget", "trials_per_gpu", "smoke")  # fmt: skip
 SMOKE_KEYS = ("budget", "params", "train_size", "val_size", "test_size")

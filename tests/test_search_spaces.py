@@ -139,7 +139,7 @@ def test_a_space_file_of_ones_own(tmp_path):
     [
         ({"mode": "maximum"}, "mine.yaml: space 'mine': mode is 'maximum', but must be max .higher is better. or min"),
         ({"metric": "val acc"}, "metric is 'val acc', but must be the name of a metric"),
-        ({"task": "mnist"}, "task is .mnist., but must be one of the built-in tasks .cifar. or your own as pack"),
+        ({"task": "mnist"}, "task is .mnist., but must be one of the built-in tasks .cifar, imagefolder. or your"),
         ({"budjet": {}}, "unknown key 'budjet'; the keys allowed there are: name, description"),
         ({"params": {"lr": {"kind": "uniform", "low": 1, "hgh": 2, "description": "x"}}},
          "parameter 'lr': unknown key 'hgh'"),
@@ -167,3 +167,13 @@ def test_a_space_file_that_is_not_yaml_or_not_there(tmp_path):
     listing.write_text("- 1\n- 2\n")
     with pytest.raises(SpaceError, match="a space file holds keys such as name, task, metric, params"):
         get_space(str(listing))
+
+
+def test_every_builtin_task_is_known_to_space_files_and_every_builtin_space_parses():
+    from search_spaces._schema import TASKS
+    from trainables.task import BUILTIN, load_task
+
+    assert set(TASKS) == set(BUILTIN)
+    for name in space_names():
+        space = get_space(name)
+        assert space.task in BUILTIN and load_task(space.task) is not None

@@ -115,7 +115,7 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(m in str(error) for m in _OOM_MESSAGES)
 
 
-BUILTIN = {"cifar": "trainables.cifar:TASK"}  # built-in task names and where they live
+BUILTIN = {"cifar": "trainables.cifar:TASK", "imagefolder": "trainables.imagefolder:TASK"}  # name -> where it lives
 
 
 def load_task(ref: str) -> Task:

@@ -111,7 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--search", choices=SEARCH_ALGORITHMS, default="random", help="random search, or Optuna's TPE")
     p.add_argument("--seed", type=int, default=0, help="seed of the searcher and of every trial")
-    p.add_argument("--data-dir", default="./data", help="folder holding (or to receive) cifar-10-batches-py")
+    p.add_argument(
+        "--data-dir",
+        default="./data",
+        help="the task's data: cifar, a folder holding (or to receive) cifar-10-batches-py; imagefolder, a folder "
+        "holding train/<class>/<images>; a task of your own, what it reads",
+    )
     p.add_argument(
         "--storage-path", default="./ray_results", help="where searches are written: a folder or a URI (s3://...)"
     )

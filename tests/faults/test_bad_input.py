@@ -27,6 +27,8 @@
 | 23 | a space file that is not valid YAML | the file, line and column |
 | 24 | a space file naming an unknown task | the file, the key, the built-in tasks |
 | 25 | a space file that does not exist | the path, and the built-in spaces |
+| 26 | an image folder with one class | at least two classes |
+| 27 | an image folder without images | where to add them |
 
 An unreachable MLflow server is not bad input: the search runs without it
 (tests/faults/test_mlflow_down.py).
@@ -114,9 +116,20 @@ CASES = {
                             ["bad.yaml: not valid YAML at line", "fix the syntax"]),
     "space file, unknown task": (lambda t, c: ["--space", _space_file(t, _cifar_yaml().replace("task: cifar",
                                                                                               "task: mnist"))],
-                                 ["bad.yaml: space 'cifar': task is 'mnist'", "built-in tasks (cifar) or your own"]),
+                                 ["bad.yaml: space 'cifar': task is 'mnist'",
+                                  "built-in tasks (cifar, imagefolder) or your own"]),
     "space file missing": (lambda t, c: ["--space", "spaces/none.yaml"], ["no space file", "spaces/none.yaml"]),
+    "image folder, one class": (lambda t, c: ["--space", "imagefolder", "--data-dir", _image_tree(t, (12, 0, 0))],
+                                ["has images of one class only", "at least two"]),
+    "image folder, no images": (lambda t, c: ["--space", "imagefolder", "--data-dir", _image_tree(t, (0, 0, 0))],
+                                ["no images", "add some"]),
 }  # fmt: skip
+
+
+def _image_tree(tmp_path, per_class) -> str:
+    from tests.test_imagefolder import write_tree
+
+    return str(write_tree(tmp_path / "photos", per_class=per_class))
 
 
 def _cifar_yaml() -> str:

@@ -1,0 +1,134 @@
+"""The imagefolder task on PNG trees the tests write: loading, splits, a real search, bad folders."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trainables.imagefolder import TASK
+from trainables.task import TaskError
+
+CLASSES = ("circle", "square", "stripes")
+
+
+def _image(kind: str, rng: np.random.Generator, *, size: int = 40) -> np.ndarray:
+    """A noisy picture of its class: a bright disc, a bright square, or vertical stripes."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
+    if kind == "circle":
+        shape = (yy - cy) ** 2 + (xx - cx) ** 2 < (size // 4) ** 2
+    elif kind == "square":
+        shape = (abs(yy - cy) < size // 5) & (abs(xx - cx) < size // 5)
+    else:
+        shape = (xx // 4) % 2 == 0
+    base = np.where(shape, 200, 40) + rng.normal(0, 20, (size, size))
+    tint = rng.uniform(0.7, 1.0, 3)
+    return np.clip(base[..., None] * tint, 0, 255).astype(np.uint8)
+
+
+def write_tree(root: Path, *, per_class=(40, 40, 40), mode: str = "RGB", splits=("train",), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for kind, count in zip(CLASSES, per_class, strict=True):
+            folder = root / split / kind
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count if split == "train" else max(2, count // 5)):
+                Image.fromarray(_image(kind, rng)).convert(mode).save(folder / f"{i}.png")
+    return root
+
+
+CONSTANTS = {"image_size": 32, "channels": 3, "translate": 2}
+
+
+def test_load_decodes_resizes_and_holds_out_a_stratified_tenth(tmp_path):
+    root = write_tree(tmp_path / "rgb", per_class=(40, 40, 10))
+    data = TASK.load(data_dir=str(root), smoke=None, constants=CONSTANTS)
+    trial = data.trial
+    assert trial["train_x"].shape[1:] == (3, 32, 32) and trial["train_x"].dtype == np.uint8
+    assert trial["classes"] == list(CLASSES)
+    assert np.bincount(trial["val_y"]).tolist() == [4, 4, 1]  # a tenth of each class, at least one
+    assert np.bincount(data.held_out["y"]).tolist() == [4, 4, 1]
+    assert len(trial["train_y"]) == 90 - 18
+    assert "3 classes" in data.description and "imbalanced" in data.description  # 32 vs 8 per class
+    assert data.example.shape == (2, 3, 32, 32)
+
+
+def test_grayscale_images_and_their_own_val_and_test_folders(tmp_path):
+    root = write_tree(tmp_path / "gray", mode="L", splits=("train", "val", "test"))
+    as_rgb = TASK.load(data_dir=str(root), smoke=None, constants=CONSTANTS)
+    assert as_rgb.trial["train_x"].shape[1] == 3 and len(as_rgb.trial["train_y"]) == 120  # val/ and test/ given
+    assert len(as_rgb.trial["val_y"]) == 24 and len(as_rgb.held_out["y"]) == 24
+    one = TASK.load(data_dir=str(root), smoke=None, constants={**CONSTANTS, "channels": 1})
+    assert one.trial["train_x"].shape[1] == 1 and len(one.trial["mean"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: root.mkdir(), "no .*train folder"),
+        (lambda root: [(root / "train" / c).mkdir(parents=True) for c in CLASSES], "no images"),
+        (lambda root: write_tree(root, per_class=(10, 0, 0)), "one class only"),
+        (lambda root: (write_tree(root), (root / "train" / "circle" / "0.png").write_bytes(b"not a png")),
+         "1 image.s. cannot be read: .*0.png; remove or replace them"),
+    ],
+)
+def test_bad_folders_say_what_to_fix(tmp_path, make, message):
+    root = tmp_path / "bad"
+    make(root)
+    with pytest.raises(TaskError, match=message):
+        TASK.load(data_dir=str(root), smoke=None, constants=CONSTANTS)
+
+
+def test_a_model_too_big_for_the_device_is_refused(tmp_path, monkeypatch):
+    import trainables.imagefolder as imagefolder
+
+    monkeypatch.setattr(imagefolder, "MAX_BYTES", 120 * 3 * 10 * 10)  # 120 images of 3 x 10 x 10 fit
+    with pytest.raises(TaskError, match="120 images at 32x32 take .* GiB, more than .*: set image_size to 10 or less"):
+        TASK.load(data_dir=str(write_tree(tmp_path / "rgb")), smoke=None, constants=CONSTANTS)
+
+
+def test_pretrained_weights_missing_from_the_cache_say_how_to_get_them(tmp_path, monkeypatch):
+    from trainables.imagefolder import resnet18
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(TaskError, match="not in the local cache.*weights='DEFAULT'.*or set pretrained to false"):
+        resnet18(channels=3, classes=3, pretrained=True)
+
+
+@pytest.mark.slow
+def test_an_imagefolder_search_end_to_end(tmp_path, ray_local, capsys):
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from tuner.cli import main
+
+    root = write_tree(tmp_path / "photos", per_class=(60, 60, 60))
+    argv = ["--space", "imagefolder", "--data-dir", str(root), "--storage-path", str(tmp_path / "runs"),
+            "--name", "photos", "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--smoke-test",
+            "--num-samples", "4", "--max-epochs", "4", "--max-concurrent", "1"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 classes, 3x64x64" in out
+    folder = tmp_path / "runs" / "photos"
+    frame = pd.read_csv(folder / "results.csv")
+    assert len(frame) == 4 and set(frame["status"]) <= {"completed", "stopped"}
+    assert "stopped" in set(frame["status"])  # ASHA stopped at least one
+    best = json.loads((folder / "best_config.json").read_text())
+    assert best["val_acc"] > 0.5 and best["test_acc"] > 0.5  # chance is 1/3
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("imagefolder")
+    assert len(client.search_runs([experiment.experiment_id])) == 5  # the parent and a child per trial
+
+    # The registered model classifies a fresh image from raw 0-255 pixels.
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    model = mlflow.pytorch.load_model("models:/imagefolder-best/1")
+    rng = np.random.default_rng(99)
+    fresh = [Image.fromarray(_image(kind, rng)).resize((64, 64)) for kind in CLASSES for _ in range(5)]
+    x = torch.from_numpy(np.stack([np.asarray(f) for f in fresh]).transpose(0, 3, 1, 2).astype(np.float32))
+    with torch.no_grad():
+        predicted = model(x).argmax(1).numpy()
+    assert (predicted == np.repeat(np.arange(3), 5)).mean() > 0.5
