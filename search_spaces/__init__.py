@@ -14,7 +14,18 @@ from pathlib import Path
 
 import yaml
 
-from search_spaces._schema import Budget, Param, SearchSpace, Smoke, check_budget, parse_space
+from search_spaces._schema import (
+    Budget,
+    Param,
+    SearchSpace,
+    Smoke,
+    check_budget,
+    condition_holds,
+    conditions,
+    drop_inactive,
+    mark_inactive,
+    parse_space,
+)
 from search_spaces.exceptions import SpaceError
 from search_spaces.overrides import apply_overrides
 
@@ -111,6 +122,10 @@ __all__ = [
     "SpaceError",
     "apply_overrides",
     "check_budget",
+    "condition_holds",
+    "conditions",
+    "drop_inactive",
+    "mark_inactive",
     "format_spaces",
     "get_space",
     "is_path",

@@ -43,6 +43,7 @@ class Param:
     positive: bool = False  # every value must be > 0, whatever the distribution
     limits: tuple[float, float] | None = None  # every value must lie in [lo, hi]
     allowed: tuple[Any, ...] = ()  # for choices and fixed values: the only values that work
+    when: dict[str, tuple[Any, ...]] | None = None  # active only where these params take one of these values
 
     def describe(self) -> str:
         """The distribution in a few characters, e.g. ``log[0.001, 0.1]``."""
@@ -242,6 +243,9 @@ def parse_space(raw: dict[str, Any], *, source: str = "") -> SearchSpace:
                 if not isinstance(spec[key], (list, tuple)):
                     raise SpaceError(f"space '{name}', parameter '{pname}': {key} must be a list, e.g. [1, 2]")
                 spec[key] = tuple(spec[key])
+        if "when" in spec:
+            when = _check_keys(spec["when"], None, where=f"space '{name}', parameter '{pname}': when")
+            spec["when"] = {k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in when.items()}
         if "kind" not in spec or "description" not in spec:
             raise SpaceError(f"space '{name}', parameter '{pname}' needs a kind and a one-line description")
         p = Param(name=pname, **spec)
@@ -273,4 +277,64 @@ def parse_space(raw: dict[str, Any], *, source: str = "") -> SearchSpace:
     )
     for pname in (*smoke.params, *space.reference):
         space.param(pname)  # smoke overrides and the reference name real parameters
-    return space
+    return order_conditions(space)
+
+
+def order_conditions(space: SearchSpace) -> SearchSpace:
+    """Check every ``when`` and order the parameters so that each comes after those it depends on.
+
+    A condition names another parameter of the space with discrete values (a
+    choice or a fixed value) and values it can take; conditions cannot go round
+    in a circle. The order of the other parameters is kept.
+    """
+    by_name = {p.name: p for p in space.params}
+    for p in space.params:
+        for parent, values in (p.when or {}).items():
+            where = f"space '{space.name}', parameter '{p.name}': when {parent}"
+            q = by_name.get(parent)
+            if q is None or q is p:
+                raise SpaceError(f"{where}: '{parent}' is not another parameter of this space")
+            if q.kind not in ("choice", "fixed"):
+                raise SpaceError(f"{where}: '{parent}' is {q.kind}; a condition needs a choice or a fixed value")
+            possible = q.choices if q.kind == "choice" else (q.value,)
+            missing = [v for v in values if v not in possible]
+            if missing:
+                raise SpaceError(f"{where}: {missing[0]!r} is not one of its values ({', '.join(map(str, possible))})")
+    ordered: list[Param] = []
+    remaining = list(space.params)
+    while remaining:
+        ready = [p for p in remaining if all(parent in {q.name for q in ordered} for parent in (p.when or {}))]
+        if not ready:
+            names = ", ".join(p.name for p in remaining)
+            raise SpaceError(f"space '{space.name}': the conditions of {names} depend on each other in a circle")
+        ordered += ready
+        remaining = [p for p in remaining if p not in ready]
+    return replace(space, params=tuple(ordered))
+
+
+def conditions(space: SearchSpace) -> dict[str, dict[str, tuple[Any, ...]]]:
+    """The space's conditional parameters as plain data, parents first: name -> ``when`` (what trials receive)."""
+    return {p.name: dict(p.when) for p in space.params if p.when}
+
+
+INACTIVE = "inactive"  # how results.csv and MLflow show a parameter whose condition does not hold
+
+
+def condition_holds(when: dict[str, tuple[Any, ...]] | None, config: dict[str, Any]) -> bool:
+    """Whether every parent named in ``when`` is in ``config`` with one of its listed values."""
+    return all(parent in config and config[parent] in values for parent, values in (when or {}).items())
+
+
+def drop_inactive(config: dict[str, Any], conds: dict[str, dict[str, tuple[Any, ...]]]) -> dict[str, Any]:
+    """``config`` without the conditional parameters whose conditions do not hold (in the space's order)."""
+    out = dict(config)
+    for name, when in conds.items():  # parents come first: order_conditions put them there
+        if not condition_holds(when, out):
+            out.pop(name, None)
+    return out
+
+
+def mark_inactive(config: dict[str, Any], conds: dict[str, dict[str, tuple[Any, ...]]]) -> dict[str, Any]:
+    """``config`` with every inactive conditional parameter shown as ``INACTIVE``, for people to read."""
+    active = drop_inactive(config, conds)
+    return {**config, **{name: INACTIVE for name in conds if name not in active}}

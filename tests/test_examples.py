@@ -89,3 +89,28 @@ def test_a_broken_user_task_is_refused_before_any_trial(tmp_path, houses_csv, mo
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("search", ["random", "optuna"])
+def test_a_conditional_parameter_never_reaches_a_trial_where_it_is_inactive(tmp_path, houses_csv, ray_local,
+                                                                            monkeypatch, search):  # fmt: skip
+    from trainables.checkpoint import load
+
+    monkeypatch.chdir(ROOT)
+    # dropout is a parameter only where layers is 2 or 3 (the space's `when`).
+    assert main(argv(tmp_path, houses_csv, "cond", "--search", search, "--num-samples", "6")) == 0
+    folder = tmp_path / "runs" / "cond"
+    frame = results.load_results(folder)
+    one_layer = frame["config/layers"] == 1
+    assert one_layer.any() and (~one_layer).any(), "the seed should draw both"
+    assert (frame.loc[one_layer, "config/dropout"] == "inactive").all()
+    assert pd.to_numeric(frame.loc[~one_layer, "config/dropout"]).between(0.0, 0.3).all()
+    for saved in folder.glob("train_tabular_*/checkpoint_*"):
+        config = load(saved)["config"]  # what the trial trained with
+        assert ("dropout" in config) == (config["layers"] > 1), config
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    for run in client.search_runs([client.get_experiment_by_name("tabular").experiment_id],
+                                  filter_string="tags.`hpsearch.trial_id` != ''"):  # fmt: skip
+        params = run.data.params
+        assert (params["dropout"] == "inactive") == (params["layers"] == "1"), params

@@ -177,3 +177,67 @@ def test_every_builtin_task_is_known_to_space_files_and_every_builtin_space_pars
     for name in space_names():
         space = get_space(name)
         assert space.task in BUILTIN and load_task(space.task) is not None
+
+
+def _conditional(**width_changes):
+    raw = yaml.safe_load((BUILTIN_DIR / "imagefolder.yaml").read_text())
+    raw["params"]["width"].update(width_changes)
+    return raw
+
+
+def test_conditional_parameters_are_dropped_where_inactive():
+    from search_spaces import conditions, drop_inactive, mark_inactive
+
+    space = get_space("imagefolder")
+    conds = conditions(space)
+    assert conds == {"width": {"model": ("small_cnn",)}}
+    assert drop_inactive({"model": "resnet18", "width": 2.0, "lr": 0.01}, conds) == {"model": "resnet18", "lr": 0.01}
+    assert drop_inactive({"model": "small_cnn", "width": 2.0}, conds) == {"model": "small_cnn", "width": 2.0}
+    assert mark_inactive({"model": "resnet18"}, conds) == {"model": "resnet18", "width": "inactive"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"when": {"lr": 0.01}}, "when lr: 'lr' is loguniform; a condition needs a choice or a fixed value"),
+        ({"when": {"pretrained": True}}, "when pretrained: True is not one of its values .False."),
+        ({"when": {"model": "vgg"}}, "when model: 'vgg' is not one of its values .small_cnn, resnet18."),
+        ({"when": {"nope": 1}}, "when nope: 'nope' is not another parameter of this space"),
+        ({"when": {"width": 1.0}}, "when width: 'width' is not another parameter of this space"),
+    ],
+)
+def test_bad_conditions_are_refused(changes, message):
+    with pytest.raises(SpaceError, match=message):
+        parse_space(_conditional(**changes))
+
+
+def test_optuna_suggests_a_conditional_parameter_only_where_it_is_active():
+    import optuna
+
+    from tuner.space import OptunaSpace, param_space
+
+    space = get_space("imagefolder")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    define = OptunaSpace(space)
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        define(trial)
+        seen.add(trial.params["model"])
+        assert ("width" in trial.params) == (trial.params["model"] == "small_cnn"), trial.params
+        study.tell(trial, 0.5)
+    assert seen == {"small_cnn", "resnet18"}
+    fixed = param_space(space, max_epochs=3, seed=0, sampled=False)
+    assert fixed["pretrained"] is False and "lr" not in fixed and fixed["epochs"] == 3  # Optuna suggests the rest
+
+
+def test_conditions_may_name_parameters_listed_after_them_but_not_go_round_in_a_circle():
+    raw = _conditional()
+    params = raw["params"]
+    raw["params"] = {"width": params.pop("width"), **params}  # listed before the model it depends on
+    space = parse_space(raw)
+    names = [p.name for p in space.params]
+    assert names.index("model") < names.index("width")  # ordered for sampling
+    raw["params"]["model"]["when"] = {"width": [1.0]}
+    with pytest.raises(SpaceError, match="the conditions of .*width.*model.* depend on each other in a circle"):
+        parse_space(raw)

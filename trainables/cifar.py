@@ -50,6 +50,9 @@ class CifarTask:
         example = np.zeros((2, 3, 32, 32), dtype=np.float32)  # 2: a batch of 1 would fix the exported batch size
         return TaskData(trial, (splits.test_x, splits.test_y), splits.sizes(), example)
 
+    def metrics(self, constants: dict[str, Any]) -> tuple[str, ...]:
+        return ("val_acc", "val_loss", "train_loss", "images_per_s", "epoch_time_s")
+
     def train(self, config: dict[str, Any], data: dict[str, Any], context: TrialContext) -> None:
         train(
             config,

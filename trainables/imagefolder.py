@@ -197,6 +197,9 @@ class ImageFolderTask:
         example = splits["test"][0][:2].astype(np.float32)
         return TaskData(trial, {"x": splits["test"][0], "y": splits["test"][1]}, description, example)
 
+    def metrics(self, constants: dict[str, Any]) -> tuple[str, ...]:
+        return ("val_acc", "val_loss", "train_loss")
+
     def _device_data(self, data: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
         key = (str(data["key"]), str(device))
         if key not in _DEVICE_DATA:

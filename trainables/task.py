@@ -31,6 +31,9 @@ at four points.
 4. ``build_model`` rebuilds the trained network from a saved ``state``, in
    eval mode, for the model registry.
 
+Optionally, ``metrics(constants)`` names the metrics ``train`` reports: a
+space whose metric is not among them is then refused before the search starts.
+
 A space file names its task: ``task: cifar`` for a built-in one, or
 ``task: package.module:attribute`` for your own, importable from the working
 directory (see ``examples/``).
@@ -116,6 +119,18 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 BUILTIN = {"cifar": "trainables.cifar:TASK", "imagefolder": "trainables.imagefolder:TASK"}  # name -> where it lives
+
+
+def check_metric(task: Any, metric: str, constants: dict[str, Any]) -> None:
+    """Refuse a space ``metric`` that ``task`` says it never reports (tasks without ``metrics`` are trusted)."""
+    reports = getattr(task, "metrics", None)
+    if callable(reports):
+        known = tuple(reports(constants))
+        if metric not in known:
+            raise TaskError(
+                f"the space's metric '{metric}' is not one its task reports ({', '.join(known)}): "
+                f"set metric to one of them"
+            )
 
 
 def load_task(ref: str) -> Task:

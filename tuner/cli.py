@@ -9,7 +9,7 @@ from pathlib import Path
 
 from search_spaces import SpaceError, format_spaces, get_space, is_path, space_names
 from trainables.data import DataError
-from trainables.task import TaskError, load_task
+from trainables.task import TaskError, check_metric, load_task
 from tuner.errors import UsageError
 from tuner.settings import (
     SEARCH_ALGORITHMS,
@@ -225,7 +225,8 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         params=list(args.param),
     )
     settings.space()  # the overrides must make a valid space
-    load_task(space.task)  # a task of the user's that does not import fails here, before Ray starts
+    # A task of the user's that does not import, or a metric it never reports, fails here, before Ray starts.
+    check_metric(load_task(space.task), space.metric, dict(space.constants))
     check_batch_split(settings)
     if not settings.gpus_pending:  # DDP workers need whole GPUs: refuse before starting Ray
         settings.trial_shape()

@@ -22,6 +22,7 @@ from ray import tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from search_spaces import drop_inactive
 from trainables import checkpoint
 from trainables.loop import format_metrics
 from trainables.task import Diverged, TrialContext, load_task
@@ -33,6 +34,7 @@ __all__ = ["run_ddp_trial", "train_worker"]
 def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: TrialSettings) -> None:
     """One rank of a DDP trial: the task's training at world size N."""
     task = load_task(settings.task)
+    config = drop_inactive(config, settings.conditions or {})  # inactive parameters never reach the task
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()

@@ -20,7 +20,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 import results
 from results import _fs
-from search_spaces import SearchSpace
+from search_spaces import SearchSpace, conditions
 from trainables.task import TaskData, load_task
 from tuner import asha, packing, provenance, resources
 from tuner import progress as progress_module
@@ -28,7 +28,7 @@ from tuner.asha import PersistentASHA
 from tuner.errors import UsageError
 from tuner.progress import ProgressTable
 from tuner.settings import GPUS_AUTO, SearchSettings, redact, tracking_unreachable
-from tuner.space import param_space, reference_point
+from tuner.space import OptunaSpace, param_space, reference_point
 from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_rows
 from tuner.tracking import MlflowTracker, save_example
 from tuner.trainable import trainable_for
@@ -179,6 +179,7 @@ def build_tuner(
         metric=settings.metric,
         mode=settings.mode,
         task=space.task,
+        conditions=conditions(space),
         checkpoint_period_s=settings.checkpoint_period_s,
     )
     data: Any = dataset.trial
@@ -204,25 +205,25 @@ def build_tuner(
     if settings.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        searcher = ConcurrencyLimiter(
-            OptunaSearch(seed=settings.seed, points_to_evaluate=points), max_concurrent=concurrency
-        )
-        max_concurrent_trials = None  # the limiter already caps it; setting both raises
+        # Define-by-run: Optuna suggests a conditional parameter only where it is active.
+        optuna = OptunaSearch(space=OptunaSpace(space), metric=settings.metric, mode=settings.mode,
+                              seed=settings.seed, points_to_evaluate=points)  # fmt: skip
+        searcher = ConcurrencyLimiter(optuna, max_concurrent=concurrency)
     else:
         searcher = BasicVariantGenerator(
             random_state=settings.seed, max_concurrent=concurrency, points_to_evaluate=points
         )
-        max_concurrent_trials = None
+    sampled = settings.search != "optuna"  # Optuna's define-by-run space holds what it searches
     return tune.Tuner(
         trainable,
-        param_space=param_space(space, max_epochs=settings.max_epochs, seed=settings.seed),
+        param_space=param_space(space, max_epochs=settings.max_epochs, seed=settings.seed, sampled=sampled),
         tune_config=tune.TuneConfig(
             metric=settings.metric,
             mode=settings.mode,
             scheduler=scheduler,
             search_alg=searcher,
             num_samples=settings.num_samples,
-            max_concurrent_trials=max_concurrent_trials,
+            max_concurrent_trials=None,  # the searcher caps it; setting both raises
             # Reused actors start trials in milliseconds; a DDP trial's coordinator cannot be
             # reset for another trial (Ray refuses, then waits), and its workers start anew anyway.
             reuse_actors=shape.workers == 1,
@@ -270,6 +271,7 @@ def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[Search
         uri=settings.mlflow_uri,
         experiment=space.name,
         metric=settings.metric,
+        conditions=conditions(space),
         search_name=settings.name,
         parent_run_id=settings.mlflow_run_id,
         offline_reason=tracking_unreachable(settings.mlflow_uri),
@@ -340,7 +342,7 @@ def finish(
 ) -> dict[str, Any]:
     """Evaluate the best trial on the test set, log it to MLflow, write the results and print them."""
     metric, mode = settings.metric, settings.mode
-    rows = trial_rows(grid, max_epochs=settings.max_epochs, metric=metric, mode=mode)
+    rows = trial_rows(grid, max_epochs=settings.max_epochs, metric=metric, mode=mode, conditions=conditions(space))
     best = best_trial(grid, metric=metric, mode=mode)
     record: dict[str, Any] | None = None
     if best is not None:

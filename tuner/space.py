@@ -6,7 +6,7 @@ from typing import Any
 
 from ray import tune
 
-from search_spaces import Param, SearchSpace
+from search_spaces import Param, SearchSpace, condition_holds
 
 
 def _domain(p: Param) -> Any:
@@ -21,16 +21,45 @@ def _domain(p: Param) -> Any:
     return p.value
 
 
-def param_space(space: SearchSpace, *, max_epochs: int, seed: int) -> dict[str, Any]:
+def param_space(space: SearchSpace, *, max_epochs: int, seed: int, sampled: bool = True) -> dict[str, Any]:
     """Every trial's config: sampled params, the space's constants, the epoch budget and the seed.
 
     ``epochs`` is the trial's full budget (ASHA's ``max_t``): the lr schedule is
-    laid over it, whether or not ASHA lets the trial get there.
+    laid over it, whether or not ASHA lets the trial get there. With ``sampled``
+    False only the fixed values are given (Optuna suggests the rest, see
+    ``optuna_space``). A conditional parameter is sampled like the others by
+    random search; the trial drops it where its condition does not hold.
     """
-    config: dict[str, Any] = {p.name: _domain(p) for p in space.params}
+    params = space.params if sampled else [p for p in space.params if p.kind == "fixed"]
+    config: dict[str, Any] = {p.name: _domain(p) for p in params}
     config.update(space.constants)
     config.update(epochs=max_epochs, seed=seed)
     return config
+
+
+class OptunaSpace:
+    """Optuna's define-by-run search space: a conditional parameter is suggested only where it is active.
+
+    Optuna then learns from the values a trial really used; fixed values and the
+    space's constants come from ``param_space(..., sampled=False)``. A class, not
+    a closure, so that Tune can pickle the searcher with the search's state.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.searched = [p for p in space.params if p.kind != "fixed"]  # parents before children
+        self.fixed = {p.name: p.value for p in space.params if p.kind == "fixed"}
+
+    def __call__(self, trial: Any) -> None:
+        chosen: dict[str, Any] = dict(self.fixed)
+        for p in self.searched:
+            if not condition_holds(p.when, chosen):
+                continue  # inactive: never suggested, never reaches the trial
+            if p.kind in ("loguniform", "uniform"):
+                chosen[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.kind == "loguniform")
+            elif p.kind == "int":
+                chosen[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high))
+            else:
+                chosen[p.name] = trial.suggest_categorical(p.name, list(p.choices))
 
 
 def _contains(p: Param, value: Any) -> bool:

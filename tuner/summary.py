@@ -9,6 +9,7 @@ from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY  # set for DDP trials' checkpoints
 
 from results import _fs
+from search_spaces import mark_inactive
 
 FINAL_METRICS = ("val_loss", "train_loss", "images_per_s")
 
@@ -40,8 +41,13 @@ def ended_early(rows: list[dict[str, Any]], status: str) -> list[tuple[str, int]
     return [(r["trial_id"], r["epochs"]) for r in rows if r["status"] == status]
 
 
-def trial_rows(grid: tune.ResultGrid, *, max_epochs: int, metric: str, mode: str) -> list[dict[str, Any]]:
-    """One row per trial: status, epochs, seconds, best and final ``metric`` and other metrics, and its config."""
+def trial_rows(
+    grid: tune.ResultGrid, *, max_epochs: int, metric: str, mode: str, conditions: dict | None = None
+) -> list[dict[str, Any]]:
+    """One row per trial: status, epochs, seconds, best and final ``metric`` and other metrics, and its config.
+
+    A conditional parameter whose condition did not hold shows as ``inactive``.
+    """
     rows = []
     for result in grid:
         metrics = result.metrics or {}
@@ -65,7 +71,7 @@ def trial_rows(grid: tune.ResultGrid, *, max_epochs: int, metric: str, mode: str
             f"final_{metric}": metrics.get(metric, float("nan")),
         }
         row.update({k: metrics.get(k, float("nan")) for k in FINAL_METRICS if k != metric})
-        row.update({f"config/{k}": v for k, v in (result.config or {}).items()})
+        row.update({f"config/{k}": v for k, v in mark_inactive(result.config or {}, conditions or {}).items()})
         row["path"] = result.path
         row["error_log"] = _error_log(result) if result.error is not None else ""
         rows.append(row)

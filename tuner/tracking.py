@@ -24,6 +24,7 @@ from ray import tune
 
 import trainables
 from results import _fs
+from search_spaces import mark_inactive
 from trainables.checkpoint import load
 from trainables.task import BUILTIN, load_task
 
@@ -103,8 +104,10 @@ class MlflowTracker(tune.Callback):
         offline_reason: str | None = None,
         folder: str = "",
         metric: str = "val_acc",
+        conditions: dict | None = None,
     ) -> None:
         self.uri = uri
+        self.conditions = conditions or {}  # conditional params: logged as "inactive" where they do not hold
         self.metric = metric
         self.metric_keys = tuple(dict.fromkeys((metric, *METRIC_KEYS)))  # logged for every epoch of every trial
         self.search_name = search_name
@@ -246,7 +249,7 @@ class MlflowTracker(tune.Callback):
             tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id, SEARCH_TAG: self.search_name}
             run_id = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags).info.run_id
             if config:
-                self.client.log_batch(run_id, params=_params(config))
+                self.client.log_batch(run_id, params=_params(mark_inactive(config, self.conditions)))
         self._children[trial_id] = run_id
         return run_id
 

@@ -22,6 +22,7 @@ import ray
 import torch
 from ray import tune
 
+from search_spaces import drop_inactive
 from trainables import checkpoint
 from trainables.loop import format_metrics
 from trainables.task import Diverged, TrialContext, is_out_of_memory, load_task
@@ -44,6 +45,7 @@ class TrialSettings:
     metric: str = "val_acc"  # the space's: what the best checkpoints are kept by
     mode: str = "max"
     task: str = "cifar"  # the space's task: a built-in's name or package.module:attribute
+    conditions: dict[str, dict[str, tuple]] | None = None  # conditional params: dropped where inactive
 
     def checkpoint_policy(self) -> checkpoint.CheckpointPolicy:
         return checkpoint.CheckpointPolicy(epochs=self.checkpoint_epochs, period_s=self.checkpoint_period_s)
@@ -105,6 +107,7 @@ def run_trial(config: dict[str, Any], *, data: Any, settings: TrialSettings) -> 
     ``data`` is what the task's ``load`` returned for trials.
     """
     task = load_task(settings.task)
+    config = drop_inactive(config, settings.conditions or {})  # inactive parameters never reach the task
     device = trial_device()
     prepare_device(device, settings)
     print(f"trial {tune.get_context().get_trial_id()} on {device}: {config}", flush=True)

@@ -52,11 +52,13 @@ def _encode(frame: pd.DataFrame, target: str, train_rows: np.ndarray) -> tuple[n
 
 
 class MLP(nn.Sequential):
+    """``layers`` hidden layers of ``hidden`` units, with dropout between them."""
+
     def __init__(self, *, inputs: int, outputs: int, hidden: int, layers: int, dropout: float) -> None:
         parts: list[nn.Module] = []
         width = inputs
-        for _ in range(layers):
-            parts += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
+        for i in range(layers):
+            parts += [nn.Linear(width, hidden), nn.ReLU()] + ([nn.Dropout(dropout)] if i < layers - 1 else [])
             width = hidden
         super().__init__(*parts, nn.Linear(width, outputs))
 
@@ -117,10 +119,16 @@ class TabularTask:
         description = f"{len(train)} train / {len(val)} val / {len(test)} test rows, {x.shape[1]} features"
         return TaskData(trial, {"x": x[test], "y": y[test], "problem": problem}, description, x[test][:2])
 
+    def metrics(self, constants: dict[str, Any]) -> tuple[str, ...]:
+        scores = ("acc", "loss") if constants.get("problem") == "classification" else ("rmse", "loss")
+        return (*(f"val_{s}" for s in scores), "train_loss")
+
     def _model(self, config: dict[str, Any], *, inputs: int, outputs: int, scale: list[float]) -> nn.Module:
         """The MLP, then ``Rescale``: the network predicts in the target's own units."""
+        # dropout is a conditional parameter of the space: only nets with 2+ layers have it.
+        dropout = float(config["dropout"]) if "dropout" in config else 0.0
         mlp = MLP(inputs=inputs, outputs=outputs, hidden=int(config["hidden"]), layers=int(config["layers"]),
-                  dropout=float(config["dropout"]))  # fmt: skip
+                  dropout=dropout)  # fmt: skip
         return nn.Sequential(mlp, Rescale(*scale))
 
     def _scores(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, problem: str) -> dict[str, float]:

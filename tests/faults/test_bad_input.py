@@ -29,6 +29,7 @@
 | 25 | a space file that does not exist | the path, and the built-in spaces |
 | 26 | an image folder with one class | at least two classes |
 | 27 | an image folder without images | where to add them |
+| 28 | a space whose metric its task never reports | the metrics the task reports |
 
 An unreachable MLflow server is not bad input: the search runs without it
 (tests/faults/test_mlflow_down.py).
@@ -119,6 +120,10 @@ CASES = {
                                  ["bad.yaml: space 'cifar': task is 'mnist'",
                                   "built-in tasks (cifar, imagefolder) or your own"]),
     "space file missing": (lambda t, c: ["--space", "spaces/none.yaml"], ["no space file", "spaces/none.yaml"]),
+    "a metric the task never reports": (lambda t, c: ["--space", _space_file(t, _cifar_yaml().replace(
+                                            "metric: val_acc", "metric: accuracy"))],
+                                        ["metric 'accuracy' is not one its task reports (val_acc, val_loss",
+                                         "set metric to one of them"]),
     "image folder, one class": (lambda t, c: ["--space", "imagefolder", "--data-dir", _image_tree(t, (12, 0, 0))],
                                 ["has images of one class only", "at least two"]),
     "image folder, no images": (lambda t, c: ["--space", "imagefolder", "--data-dir", _image_tree(t, (0, 0, 0))],
