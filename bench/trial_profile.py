@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from common import default_recipe, load_splits, machine, table
 
-from trainables import checkpoint
+from trainables import augment, checkpoint
 from trainables.loop import DeviceData, _setup, evaluate
 
 
@@ -67,8 +67,6 @@ def main() -> None:
     run, build = _timed(device, lambda: _setup(config, data, device=device, rank=0, world_size=1, compile=False))
     generator = torch.Generator(device=device)
     idx = torch.arange(run.batch_size, device=device)
-    from trainables import augment
-
     d = augment.draw(run.batch_size, translate=2, generator=generator, device=device)
     _, first_step = _timed(device, lambda: run.step(idx, d))
     print(f"machine: {machine()}; {len(splits.train_y)} training images; config {config}")

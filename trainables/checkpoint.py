@@ -6,14 +6,15 @@ Files hold only tensors and plain Python values and are read with
 
 from __future__ import annotations
 
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-
-from trainables.models import build_model
 
 FILENAME = "checkpoint.pt"
 
@@ -41,12 +42,26 @@ def load_restored(restored: Any, *, map_location: str | torch.device = "cpu") ->
         return load(folder, map_location=map_location)
 
 
-def load_model(folder: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """The trained network in eval mode, and the trial config it was trained with."""
+@contextmanager
+def saved(state: dict[str, Any], *, epoch: int, config: dict[str, Any]) -> Iterator[str]:
+    """A temporary checkpoint folder holding ``state`` with the ``epoch`` it ends and the trial's ``config``.
+
+    What a trial hands to Ray (which copies it into the search's storage); the
+    folder is removed when the ``with`` block ends.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        save({**state, "epoch": epoch, "config": dict(config)}, folder)
+        yield folder
+
+
+def load_model(
+    folder: str | Path, *, task: str = "cifar", device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained network, rebuilt by its ``task`` in eval mode, and the trial config it was trained with."""
+    from trainables.task import load_task
+
     state = load(folder, map_location=device)
-    model = build_model(state["config"]).to(device)
-    model.load_state_dict(state["model"])
-    return model.eval(), state["config"]
+    return load_task(task).build_model(state).to(device).eval(), state["config"]
 
 
 class CheckpointPolicy:

@@ -19,19 +19,7 @@ from torch import nn
 from trainables import data as cifar_data
 from trainables.loop import DeviceData, evaluate, train
 from trainables.models import build_model
-from trainables.task import TaskData, TaskError, TrialContext
-
-# dataset key -> tensors on one device: a reused process keeps its data there.
-_DEVICE_DATA: dict[tuple[str, str], DeviceData] = {}
-
-
-def device_data(arrays: dict[str, Any], device: torch.device) -> DeviceData:
-    """The trial's splits on ``device``, uploaded once per process and dataset."""
-    key = (str(arrays["key"]), str(device))
-    if key not in _DEVICE_DATA:
-        _DEVICE_DATA.clear()  # one dataset at a time per process
-        _DEVICE_DATA[key] = DeviceData.from_arrays(arrays, device=device)
-    return _DEVICE_DATA[key]
+from trainables.task import TaskData, TaskError, TrialContext, on_device
 
 
 class CifarTask:
@@ -56,7 +44,7 @@ class CifarTask:
     def train(self, config: dict[str, Any], data: dict[str, Any], context: TrialContext) -> None:
         train(
             config,
-            data=device_data(data, context.device),
+            data=on_device(data["key"], context.device, lambda: DeviceData.from_arrays(data, device=context.device)),
             device=context.device,
             report=context.report,
             start=context.start,

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables import augment
-from trainables.task import Diverged, TaskData, TaskError, TrialContext
+from trainables.task import Diverged, TaskData, TaskError, TrialContext, on_device
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 MAX_BYTES = 4 * 1024**3  # uint8 pixels a trial may hold on its device
@@ -36,7 +36,6 @@ HOLD_OUT = 0.1  # share of each class held out of train/ for a missing val/ or t
 SPLIT_SEED = 0
 EVAL_BATCH = 500
 MODELS = ("small_cnn", "resnet18")
-_DEVICE_DATA: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
 
 
 def _files(folder: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
@@ -200,14 +199,6 @@ class ImageFolderTask:
     def metrics(self, constants: dict[str, Any]) -> tuple[str, ...]:
         return ("val_acc", "val_loss", "train_loss")
 
-    def _device_data(self, data: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        key = (str(data["key"]), str(device))
-        if key not in _DEVICE_DATA:
-            _DEVICE_DATA.clear()  # one dataset at a time per process
-            _DEVICE_DATA[key] = {k: torch.from_numpy(np.asarray(data[k])).to(device)
-                                 for k in ("train_x", "train_y", "val_x", "val_y")}  # fmt: skip
-        return _DEVICE_DATA[key]
-
     def _scores(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         model.eval()
         loss, correct = 0.0, 0
@@ -220,7 +211,8 @@ class ImageFolderTask:
 
     def train(self, config: dict[str, Any], data: dict[str, Any], context: TrialContext) -> None:
         device = context.device
-        d = self._device_data(data, device)
+        d = on_device(data["key"], device, lambda: {k: torch.from_numpy(np.asarray(data[k])).to(device)
+                                                    for k in ("train_x", "train_y", "val_x", "val_y")})  # fmt: skip
         torch.manual_seed(int(config["seed"]))
         model = build_network(config, channels=data["channels"], classes=len(data["classes"]), mean=data["mean"],
                               std=data["std"]).to(device)  # fmt: skip

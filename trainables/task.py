@@ -100,6 +100,24 @@ class Task(Protocol):
     def build_model(self, state: dict[str, Any]) -> nn.Module: ...
 
 
+# (dataset key, device) -> what a task uploaded there: one dataset per process, whichever task.
+_ON_DEVICE: dict[tuple[str, str], Any] = {}
+
+
+def on_device(key: str, device: torch.device, upload: Callable[[], Any]) -> Any:
+    """The dataset ``key`` as ``upload()`` puts it on ``device``, uploaded once per process.
+
+    Ray reuses a trial's process for the next trial, so a task that holds its data
+    on the device pays the upload once per search, not once per trial. Another
+    dataset (or device) replaces it: a process holds one at a time.
+    """
+    slot = (str(key), str(device))
+    if slot not in _ON_DEVICE:
+        _ON_DEVICE.clear()
+        _ON_DEVICE[slot] = upload()
+    return _ON_DEVICE[slot]
+
+
 # What cuBLAS, cuDNN and the CUDA runtime say when they cannot allocate: PyTorch raises
 # these as plain RuntimeErrors, not as torch.cuda.OutOfMemoryError.
 _OOM_MESSAGES = (

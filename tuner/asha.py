@@ -16,9 +16,9 @@ from typing import Any
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
 from results import _fs
+from tuner.trial import EARLY_END_FLAGS
 
 STATE_FILE = "asha_state.json"
-EARLY_END_FLAGS = ("diverged", "infeasible")  # set by trials that end without a score (trainables.loop)
 
 
 class PersistentASHA(AsyncHyperBandScheduler):

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="SECONDS",
         help="a trial saves a checkpoint at ASHA's rungs, at its last epoch, and at the first epoch that ends "
-        "this long after its last checkpoint (what a killed trial can lose); 0: every epoch (default: 30)",
+        "this long after its last checkpoint (what a killed trial can lose); 0: every epoch",
     )
     p.add_argument("--resume", action="store_true", help="continue the interrupted search given by --name")
     p.add_argument("--smoke-test", action="store_true", help="tiny budget on a slice of the data (what CI runs)")

@@ -13,7 +13,6 @@ and continues on all ranks. Inside workers only ``ray.train.*`` is used.
 from __future__ import annotations
 
 import functools
-import tempfile
 from typing import Any
 
 import ray
@@ -47,8 +46,7 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
             ray.train.report(metrics)  # every rank reports: it is a barrier
             return
         print(format_metrics(metrics), flush=True)
-        with tempfile.TemporaryDirectory() as folder:
-            checkpoint.save({**state(), "epoch": metrics["epoch"], "config": dict(config)}, folder)
+        with checkpoint.saved(state(), epoch=metrics["epoch"], config=config) as folder:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
     context = TrialContext(device=device, report=report, start=start, rank=rank, world_size=world_size,

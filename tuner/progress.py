@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any, TextIO
@@ -19,6 +20,11 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "-" if value is None else str(value)
+
+
+def _is_score(value: Any) -> bool:
+    """A number that ranks a trial: not missing, not the NaN of a trial that ended early."""
+    return isinstance(value, (int, float)) and not math.isnan(value)
 
 
 class ProgressTable(tune.Callback):
@@ -70,8 +76,7 @@ class ProgressTable(tune.Callback):
         for t in trials:
             counts[t.status] = counts.get(t.status, 0) + 1
         summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
-        scores = [(r[self.metric], tid) for tid, r in self._latest.items() if r.get(self.metric) == r.get(self.metric)]
-        scores = [s for s in scores if s[0] is not None]
+        scores = [(r[self.metric], tid) for tid, r in self._latest.items() if _is_score(r.get(self.metric))]
         best = (max if self.mode == "max" else min)(scores, default=None)
         head = f"[{time.strftime('%H:%M:%S')}] {len(trials)} of {self.total} trials started: {summary}"
         if best:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY  # set for DDP trials' checkpoints
 
 from results import _fs
+from results.table import ranked
 from search_spaces import mark_inactive
+from tuner.trial import EARLY_END_FLAGS
 
 FINAL_METRICS = ("val_loss", "train_loss", "images_per_s")
 
@@ -28,7 +31,7 @@ def _flagged(history, flag: str) -> bool:
 
 def _best_score(history, *, metric: str, mode: str) -> float:
     """The best ``metric`` of the epochs that trained (the report that ends a trial early is no score)."""
-    for flag in ("diverged", "infeasible"):
+    for flag in EARLY_END_FLAGS:
         if flag in history:
             history = history[history[flag].fillna(0) == 0]
     if not len(history):
@@ -125,11 +128,9 @@ def prune_checkpoints(
     Tune (single-process trials) keeps them in the trial's folder; Ray Train (DDP
     trials) in ``<folder>/train/train-<trial id>``.
     """
-    sign = 1 if mode == "max" else -1  # best first; trials without a score (NaN) last
-    ranked = sorted(rows, key=lambda r: (r[metric] == r[metric], sign * r[metric] if r[metric] == r[metric] else 0),
-                    reverse=True)  # fmt: skip
+    order = ranked(pd.DataFrame(rows), metric=metric, mode=mode)  # as results.csv ranks them
     pruned = []
-    for row in ranked[keep_trials:]:
+    for row in order.iloc[keep_trials:].to_dict("records"):
         trial_id = row["trial_id"]
         targets = _fs.subfolders(row["path"], prefix="checkpoint_")
         targets += _fs.subfolders(_fs.join(folder, "train", f"train-{trial_id}"), prefix="checkpoint_")

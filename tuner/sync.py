@@ -21,6 +21,7 @@ import results
 from results import _fs
 from tuner.settings import SearchSettings, redact
 from tuner.tracking import MODEL_TAG, MlflowTracker, load_example
+from tuner.trial import EARLY_END_FLAGS
 
 
 class SyncError(RuntimeError):
@@ -41,7 +42,7 @@ def _sync_trial(tracker: MlflowTracker, row: dict[str, Any]) -> int:
     added = 0
     for epoch_row in history.to_dict("records"):
         epoch = int(epoch_row.get("epoch", 0) or 0)
-        if epoch in have or epoch < 1 or epoch_row.get("diverged") == 1 or epoch_row.get("infeasible") == 1:
+        if epoch in have or epoch < 1 or any(epoch_row.get(flag) == 1 for flag in EARLY_END_FLAGS):
             continue
         metrics = {k: epoch_row[k] for k in tracker.metric_keys if k in epoch_row and not pd.isna(epoch_row[k])}
         tracker.log_metrics(metrics, run_id=run_id, step=epoch)

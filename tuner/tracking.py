@@ -25,8 +25,8 @@ from ray import tune
 import trainables
 from results import _fs
 from search_spaces import mark_inactive
-from trainables.checkpoint import load
-from trainables.task import BUILTIN, load_task
+from trainables.checkpoint import load_model
+from trainables.task import BUILTIN
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")  # and the space's metric
 TRIAL_TAG = "hpsearch.trial_id"
@@ -204,7 +204,7 @@ class MlflowTracker(tune.Callback):
         metric's value, the test scores): the registered version is tagged with it.
         ``example`` is a small batch of model inputs. Returns the model URI.
         """
-        model = load_task(task).build_model(load(checkpoint_dir))
+        model, _ = load_model(checkpoint_dir, task=task)
         scores = (self.metric, *record.get("test_metrics", ()))
         tags = {"search": str(record["search"]), "trial_id": str(record["trial_id"])}
         tags.update({k: f"{record[k]:.4f}" for k in scores if isinstance(record.get(k), (int, float))})

@@ -14,7 +14,6 @@ there).
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +86,9 @@ def device_for(gpu_ids: list) -> torch.device:
     return torch.device("cuda", 0) if gpu_ids and torch.cuda.is_available() else torch.device("cpu")
 
 
+EARLY_END_FLAGS = ("diverged", "infeasible")  # set by early_end: a report that carries no score
+
+
 def early_end(error: BaseException, *, epoch: int, metric: str) -> dict[str, Any] | None:
     """What a trial reports when ``error`` ends it for good (no retry could help), else None.
 
@@ -123,8 +125,7 @@ def run_trial(config: dict[str, Any], *, data: Any, settings: TrialSettings) -> 
         if not policy.due(metrics["epoch"]):
             tune.report(metrics)
             return
-        with tempfile.TemporaryDirectory() as folder:
-            checkpoint.save({**state(), "epoch": metrics["epoch"], "config": dict(config)}, folder)
+        with checkpoint.saved(state(), epoch=metrics["epoch"], config=config) as folder:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     context = TrialContext(device=device, report=report, start=start, compile=settings.compile)
