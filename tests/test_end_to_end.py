@@ -162,9 +162,9 @@ def test_optuna_search_with_automatic_gpu_packing(tmp_path, cifar_dir, ray_local
     saved = json.loads((tmp_path / "runs" / "tpe" / "search.json").read_text())
     if not torch.cuda.is_available():
         assert "no GPU in this cluster, trials run on CPU" in capsys.readouterr().out
-        assert saved["gpus_per_trial"] == 0.0
+        assert saved["resources"]["gpus_per_trial"] == 0.0
     else:
-        assert 0 < saved["gpus_per_trial"] <= 1
+        assert 0 < saved["resources"]["gpus_per_trial"] <= 1
 
 
 def test_a_space_file_that_minimises_its_metric(tmp_path, cifar_dir, ray_local, capsys):
@@ -232,7 +232,7 @@ def test_failed_trials_are_listed_with_their_error_logs(tmp_path):
 def test_sync_of_a_search_that_was_tracked_changes_nothing(search):
     client = MlflowClient(tracking_uri=f"sqlite:///{search}/mlflow.db")
     before = len(client.search_runs([client.get_experiment_by_name("cifar").experiment_id]))
-    done = subprocess.run([sys.executable, "-m", "results", "sync", str(search / "runs" / "e2e")], cwd=ROOT,
+    done = subprocess.run([sys.executable, "run_tune.py", "--sync", str(search / "runs" / "e2e")], cwd=ROOT,
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "0 epochs added" in done.stdout

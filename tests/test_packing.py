@@ -105,4 +105,4 @@ def test_trials_share_a_gpu_by_the_spaces_default(tmp_path, cifar_dir, ray_with_
     out = capsys.readouterr().out
     assert "--gpus-per-trial not given: 4 trial(s) per GPU, the cifar space's default (--gpus-per-trial 0.25)" in out
     saved = json.loads((tmp_path / "runs" / "shared" / "search.json").read_text())
-    assert saved["gpus_per_trial"] == 0.25  # what --resume continues with
+    assert saved["resources"]["gpus_per_trial"] == 0.25  # what --resume continues with

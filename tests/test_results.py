@@ -68,7 +68,7 @@ def test_load_explains_missing_and_unfinished(tmp_path):
 
 
 def test_module_command_reprints(tmp_path):
-    best = {"trial_id": "d", "val_acc": 0.72, "test_acc": 0.7}
+    best = {"trial_id": "d", "val_acc": 0.72, "test_acc": 0.7, "test_metrics": ["test_acc"]}  # as finish() writes it
     results.write(str(tmp_path), ROWS, best, metric="val_acc", mode="max")
     done = subprocess.run([sys.executable, "-m", "results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -1,4 +1,5 @@
 import http.server
+import json
 import threading
 import time
 from pathlib import Path
@@ -76,16 +77,39 @@ def _settings(tmp_path: Path, *argv: str) -> SearchSettings:
 
 def test_flags_resolve_to_settings(tmp_path):
     s = _settings(tmp_path, "--name", "x", "--num-samples", "3", "--param", "lr=5")
-    assert (s.num_samples, s.max_epochs) == (3, 10)  # the rest from the space's budget
+    assert (s.budget.num_samples, s.budget.max_epochs) == (3, 10)  # the rest from the space's budget
     assert s.folder == str(tmp_path / "ray_results" / "x")
-    assert s.data_dir == str(tmp_path / "data") and s.mlflow_uri.startswith("sqlite:////")
+    assert s.data_dir == str(tmp_path / "data") and s.run.mlflow_uri.startswith("sqlite:////")
     smoke = _settings(tmp_path, "--smoke-test")
-    assert smoke.num_samples == 6 and smoke.name.startswith("cifar-")
+    assert smoke.budget.num_samples == 6 and smoke.name.startswith("cifar-")
     assert smoke.space().param("width").choices == (0.125, 0.25)
     assert SearchSettings.from_json(s.to_json()) == s
-    assert s.gpus_per_trial == "default"  # resolved once Ray shows whether there are GPUs
-    assert _settings(tmp_path, "--gpus-per-trial", "0").gpus_per_trial == 0.0
-    assert _settings(tmp_path, "--gpus-per-trial", "AUTO").gpus_per_trial == "auto"
+    assert s.resources.gpus_per_trial == "default"  # resolved once Ray shows whether there are GPUs
+    assert _settings(tmp_path, "--gpus-per-trial", "0").resources.gpus_per_trial == 0.0
+    assert _settings(tmp_path, "--gpus-per-trial", "AUTO").resources.gpus_per_trial == "auto"
+
+
+def test_settings_split_into_budget_resources_and_run(tmp_path):
+    s = _settings(tmp_path, "--name", "x", "--max-failures", "4", "--cpus-per-trial", "2", "--grace-period", "2")
+    saved = json.loads(s.to_json())
+    assert saved["budget"]["grace_period"] == 2 and saved["resources"]["cpus_per_trial"] == 2.0
+    assert saved["run"]["max_failures"] == 4 and saved["run"]["name"] == "x"
+    assert "max_failures" not in saved  # each setting lives in one part
+    params = s.mlflow_params()  # flat in MLflow, as the UI compares them
+    assert (params["grace_period"], params["cpus_per_trial"], params["max_failures"]) == (2, 2.0, 4)
+    assert "resume" not in params and "mlflow_run_id" not in params
+    # A search.json written before the split (every setting at the top level) still resumes.
+    flat = {k: v for part in ("budget", "resources", "run") for k, v in saved.pop(part).items()} | saved
+    assert SearchSettings.from_json(json.dumps(flat)) == s
+
+
+def test_sync_takes_only_the_tracking_uri(tmp_path, capsys):
+    from tuner.cli import main
+
+    assert main(["--sync", str(tmp_path), "--num-samples", "3"]) == 2
+    assert "--sync takes only --mlflow-uri; drop --num-samples" in capsys.readouterr().err
+    assert main(["--sync", str(tmp_path / "absent")]) == 1
+    assert "no search.json in" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

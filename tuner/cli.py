@@ -13,6 +13,8 @@ from trainables.task import TaskError, check_metric, load_task
 from tuner.errors import UsageError
 from tuner.settings import (
     SEARCH_ALGORITHMS,
+    Resources,
+    RunSettings,
     SearchSettings,
     budget_from,
     check_name,
@@ -66,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a built-in space's name, or the path of a space file (YAML; see --list-spaces)",
     )
     p.add_argument("--list-spaces", action="store_true", help="print the spaces, their parameters and bounds, and exit")
+    p.add_argument(
+        "--sync",
+        metavar="FOLDER",
+        default=None,
+        help="push a finished search (its folder, e.g. ray_results/<name>) to MLflow, at --mlflow-uri or the URI it "
+        "ran with, and exit; safe to repeat (for a search that ran while the server was down)",
+    )
     p.add_argument(
         "--param",
         action="append",
@@ -161,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_batch_split(settings: SearchSettings) -> None:
     """Every batch size the search can draw must split evenly over the DDP workers."""
-    workers = settings.workers_per_trial
+    workers = settings.resources.workers_per_trial
     p = settings.space().param("batch_size")
     sizes = p.choices if p.kind == "choice" else (p.value,) if p.kind == "fixed" else ()
     uneven = [b for b in sizes if int(b) % workers]
@@ -202,34 +211,35 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         space_file=space.source,
         metric=space.metric,
         mode=space.mode,
-        name=name,
-        storage_path=storage,
         data_dir=str((cwd / args.data_dir).resolve()),
-        mlflow_uri=resolve_tracking_uri(args.mlflow_uri, cwd=cwd),
-        num_samples=budget.num_samples,
-        max_epochs=budget.max_epochs,
-        grace_period=budget.grace_period,
-        reduction_factor=budget.reduction_factor,
-        gpus_per_trial=parse_gpus_per_trial(args.gpus_per_trial),
-        cpus_per_trial=args.cpus_per_trial,
-        workers_per_trial=args.workers_per_trial,
-        max_concurrent=args.max_concurrent,
+        budget=budget,
+        resources=Resources(
+            gpus_per_trial=parse_gpus_per_trial(args.gpus_per_trial),
+            cpus_per_trial=args.cpus_per_trial,
+            workers_per_trial=args.workers_per_trial,
+            max_concurrent=args.max_concurrent,
+        ),
+        run=RunSettings(
+            name=name,
+            storage_path=storage,
+            mlflow_uri=resolve_tracking_uri(args.mlflow_uri, cwd=cwd),
+            keep_checkpoints=args.keep_checkpoints,
+            keep_trials=args.keep_trials,
+            max_failures=args.max_failures,
+            checkpoint_period_s=args.checkpoint_period,
+        ),
         search=args.search,
         seed=args.seed,
-        keep_checkpoints=args.keep_checkpoints,
-        keep_trials=args.keep_trials,
-        max_failures=args.max_failures,
         smoke_test=args.smoke_test,
         compile=args.compile,
-        checkpoint_period_s=args.checkpoint_period,
         params=list(args.param),
     )
     settings.space()  # the overrides must make a valid space
     # A task of the user's that does not import, or a metric it never reports, fails here, before Ray starts.
     check_metric(load_task(space.task), space.metric, dict(space.constants))
     check_batch_split(settings)
-    if not settings.gpus_pending:  # DDP workers need whole GPUs: refuse before starting Ray
-        settings.trial_shape()
+    if not settings.resources.pending:  # DDP workers need whole GPUs: refuse before starting Ray
+        settings.resources.shape()
     from results import _fs
 
     if _fs.exists(settings.folder):
@@ -237,6 +247,25 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
             f"a search named '{name}' already exists in {storage}: continue it with --resume, or pick another --name"
         )
     return settings
+
+
+def sync_main(args: argparse.Namespace) -> int:
+    """``--sync FOLDER [--mlflow-uri URI]``: any other flag is a mistake (it would be ignored)."""
+    defaults = vars(build_parser().parse_args([]))
+    extra = sorted(k for k, v in vars(args).items() if k not in ("sync", "mlflow_uri") and v != defaults[k])
+    if extra:
+        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+        print(f"error: --sync takes only --mlflow-uri; drop {flags}", file=sys.stderr)
+        return EXIT_USAGE
+    from results import ResultsError
+    from tuner.sync import SyncError, sync  # MLflow and the model code: only for this command
+
+    try:
+        sync(args.sync, uri=args.mlflow_uri)
+    except (SyncError, ResultsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_spaces:
         print(format_spaces())
         return 0
+    if args.sync is not None:
+        return sync_main(args)
     try:
         settings = settings_from_args(args, cwd=Path(os.getcwd()))
         from tuner.search import Interrupted, run_search  # imports Ray: after the cheap checks

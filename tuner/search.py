@@ -7,7 +7,6 @@ trials.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
@@ -41,7 +40,7 @@ class Interrupted(RuntimeError):
     """The search was stopped (Ctrl-C) with its state saved; the message is the command that resumes it."""
 
     def __init__(self, settings: SearchSettings) -> None:
-        command = f"python run_tune.py --name {settings.name} --storage-path {settings.storage_path} --resume"
+        command = f"python run_tune.py --name {settings.name} --storage-path {settings.run.storage_path} --resume"
         super().__init__(f"search '{settings.name}' interrupted; its state is saved. Resume it with:\n  {command}")
 
 
@@ -79,7 +78,10 @@ def check_resources(settings: SearchSettings) -> int:
     """Refuse requests the cluster cannot meet; return how many trials can run at once."""
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     return resources.check_fit(
-        settings.trial_shape(), nodes=nodes, max_concurrent=settings.max_concurrent, num_samples=settings.num_samples
+        settings.resources.shape(),
+        nodes=nodes,
+        max_concurrent=settings.resources.max_concurrent,
+        num_samples=settings.budget.num_samples,
     )
 
 
@@ -93,21 +95,23 @@ def measure_packing(space: SearchSpace, settings: SearchSettings, dataset: TaskD
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    config = packing.probe_config(space, max_epochs=settings.max_epochs, seed=settings.seed)
+    config = packing.probe_config(space, max_epochs=settings.budget.max_epochs, seed=settings.seed)
     arrays = ray.put(dataset.trial)
     node_cpus = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive"))
     measured: dict[int, float] = {}
     runs: list[packing.ProbeRun] = []
     for k in packing.PACKINGS:
-        if k * settings.cpus_per_trial > node_cpus or (runs and not packing.fits(k, runs)):
+        if k * settings.resources.cpus_per_trial > node_cpus or (runs and not packing.fits(k, runs)):
             break
         # One bundle holds one GPU: the k probes share it, as k trials would.
-        group = placement_group([{"GPU": 1, "CPU": k * settings.cpus_per_trial}])
+        group = placement_group([{"GPU": 1, "CPU": k * settings.resources.cpus_per_trial}])
         ray.get(group.ready())
         try:
             strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
             task = _probe.options(
-                num_gpus=packing.fraction_for(k), num_cpus=settings.cpus_per_trial, scheduling_strategy=strategy
+                num_gpus=packing.fraction_for(k),
+                num_cpus=settings.resources.cpus_per_trial,
+                scheduling_strategy=strategy,
             )
             runs = ray.get([task.remote(space.task, config, arrays) for _ in range(k)])
         finally:
@@ -133,14 +137,14 @@ def resolve_gpus(settings: SearchSettings, space: SearchSpace, dataset: TaskData
     The decision is printed, and saved in search.json with the other settings,
     so that ``--resume`` keeps it.
     """
-    flag = "--gpus-per-trial auto" if settings.gpus_per_trial == GPUS_AUTO else "--gpus-per-trial not given"
+    flag = "--gpus-per-trial auto" if settings.resources.gpus_per_trial == GPUS_AUTO else "--gpus-per-trial not given"
     if not ray.cluster_resources().get("GPU", 0):
         print(f"{flag}: no GPU in this cluster, trials run on CPU", file=out)
-        return dataclasses.replace(settings, gpus_per_trial=0.0)
-    if settings.workers_per_trial > 1:
-        print(f"{flag}: one GPU for each of the {settings.workers_per_trial} DDP workers", file=out)
-        return dataclasses.replace(settings, gpus_per_trial=float(settings.workers_per_trial))
-    if settings.gpus_per_trial == GPUS_AUTO:
+        return settings.with_gpus(0.0)
+    if settings.resources.workers_per_trial > 1:
+        print(f"{flag}: one GPU for each of the {settings.resources.workers_per_trial} DDP workers", file=out)
+        return settings.with_gpus(float(settings.resources.workers_per_trial))
+    if settings.resources.gpus_per_trial == GPUS_AUTO:
         print(f"{flag}: measuring how many trials one GPU runs best at once", file=out, flush=True)
         trials = measure_packing(space, settings, dataset, out=out)
     else:
@@ -151,36 +155,36 @@ def resolve_gpus(settings: SearchSettings, space: SearchSpace, dataset: TaskData
             file=out,
             flush=True,
         )
-    return dataclasses.replace(settings, gpus_per_trial=packing.fraction_for(trials))
+    return settings.with_gpus(packing.fraction_for(trials))
 
 
 def build_tuner(
     settings: SearchSettings, space: SearchSpace, dataset: TaskData, callbacks: list, *, concurrency: int
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored; ``concurrency`` caps trials running at once."""
-    shape = settings.trial_shape()
+    shape = settings.resources.shape()
     scheduler = PersistentASHA(
         state_path=_fs.join(settings.folder, asha.STATE_FILE),
         time_attr="epoch",
-        max_t=settings.max_epochs,
-        grace_period=settings.grace_period,
-        reduction_factor=settings.reduction_factor,
+        max_t=settings.budget.max_epochs,
+        grace_period=settings.budget.grace_period,
+        reduction_factor=settings.budget.reduction_factor,
     )
     trial_settings = TrialSettings(
-        tracking_uri=settings.mlflow_uri,
+        tracking_uri=settings.run.mlflow_uri,
         workers=shape.workers,
         cpus_per_worker=shape.cpus_per_worker,
         gpus_per_worker=shape.gpus_per_worker,
         compile=settings.compile,
-        keep_checkpoints=settings.keep_checkpoints,
-        max_failures=settings.max_failures,
+        keep_checkpoints=settings.run.keep_checkpoints,
+        max_failures=settings.run.max_failures,
         train_storage=_fs.join(settings.folder, "train"),
-        checkpoint_epochs=(*scheduler.milestones(), settings.max_epochs),
+        checkpoint_epochs=(*scheduler.milestones(), settings.budget.max_epochs),
         metric=settings.metric,
         mode=settings.mode,
         task=space.task,
         conditions=conditions(space),
-        checkpoint_period_s=settings.checkpoint_period_s,
+        checkpoint_period_s=settings.run.checkpoint_period_s,
     )
     data: Any = dataset.trial
     if shape.workers > 1:
@@ -193,7 +197,7 @@ def build_tuner(
     trainable = tune.with_resources(
         tune.with_parameters(trainable_for(space.name), data=data, settings=trial_settings), trial_resources
     )
-    if settings.resume:
+    if settings.run.resume:
         if not tune.Tuner.can_restore(settings.folder):
             raise UsageError(
                 f"search '{settings.name}' stopped before Tune saved its state, so it cannot be resumed: "
@@ -216,13 +220,13 @@ def build_tuner(
     sampled = settings.search != "optuna"  # Optuna's define-by-run space holds what it searches
     return tune.Tuner(
         trainable,
-        param_space=param_space(space, max_epochs=settings.max_epochs, seed=settings.seed, sampled=sampled),
+        param_space=param_space(space, max_epochs=settings.budget.max_epochs, seed=settings.seed, sampled=sampled),
         tune_config=tune.TuneConfig(
             metric=settings.metric,
             mode=settings.mode,
             scheduler=scheduler,
             search_alg=searcher,
-            num_samples=settings.num_samples,
+            num_samples=settings.budget.num_samples,
             max_concurrent_trials=None,  # the searcher caps it; setting both raises
             # Reused actors start trials in milliseconds; a DDP trial's coordinator cannot be
             # reset for another trial (Ray refuses, then waits), and its workers start anew anyway.
@@ -230,14 +234,14 @@ def build_tuner(
         ),
         run_config=tune.RunConfig(
             name=settings.name,
-            storage_path=settings.storage_path,
+            storage_path=settings.run.storage_path,
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=settings.keep_checkpoints,
+                num_to_keep=settings.run.keep_checkpoints,
                 checkpoint_score_attribute=settings.metric,
                 checkpoint_score_order=settings.mode,
             ),
             callbacks=callbacks,
-            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            failure_config=tune.FailureConfig(max_failures=settings.run.max_failures),
             # Each trial's stdout and stderr go to files in its working folder, and
             # sync_artifacts copies them into the trial's folder under the storage path
             # when the trial ends, not at every checkpoint (a blocking copy in the trial).
@@ -261,23 +265,25 @@ def _evaluate(task: str, checkpoint: tune.Checkpoint, held_out: Any) -> dict[str
 
 def test_scores(settings: SearchSettings, space: SearchSpace, checkpoint: tune.Checkpoint, dataset: TaskData) -> dict:
     """The held-out data, used once: the best checkpoint evaluated on a trial-sized slot of the cluster."""
-    task = _evaluate.options(num_cpus=settings.cpus_per_trial, num_gpus=min(1.0, settings.gpus_per_trial))
+    task = _evaluate.options(
+        num_cpus=settings.resources.cpus_per_trial, num_gpus=min(1.0, settings.resources.gpus_per_trial)
+    )
     return ray.get(task.remote(space.task, checkpoint, dataset.held_out))
 
 
 def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[SearchSettings, MlflowTracker]:
     """Open (or re-open, on resume) the parent run and save search.json with its id."""
     tracker = MlflowTracker(
-        uri=settings.mlflow_uri,
+        uri=settings.run.mlflow_uri,
         experiment=space.name,
         metric=settings.metric,
         conditions=conditions(space),
         search_name=settings.name,
-        parent_run_id=settings.mlflow_run_id,
-        offline_reason=tracking_unreachable(settings.mlflow_uri),
+        parent_run_id=settings.run.mlflow_run_id,
+        offline_reason=tracking_unreachable(settings.run.mlflow_uri),
         folder=settings.folder,
     )
-    settings = dataclasses.replace(settings, mlflow_run_id=tracker.parent_run_id)
+    settings = settings.with_run(mlflow_run_id=tracker.parent_run_id)
     _fs.write_text(_fs.join(settings.folder, results.SEARCH_JSON), settings.to_json())
     params = settings.mlflow_params()
     params.update({f"space.{p.name}": p.describe() for p in space.params})
@@ -290,7 +296,7 @@ def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[Search
 def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[str, Any]:
     """Run (or resume) the search ``settings`` describes; return the best trial's record."""
     out = out or sys.stdout
-    if settings.resume and _fs.exists(_fs.join(settings.folder, results.RESULTS_CSV)):
+    if settings.run.resume and _fs.exists(_fs.join(settings.folder, results.RESULTS_CSV)):
         print(
             f"search '{settings.name}' already finished:\n"
             + results.leaderboard(results.load_results(settings.folder), metric=settings.metric, mode=settings.mode),
@@ -302,7 +308,7 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
     print(f"data: {dataset.description} from {settings.data_dir}", file=out)
     started = init_ray()
     try:
-        if settings.gpus_pending:
+        if settings.resources.pending:
             settings = resolve_gpus(settings, space, dataset, out=out)
         concurrency = check_resources(settings)
         settings, tracker = start_tracking(settings, space)
@@ -311,18 +317,18 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
             params=[p.name for p in space.params if p.kind != "fixed"],
             metric=settings.metric,
             mode=settings.mode,
-            total=settings.num_samples,
+            total=settings.budget.num_samples,
         )
         tuner = build_tuner(settings, space, dataset, [tracker, progress], concurrency=concurrency)
         print(
-            f"search '{settings.name}': {settings.num_samples} trials, ASHA over {settings.max_epochs} epochs, "
-            f"writing to {settings.folder}",
+            f"search '{settings.name}': {settings.budget.num_samples} trials, "
+            f"ASHA over {settings.budget.max_epochs} epochs, writing to {settings.folder}",
             file=out,
             flush=True,
         )
         progress_module.LAST_STATUSES.clear()
         grid = tuner.fit()
-        if progress_module.interrupted(settings.num_samples):
+        if progress_module.interrupted(settings.budget.num_samples):
             tracker.end(status="KILLED")
             raise Interrupted(settings)
         return finish(settings, space, grid, dataset, tracker, out=out)
@@ -342,7 +348,9 @@ def finish(
 ) -> dict[str, Any]:
     """Evaluate the best trial on the test set, log it to MLflow, write the results and print them."""
     metric, mode = settings.metric, settings.mode
-    rows = trial_rows(grid, max_epochs=settings.max_epochs, metric=metric, mode=mode, conditions=conditions(space))
+    rows = trial_rows(
+        grid, max_epochs=settings.budget.max_epochs, metric=metric, mode=mode, conditions=conditions(space)
+    )
     best = best_trial(grid, metric=metric, mode=mode)
     record: dict[str, Any] | None = None
     if best is not None:
@@ -367,9 +375,11 @@ def finish(
             )  # fmt: skip
         tracker.log_metrics({f"best_{metric}": record[metric], **scores})
     frame = results.write(settings.folder, rows, record, metric=metric, mode=mode)
-    pruned = prune_checkpoints(rows, folder=settings.folder, keep_trials=settings.keep_trials, metric=metric, mode=mode)
+    pruned = prune_checkpoints(
+        rows, folder=settings.folder, keep_trials=settings.run.keep_trials, metric=metric, mode=mode
+    )
     if pruned:
-        print(f"removed the checkpoints of {len(pruned)} trial(s) outside the top {settings.keep_trials}", file=out)
+        print(f"removed the checkpoints of {len(pruned)} trial(s) outside the top {settings.run.keep_trials}", file=out)
     tracker.end(status="FINISHED" if record else "FAILED")
     print_summary(settings, rows, frame, record, grid, out=out)
     return record or {}
@@ -410,4 +420,4 @@ def print_summary(
         f"results: {_fs.join(settings.folder, results.RESULTS_CSV)}, {_fs.join(settings.folder, results.BEST_CONFIG)}",
         file=out,
     )
-    print(f"MLflow: {redact(settings.mlflow_uri)} (browse with `make mlflow-ui`)", file=out)
+    print(f"MLflow: {redact(settings.run.mlflow_uri)} (browse with `make mlflow-ui`)", file=out)

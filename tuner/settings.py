@@ -29,47 +29,83 @@ GPUS_AUTO, GPUS_DEFAULT = "auto", "default"  # --gpus-per-trial values resolved 
 
 
 @dataclass(frozen=True)
-class SearchSettings:
-    """A search's flags, resolved: absolute paths, the budget filled in from the space."""
+class Resources:
+    """What each trial asks of the cluster, and how many trials may run at once (Tune's resources)."""
 
-    space_name: str  # the space's name: the MLflow experiment and the registered model are named after it
-    name: str
-    storage_path: str
-    data_dir: str
-    mlflow_uri: str
-    num_samples: int
-    max_epochs: int
-    grace_period: int
-    reduction_factor: int
     # A number once resolved; until the search has started Ray: "auto" (probe, then pack) or
     # "default" (flag not given: the space's trials per GPU where there are GPUs, else CPU).
-    gpus_per_trial: float | str = 0.0
+    gpus_per_trial: float | str = GPUS_DEFAULT
     cpus_per_trial: float = 1.0
     workers_per_trial: int = 1  # > 1: each trial is a DDP run on that many Ray Train workers
     max_concurrent: int | None = None
-    search: str = "random"
-    seed: int = 0
+
+    @property
+    def pending(self) -> bool:
+        """True while ``gpus_per_trial`` waits for Ray to show the cluster ("auto" or "default")."""
+        return self.gpus_per_trial in (GPUS_AUTO, GPUS_DEFAULT)
+
+    def shape(self) -> TrialShape:
+        """Each trial's workers and their CPUs and GPUs (``gpus_per_trial`` must be resolved to a number)."""
+        return trial_shape(
+            gpus_per_trial=float(self.gpus_per_trial),
+            cpus_per_trial=self.cpus_per_trial,
+            workers=self.workers_per_trial,
+        )
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where a search is written and tracked, what it keeps, and how it survives failures (Tune's RunConfig)."""
+
+    name: str
+    storage_path: str
+    mlflow_uri: str
     keep_checkpoints: int = 2
     keep_trials: int = 5  # after the search, only the best trials keep their checkpoints
     max_failures: int = 2  # retries of a trial whose process died, each from its last checkpoint
-    smoke_test: bool = False
-    compile: bool = False
     checkpoint_period_s: float = 30.0  # besides ASHA's rungs and the last epoch; 0: every epoch
-    params: list[str] = field(default_factory=list)
     resume: bool = False
     mlflow_run_id: str | None = None  # the parent run, set once the search has started
-    space_file: str = ""  # the YAML file the space was read from (absolute), unless it is a built-in
-    metric: str = "val_acc"  # the space's: what ASHA, the searcher and the results go by
-    mode: str = "max"
 
     @property
     def folder(self) -> str:
         """Where Tune writes this search: ``<storage_path>/<name>``."""
         return _fs.join(self.storage_path, self.name)
 
+
+_PARTS = {"budget": Budget, "resources": Resources, "run": RunSettings}
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """A search's flags, resolved: what is searched, on which data, by which searcher, and its three parts.
+
+    ``budget`` (how many trials and epochs, ASHA's knobs), ``resources`` (what a
+    trial asks of the cluster) and ``run`` (where it is written, what it keeps,
+    how it recovers) follow Tune's own split, so a new flag touches one of them.
+    """
+
+    space_name: str  # the space's name: the MLflow experiment and the registered model are named after it
+    data_dir: str
+    budget: Budget
+    resources: Resources
+    run: RunSettings
+    search: str = "random"
+    seed: int = 0
+    smoke_test: bool = False
+    compile: bool = False
+    params: list[str] = field(default_factory=list)
+    space_file: str = ""  # the YAML file the space was read from (absolute), unless it is a built-in
+    metric: str = "val_acc"  # the space's: what ASHA, the searcher and the results go by
+    mode: str = "max"
+
     @property
-    def budget(self) -> Budget:
-        return Budget(self.num_samples, self.max_epochs, self.grace_period, self.reduction_factor)
+    def name(self) -> str:
+        return self.run.name
+
+    @property
+    def folder(self) -> str:
+        return self.run.folder
 
     def space(self) -> SearchSpace:
         """The named space with the smoke test's and the user's overrides applied."""
@@ -78,22 +114,19 @@ class SearchSettings:
             space = apply_overrides(space, space.smoke.params)
         return apply_overrides(space, self.params)
 
-    @property
-    def gpus_pending(self) -> bool:
-        """True while ``gpus_per_trial`` waits for Ray to show the cluster ("auto" or "default")."""
-        return self.gpus_per_trial in (GPUS_AUTO, GPUS_DEFAULT)
+    def with_gpus(self, gpus_per_trial: float) -> SearchSettings:
+        return dataclasses.replace(self, resources=dataclasses.replace(self.resources, gpus_per_trial=gpus_per_trial))
 
-    def trial_shape(self) -> TrialShape:
-        """Each trial's workers and their CPUs and GPUs (``gpus_per_trial`` must be resolved to a number)."""
-        return trial_shape(
-            gpus_per_trial=float(self.gpus_per_trial),
-            cpus_per_trial=self.cpus_per_trial,
-            workers=self.workers_per_trial,
-        )
+    def with_run(self, **changes: Any) -> SearchSettings:
+        return dataclasses.replace(self, run=dataclasses.replace(self.run, **changes))
 
     def mlflow_params(self) -> dict[str, Any]:
-        """The settings as MLflow params of the search's parent run, with credentials masked."""
-        params = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("resume", "mlflow_run_id")}
+        """The settings as flat MLflow params of the search's parent run, with credentials masked."""
+        params: dict[str, Any] = {}
+        for key, value in dataclasses.asdict(self).items():
+            params.update(value if key in _PARTS else {key: value})
+        for key in ("resume", "mlflow_run_id"):
+            params.pop(key)
         for key in ("mlflow_uri", "storage_path", "data_dir"):
             params[key] = redact(str(params[key]))
         return params
@@ -103,8 +136,15 @@ class SearchSettings:
 
     @classmethod
     def from_json(cls, text: str) -> SearchSettings:
+        saved = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+        parts = {}
+        for key, part in _PARTS.items():
+            names = {f.name for f in dataclasses.fields(part)}
+            # A search.json written before the split holds every setting at the top level.
+            values = saved.get(key) if isinstance(saved.get(key), dict) else saved
+            parts[key] = part(**{k: v for k, v in values.items() if k in names})
+        return cls(**{k: v for k, v in saved.items() if k in known and k not in _PARTS}, **parts)
 
 
 def parse_gpus_per_trial(text: str | None) -> float | str:
@@ -213,7 +253,7 @@ def resume_settings(*, name: str, storage_path: str) -> SearchSettings:
             f"--resume: {where} '{name}' in {storage_path}; check --name and --storage-path "
             f"(existing searches are the folders of {storage_path})"
         )
-    return dataclasses.replace(SearchSettings.from_json(_fs.read_text(saved)), resume=True)
+    return SearchSettings.from_json(_fs.read_text(saved)).with_run(resume=True)
 
 
 def budget_from(space: SearchSpace, *, smoke_test: bool, given: dict[str, Any]) -> Budget:

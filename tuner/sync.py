@@ -1,4 +1,4 @@
-"""``python -m results sync <search-folder>``: push a finished search to MLflow, idempotently.
+"""``python run_tune.py --sync <search-folder>``: push a finished search to MLflow, idempotently.
 
 For a search that ran while the tracking server was down (or any search whose
 runs are missing). Everything comes from the search's folder: ``search.json``,
@@ -59,7 +59,7 @@ def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> d
         raise SyncError(f"no {results.SEARCH_JSON} in {folder}: pass the folder of a search, e.g. ray_results/<name>")
     settings = SearchSettings.from_json(_fs.read_text(saved))
     frame = results.load_results(folder)
-    uri = uri or settings.mlflow_uri
+    uri = uri or settings.run.mlflow_uri
     parent = MlflowTracker.find_parent(uri, experiment=settings.space_name, search_name=settings.name)
     tracker = MlflowTracker(uri=uri, experiment=settings.space_name, search_name=settings.name, folder=folder,
                             parent_run_id=parent, metric=settings.metric)  # fmt: skip

@@ -77,7 +77,7 @@ def code_paths(task: str) -> list[str]:
 
 
 def save_example(folder: str, example: np.ndarray) -> None:
-    """Keep the task's example inputs with the search, for ``results sync`` to register the model later."""
+    """Keep the task's example inputs with the search, for ``run_tune.py --sync`` to register the model later."""
     text = json.dumps({"dtype": str(example.dtype), "shape": list(example.shape), "values": example.ravel().tolist()})
     _fs.write_text(_fs.join(folder, EXAMPLE_FILE), text)
 
@@ -146,7 +146,7 @@ class MlflowTracker(tune.Callback):
         self.offline = True
         print(
             f"warning: MLflow at {self.uri} is unavailable ({reason}); the search goes on and keeps everything "
-            f"in {self.folder or 'its folder'}. Push it to MLflow later with: python -m results sync {self.folder}",
+            f"in {self.folder or 'its folder'}. Push it to MLflow later with: python run_tune.py --sync {self.folder}",
             file=sys.stderr,
             flush=True,
         )
@@ -221,7 +221,7 @@ class MlflowTracker(tune.Callback):
                 # The network's classes travel with it, so it loads where this project is not installed.
                 code_paths=code_paths(task),
             )
-        self.client.set_tag(self.parent_run_id, MODEL_TAG, info.model_uri)  # `results sync` skips it then
+        self.client.set_tag(self.parent_run_id, MODEL_TAG, info.model_uri)  # `run_tune.py --sync` skips it then
         version = info.registered_model_version
         if version is not None:
             for k, v in tags.items():

@@ -1,4 +1,4 @@
-"""MLflow down: the search runs and keeps everything locally; `python -m results sync` pushes it later."""
+"""MLflow down: the search runs and keeps everything locally; `python run_tune.py --sync` pushes it later."""
 
 import subprocess
 import sys
@@ -16,7 +16,7 @@ DOWN = "http://127.0.0.1:9"  # nothing listens on the discard port
 
 
 def _sync(folder, *extra):
-    return subprocess.run([sys.executable, "-m", "results", "sync", str(folder), *extra], cwd=ROOT,
+    return subprocess.run([sys.executable, "run_tune.py", "--sync", str(folder), *extra], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
@@ -34,7 +34,7 @@ def test_search_without_mlflow_then_sync(tmp_path, cifar_dir, ray_local, capsys)
     argv[argv.index("--mlflow-uri") + 1] = DOWN
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert err.count("warning: MLflow at") == 1 and "python -m results sync" in err
+    assert err.count("warning: MLflow at") == 1 and "python run_tune.py --sync" in err
     folder = tmp_path / "runs" / "offline"
     frame = pd.read_csv(folder / "results.csv")
     assert len(frame) == 4 and (folder / "best_config.json").exists()
