@@ -71,8 +71,10 @@ def test_grayscale_images_and_their_own_val_and_test_folders(tmp_path):
         (lambda root: root.mkdir(), "no .*train folder"),
         (lambda root: [(root / "train" / c).mkdir(parents=True) for c in CLASSES], "no images"),
         (lambda root: write_tree(root, per_class=(10, 0, 0)), "one class only"),
-        (lambda root: (write_tree(root), (root / "train" / "circle" / "0.png").write_bytes(b"not a png")),
-         "1 image.s. cannot be read: .*0.png; remove or replace them"),
+        (
+            lambda root: (write_tree(root), (root / "train" / "circle" / "0.png").write_bytes(b"not a png")),
+            "1 image.s. cannot be read: .*0.png; remove or replace them",
+        ),
     ],
 )
 def test_bad_folders_say_what_to_fix(tmp_path, make, message):
@@ -90,12 +92,51 @@ def test_a_model_too_big_for_the_device_is_refused(tmp_path, monkeypatch):
         TASK.load(data_dir=str(write_tree(tmp_path / "rgb")), smoke=None, constants=CONSTANTS)
 
 
-def test_pretrained_weights_missing_from_the_cache_say_how_to_get_them(tmp_path, monkeypatch):
-    from trainables.imagefolder import resnet18
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "efficientnet_b0"])
+def test_pretrained_weights_missing_from_the_cache_say_how_to_get_them(tmp_path, monkeypatch, name):
+    from trainables.imagefolder import torchvision_net
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    with pytest.raises(TaskError, match="not in the local cache.*weights='DEFAULT'.*or set pretrained to false"):
-        resnet18(channels=3, classes=3, pretrained=True)
+    with pytest.raises(TaskError, match=rf"not in the local cache.*models.{name}\(weights='DEFAULT'\).*or set "
+                                        rf"pretrained to false"):  # fmt: skip
+        torchvision_net(name, channels=3, classes=3, pretrained=True)
+
+
+@pytest.mark.parametrize("model", ["small_cnn", "resnet18", "mobilenet_v3_small", "efficientnet_b0"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_model_takes_grayscale_and_rgb(model, channels):
+    from trainables.imagefolder import build_network
+
+    net = build_network({"model": model, "width": 0.5, "pretrained": False}, channels=channels, classes=5,
+                        mean=[120.0] * channels, std=[60.0] * channels).eval()  # fmt: skip
+    with torch.no_grad():
+        assert net(torch.randint(0, 256, (2, channels, 32, 32), dtype=torch.uint8)).shape == (2, 5)
+
+
+def test_pretrained_weights_from_the_cache_with_a_new_head_and_gray_filters(tmp_path, monkeypatch):
+    import torchvision
+
+    from trainables.imagefolder import torchvision_net
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    weights = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT
+    (tmp_path / "checkpoints").mkdir()
+    torch.manual_seed(0)
+    imagenet = torchvision.models.mobilenet_v3_small(num_classes=1000)  # stands in for the downloaded file
+    torch.save(imagenet.state_dict(), tmp_path / "checkpoints" / Path(weights.url).name)
+    rgb = torchvision_net("mobilenet_v3_small", channels=3, classes=4, pretrained=True)
+    gray = torchvision_net("mobilenet_v3_small", channels=1, classes=4, pretrained=True)
+    first = imagenet.features[0][0].weight
+    assert torch.equal(rgb.features[0][0].weight, first)
+    assert torch.allclose(gray.features[0][0].weight, first.sum(dim=1, keepdim=True))
+    assert torch.equal(gray.features[3].block[0][0].weight, imagenet.features[3].block[0][0].weight)
+    assert (
+        rgb.classifier[-1].out_features == 4 and rgb.classifier[0].weight.shape == imagenet.classifier[0].weight.shape
+    )
+    # A gray image excites the gray filters as its RGB copy excites the RGB ones.
+    x = torch.rand(1, 1, 16, 16)
+    conv = torch.nn.functional.conv2d
+    assert torch.allclose(conv(x, gray.features[0][0].weight), conv(x.expand(1, 3, 16, 16), first), atol=1e-5)
 
 
 @pytest.mark.slow

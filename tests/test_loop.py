@@ -29,6 +29,7 @@ CONFIG = dict(
     flip="alternate",
     lookahead=True,
     whiten_bias_epochs=1,  # frozen from the second epoch: resuming crosses the freeze
+    tta=0,
 )
 
 
@@ -43,16 +44,16 @@ def tiny_data():
 def test_model_shapes_and_widths():
     assert widths_for(1.0) == (64, 256, 256)
     assert widths_for(0.125) == (8, 32, 32)
-    small, big = build_model({"width": 0.5}), build_model({"width": 1.0})
+    small, big = build_model({"arch": "airbench", "width": 0.5}), build_model({"arch": "airbench", "width": 1.0})
     assert count_parameters(small) < count_parameters(big)
     out = small(torch.randn(4, 3, 32, 32))
     assert out.shape == (4, 10)
     with pytest.raises(ValueError, match="unknown arch"):
-        build_model({"arch": "vgg"})
+        build_model({"arch": "vgg", "width": 1.0})
 
 
 def test_whitening_decorrelates_patches():
-    model = build_model({"width": 0.125})
+    model = build_model({"arch": "airbench", "width": 0.125})
     x, _ = synthetic_images(256, seed=0)
     images = augment.normalize(torch.from_numpy(x))
     model.init_whitening(images)
@@ -88,7 +89,7 @@ def test_alternating_flips_show_every_image_both_ways_every_two_epochs():
 
 
 def test_optimizer_groups_and_schedule():
-    model = build_model({"width": 0.125})
+    model = build_model({"arch": "airbench", "width": 0.125})
     opt = build_optimizer(model, CONFIG)
     norm_group, other, whiten = opt.param_groups
     assert norm_group["lr"] == pytest.approx(other["lr"] * 64)
@@ -193,17 +194,31 @@ def test_checkpoint_roundtrip_reproduces_val_acc(tmp_path, tiny_data):
         checkpoint.load(tmp_path / "nothing")
 
 
+def test_the_recipe_comes_from_the_config_alone(tiny_data):
+    from search_spaces import get_space
+    from trainables.loop import RECIPE_KEYS
+    from tuner.space import param_space
+
+    lacking = {k: v for k, v in CONFIG.items() if k not in ("translate", "tta")}
+    with pytest.raises(ValueError, match="the config lacks tta, translate: .*search_spaces/cifar.yaml"):
+        train(lacking, data=tiny_data, device=torch.device("cpu"), report=lambda m, s: None)
+    # Every trial of the cifar space gets every value the recipe reads.
+    assert set(RECIPE_KEYS) <= set(param_space(get_space("cifar"), max_epochs=2, seed=0))
+
+
 def test_resnet18_trains(tiny_data):
     reports = _run({**CONFIG, "arch": "resnet18", "width": 0.125, "epochs": 1}, tiny_data)
     assert np.isfinite(reports[-1][0]["train_loss"])
-    assert count_parameters(build_model({"arch": "resnet18"})) == 11_173_962  # the standard CIFAR ResNet-18
+    assert (
+        count_parameters(build_model({"arch": "resnet18", "width": 1.0})) == 11_173_962
+    )  # the standard CIFAR ResNet-18
 
 
 def test_test_time_augmentation_levels():
     from trainables.loop import _tta_logits
 
     torch.manual_seed(0)
-    model = build_model({"width": 0.125}).eval()
+    model = build_model({"arch": "airbench", "width": 0.125}).eval()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         plain, flips = model(x), 0.5 * (model(x) + model(x.flip(3)))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from trainables import data as cifar_data
-from trainables.loop import DeviceData, evaluate, train
+from trainables.loop import RECIPE_KEYS, DeviceData, evaluate, train
 from trainables.models import build_model
 from trainables.task import TaskData, TaskError, TrialContext, on_device
 
@@ -40,6 +40,9 @@ class CifarTask:
 
     def metrics(self, constants: dict[str, Any]) -> tuple[str, ...]:
         return ("val_acc", "val_loss", "train_loss", "images_per_s", "epoch_time_s")
+
+    def config_keys(self, constants: dict[str, Any]) -> tuple[str, ...]:
+        return RECIPE_KEYS
 
     def train(self, config: dict[str, Any], data: dict[str, Any], context: TrialContext) -> None:
         train(

@@ -10,8 +10,9 @@ device ``randperm`` and augmentation (shifts, flips) runs on whole batches.
 A dataset too large to hold that way is refused with the size that would fit.
 
 Models: ``small_cnn`` (three conv blocks, ``width`` scales the channels) and
-torchvision's ``resnet18``, optionally ``pretrained`` from torchvision's
-weights when they are in the local cache. Every model starts with the
+torchvision's ``resnet18``, ``mobilenet_v3_small`` and ``efficientnet_b0``,
+optionally ``pretrained`` from torchvision's weights when they are in the
+local cache. Every model starts with the
 dataset's normalisation, so the registered model takes raw 0-255 pixels.
 """
 
@@ -35,7 +36,6 @@ MAX_BYTES = 4 * 1024**3  # uint8 pixels a trial may hold on its device
 HOLD_OUT = 0.1  # share of each class held out of train/ for a missing val/ or test/
 SPLIT_SEED = 0
 EVAL_BATCH = 500
-MODELS = ("small_cnn", "resnet18")
 
 
 def _files(folder: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
@@ -104,23 +104,52 @@ def small_cnn(*, channels: int, classes: int, width: float) -> nn.Sequential:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c[-1], classes))
 
 
-def resnet18(*, channels: int, classes: int, pretrained: bool) -> nn.Module:
+# torchvision's classifiers offered by name, with their weights' enum for ``pretrained``.
+TORCHVISION = {
+    "resnet18": "ResNet18_Weights",
+    "mobilenet_v3_small": "MobileNet_V3_Small_Weights",
+    "efficientnet_b0": "EfficientNet_B0_Weights",
+}
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(parent), attribute, new)
+
+
+def torchvision_net(name: str, *, channels: int, classes: int, pretrained: bool) -> nn.Module:
+    """torchvision's ``name`` for ``channels``-channel images and ``classes`` classes.
+
+    ``pretrained`` starts from torchvision's ImageNet weights, read from the local
+    torch hub cache only (never downloaded): the classifier's last layer is new,
+    and for grayscale the first convolution's filters are summed over RGB, so a
+    gray image excites them as its RGB copy would.
+    """
     import torchvision
 
-    model = torchvision.models.resnet18(num_classes=1000 if pretrained else classes)
+    cached = None
     if pretrained:
-        weights = torchvision.models.ResNet18_Weights.DEFAULT
+        weights = getattr(torchvision.models, TORCHVISION[name]).DEFAULT
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         if not cached.is_file():
             raise TaskError(
-                f"pretrained resnet18 weights are not in the local cache ({cached}): on a machine with internet run "
-                f"python -c \"import torchvision; torchvision.models.resnet18(weights='DEFAULT')\" and copy the file "
+                f"pretrained {name} weights are not in the local cache ({cached}): on a machine with internet run "
+                f"python -c \"import torchvision; torchvision.models.{name}(weights='DEFAULT')\" and copy the file "
                 f"there, or set pretrained to false"
             )
+    model = getattr(torchvision.models, name)(num_classes=1000 if pretrained else classes)
+    if cached is not None:
         model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
-        model.fc = nn.Linear(model.fc.in_features, classes)
+        head, linear = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+        _replace(model, head, nn.Linear(linear.in_features, classes))
     if channels != 3:
-        model.conv1 = nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False)
+        first, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+        new = nn.Conv2d(channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                        bias=conv.bias is not None)  # fmt: skip
+        if cached is not None and channels == 1:
+            with torch.no_grad():
+                new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        _replace(model, first, new)
     return model
 
 
@@ -130,12 +159,15 @@ def build_network(config: dict[str, Any], *, channels: int, classes: int, mean: 
     name = config["model"]
     if name == "small_cnn":
         body = small_cnn(channels=channels, classes=classes, width=float(config["width"]))
-    elif name == "resnet18":
-        body = resnet18(channels=channels, classes=classes,
-                        pretrained=bool(config["pretrained"]) if pretrained is None else pretrained)  # fmt: skip
+    elif name in TORCHVISION:
+        body = torchvision_net(name, channels=channels, classes=classes,
+                               pretrained=bool(config["pretrained"]) if pretrained is None else pretrained)  # fmt: skip
     else:
         raise TaskError(f"model is {name!r}, but must be one of {', '.join(MODELS)}")
     return nn.Sequential(Normalize(mean, std), body)
+
+
+MODELS = ("small_cnn", *TORCHVISION)
 
 
 class ImageFolderTask:
@@ -198,6 +230,10 @@ class ImageFolderTask:
 
     def metrics(self, constants: dict[str, Any]) -> tuple[str, ...]:
         return ("val_acc", "val_loss", "train_loss")
+
+    def config_keys(self, constants: dict[str, Any]) -> tuple[str, ...]:
+        # Besides these, small_cnn reads width and the torchvision models read pretrained.
+        return ("lr", "weight_decay", "batch_size", "label_smoothing", "model", "flip", "translate", "epochs", "seed")
 
     def _scores(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         model.eval()

@@ -29,6 +29,20 @@ from trainables.task import Diverged, Reporter
 
 WHITEN_SAMPLES = 5000
 EVAL_BATCH = 1000
+# Every value the recipe reads, all from the trial's config: the cifar space's parameters
+# and constants, and ``epochs`` and ``seed`` from the search. No defaults live in this code.
+RECIPE_KEYS = ("arch", "width", "lr", "momentum", "weight_decay", "batch_size", "label_smoothing", "flip",
+               "lookahead", "tta", "warmup", "translate", "whiten_bias_epochs", "epochs", "seed")  # fmt: skip
+
+
+def check_recipe(config: dict[str, Any]) -> None:
+    missing = [k for k in RECIPE_KEYS if k not in config]
+    if missing:
+        raise ValueError(
+            f"the config lacks {', '.join(missing)}: the cifar recipe takes every value from its space "
+            f"(search_spaces/cifar.yaml, params and constants)"
+        )
+
 
 def format_metrics(metrics: dict[str, Any]) -> str:
     """One log line: ``epoch=3 val_acc=0.912 ...``."""
@@ -65,6 +79,7 @@ def _all_sum(t: torch.Tensor, world_size: int) -> torch.Tensor:
 
 def _tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
     """Logits averaged over flips (level 1) and one-pixel shifts (level 2), as airbench evaluates."""
+
     # Each view's logits in float32 before they are combined: sums of bf16 logits lose digits.
     def view(images: torch.Tensor) -> torch.Tensor:
         return model(images).float()
@@ -146,13 +161,13 @@ class _Run:
         """One optimizer step on this rank's images ``idx``; returns the summed loss."""
         c = self.config
         x = augment.normalize(self.data.train_x[idx])
-        x = augment.apply(x, d, translate=int(c.get("translate", 2)), flip=self.flips != "none")
+        x = augment.apply(x, d, translate=int(c["translate"]), flip=self.flips != "none")
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device):
             logits = self.model(x)
         # Summed loss (airbench); DDP averages gradients over ranks, so scale back up.
-        smoothing = float(c.get("label_smoothing", 0.0))
+        smoothing = float(c["label_smoothing"])
         loss = F.cross_entropy(logits.float(), self.data.train_y[idx], label_smoothing=smoothing, reduction="sum")
         self.optimizer.zero_grad(set_to_none=True)
         (loss * self.world_size).backward()
@@ -170,7 +185,7 @@ class _Run:
         generator.manual_seed(int(self.config["seed"]) * 100_003 + epoch)
         order = torch.randperm(n, device=self.device, generator=generator)
         local = slice(self.rank, None, self.world_size)
-        translate = int(self.config.get("translate", 2))
+        translate = int(self.config["translate"])
         self.model.train()
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         for step in range(self.steps_per_epoch):
@@ -186,7 +201,7 @@ class _Run:
         t0 = time.perf_counter()
         saved = copy.deepcopy(self._states())
         idx = torch.arange(self.rank, self.batch_size, self.world_size, device=self.device)
-        translate = int(self.config.get("translate", 2))
+        translate = int(self.config["translate"])
         d = augment.draw(self.batch_size, translate=translate, generator=generator, device=self.device)
         self.step(idx, d.take(slice(self.rank, None, self.world_size)))
         _sync(self.device)
@@ -223,6 +238,7 @@ def _sync(device: torch.device) -> None:
 def _setup(
     config: dict[str, Any], data: DeviceData, *, device: torch.device, rank: int, world_size: int, compile: bool
 ) -> _Run:
+    check_recipe(config)
     batch_size = int(config["batch_size"])
     if batch_size % world_size:
         raise ValueError(f"batch_size {batch_size} must divide evenly across {world_size} workers")
@@ -239,15 +255,15 @@ def _setup(
     optimizer = build_optimizer(raw_model, config)
     steps = max(1, n // batch_size)  # drop the last partial batch: equal steps on every rank
     total_steps = int(config["epochs"]) * steps
-    whiten_epochs = config.get("whiten_bias_epochs")
+    whiten_epochs = config["whiten_bias_epochs"]  # None: never frozen
     schedule = build_schedule(
         optimizer,
         total_steps=total_steps,
-        warmup=float(config.get("warmup", 0.23)),
+        warmup=float(config["warmup"]),
         freeze_whiten_after=None if whiten_epochs is None else int(whiten_epochs) * steps,
     )
-    lookahead = Lookahead(raw_model, total_steps=total_steps) if config.get("lookahead") else None
-    flips, flip_base = augment.flip_mode(config.get("flip", "random")), None
+    lookahead = Lookahead(raw_model, total_steps=total_steps) if config["lookahead"] else None
+    flips, flip_base = augment.flip_mode(config["flip"]), None
     if flips == "alternate":
         # The same draw on every rank (seeded), so N processes flip as one does.
         generator = torch.Generator(device=device).manual_seed(int(config["seed"]) * 100_003 + 99)
@@ -295,7 +311,7 @@ def train(
             # checkpoint) rank 0's on every rank, so the reported score is the checkpoint's.
             for buffer in run.raw_model.buffers():
                 dist.broadcast(buffer, src=0)
-        tta = int(config.get("tta", 0))
+        tta = int(config["tta"])
         val_loss, val_acc = evaluate(run.raw_model, data.val_x, data.val_y, tta=tta, rank=rank, world_size=world_size)
         metrics = {
             "epoch": epoch,

@@ -132,8 +132,7 @@ def widths_for(width: float) -> tuple[int, int, int]:
 
 def build_model(config: dict[str, Any], *, num_classes: int = 10) -> nn.Module:
     """The network a trial's config names (``arch``, ``width``)."""
-    arch = config.get("arch", "airbench")
-    width = float(config.get("width", 1.0))
+    arch, width = config["arch"], float(config["width"])
     if arch == "airbench":
         return AirbenchNet(widths=widths_for(width), num_classes=num_classes)
     if arch == "resnet18":

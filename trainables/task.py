@@ -31,8 +31,12 @@ at four points.
 4. ``build_model`` rebuilds the trained network from a saved ``state``, in
    eval mode, for the model registry.
 
-Optionally, ``metrics(constants)`` names the metrics ``train`` reports: a
-space whose metric is not among them is then refused before the search starts.
+Optionally, ``metrics(constants)`` names the metrics ``train`` reports, and
+``config_keys(constants)`` the config keys ``train`` reads: a space whose metric
+is not among the first, or that lacks one of the second (as a parameter or a
+constant), is then refused before the search starts. Read the config with
+``config[key]``, never ``config.get(key, default)``: the space is the one place
+a recipe's values live.
 
 A space file names its task: ``task: cifar`` for a built-in one, or
 ``task: package.module:attribute`` for your own, importable from the working
@@ -151,6 +155,22 @@ def check_metric(task: Any, metric: str, constants: dict[str, Any]) -> None:
             )
 
 
+def check_config_keys(task: Any, given: set[str], constants: dict[str, Any]) -> None:
+    """Refuse a space that lacks a config key ``task`` reads (tasks without ``config_keys`` are trusted).
+
+    ``given`` is what every trial's config holds: the space's parameters and
+    constants, ``epochs`` and ``seed``.
+    """
+    wanted = getattr(task, "config_keys", None)
+    if callable(wanted):
+        missing = [k for k in wanted(constants) if k not in given]
+        if missing:
+            raise TaskError(
+                f"the space gives no value for {', '.join(missing)}, which its task reads: add each as a "
+                f"parameter (params:) or a constant (constants:)"
+            )
+
+
 def load_task(ref: str) -> Task:
     """The task ``ref`` names: a built-in's name, or ``package.module:attribute`` importable from here.
 
@@ -163,9 +183,7 @@ def load_task(ref: str) -> Task:
     target = BUILTIN.get(ref, ref)
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
-        raise TaskError(
-            f"task '{ref}' is neither a built-in task ({', '.join(BUILTIN)}) nor package.module:attribute"
-        )
+        raise TaskError(f"task '{ref}' is neither a built-in task ({', '.join(BUILTIN)}) nor package.module:attribute")
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # whatever the user's module raises while importing

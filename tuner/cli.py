@@ -9,7 +9,7 @@ from pathlib import Path
 
 from search_spaces import SpaceError, format_spaces, get_space, is_path, space_names
 from trainables.data import DataError
-from trainables.task import TaskError, check_metric, load_task
+from trainables.task import TaskError, check_config_keys, check_metric, load_task
 from tuner.errors import UsageError
 from tuner.settings import (
     SEARCH_ALGORITHMS,
@@ -236,7 +236,9 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
     )
     settings.space()  # the overrides must make a valid space
     # A task of the user's that does not import, or a metric it never reports, fails here, before Ray starts.
-    check_metric(load_task(space.task), space.metric, dict(space.constants))
+    task, constants = load_task(space.task), dict(space.constants)
+    check_metric(task, space.metric, constants)
+    check_config_keys(task, {p.name for p in space.params} | set(constants) | {"epochs", "seed"}, constants)
     check_batch_split(settings)
     if not settings.resources.pending:  # DDP workers need whole GPUs: refuse before starting Ray
         settings.resources.shape()

@@ -123,6 +123,10 @@ class TabularTask:
         scores = ("acc", "loss") if constants.get("problem") == "classification" else ("rmse", "loss")
         return (*(f"val_{s}" for s in scores), "train_loss")
 
+    def config_keys(self, constants: dict[str, Any]) -> tuple[str, ...]:
+        # dropout is conditional (two or more layers): read only where the trial has it.
+        return ("hidden", "layers", "lr", "weight_decay", "batch_size", "epochs", "seed")
+
     def _model(self, config: dict[str, Any], *, inputs: int, outputs: int, scale: list[float]) -> nn.Module:
         """The MLP, then ``Rescale``: the network predicts in the target's own units."""
         # dropout is a conditional parameter of the space: only nets with 2+ layers have it.

@@ -124,6 +124,10 @@ CASES = {
                                             "metric: val_acc", "metric: accuracy"))],
                                         ["metric 'accuracy' is not one its task reports (val_acc, val_loss",
                                          "set metric to one of them"]),
+    "a value the task reads is missing": (lambda t, c: ["--space", _space_file(t, _cifar_yaml().replace(
+                                              "translate: 2, ", ""))],
+                                          ["the space gives no value for translate, which its task reads",
+                                           "add each as a parameter (params:) or a constant (constants:)"]),
     "image folder, one class": (lambda t, c: ["--space", "imagefolder", "--data-dir", _image_tree(t, (12, 0, 0))],
                                 ["has images of one class only", "at least two"]),
     "image folder, no images": (lambda t, c: ["--space", "imagefolder", "--data-dir", _image_tree(t, (0, 0, 0))],
