@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 import ray.train
+import torch
 from ray import tune
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
@@ -41,7 +42,16 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
     start = checkpoint.load_restored(ray.train.get_checkpoint(), map_location=device)
     policy = settings.checkpoint_policy()
 
+    # Which nodes the ranks run on (rank 0 reports it): a DDP trial may span nodes.
+    nodes = [None] * world_size
+    if world_size > 1:
+        torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
+    else:
+        nodes = [ray.get_runtime_context().get_node_id()]
+    where = {"node_id": nodes[0], "nodes": len(set(nodes))}
+
     def report(metrics: dict[str, Any], state) -> None:
+        metrics = {**metrics, **where}
         if rank != 0 or not policy.due(metrics["epoch"]):
             ray.train.report(metrics)  # every rank reports: it is a barrier
             return

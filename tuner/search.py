@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from typing import Any, TextIO
 
 import pandas as pd
@@ -26,10 +28,10 @@ from tuner import progress as progress_module
 from tuner.asha import PersistentASHA
 from tuner.errors import UsageError
 from tuner.progress import ProgressTable
-from tuner.settings import GPUS_AUTO, SearchSettings, redact, tracking_unreachable
+from tuner.settings import GPUS_AUTO, SearchSettings, tracking_unreachable
 from tuner.space import OptunaSpace, param_space, reference_point
 from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_rows
-from tuner.tracking import MlflowTracker, save_example
+from tuner.tracking import MlflowTracker, save_example, where_to_browse
 from tuner.trainable import trainable_for
 from tuner.trial import DataRef, TrialSettings
 
@@ -59,9 +61,6 @@ def init_ray() -> bool:
     # engine at verbose=0 prints nothing, and per-epoch checkpoints are intended here.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # A tracking server that dies mid-search should cost seconds, not minutes of retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     # DDP trials: Train gives its workers 60 s to start; on a loaded machine a worker
     # importing torch can take longer. Ray's processes inherit this from the driver.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
@@ -71,7 +70,14 @@ def init_ray() -> bool:
     ray.init(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
     logging.getLogger("torch._export").setLevel(logging.ERROR)
+    _stop_on_sigterm()  # after ray.init, whose own handler would exit at once
     return True
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``ray job stop``, a container runtime) stops the search as Ctrl-C does: state saved, runs KILLED."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 
 def check_resources(settings: SearchSettings) -> int:
@@ -264,10 +270,13 @@ def _evaluate(task: str, checkpoint: tune.Checkpoint, held_out: Any) -> dict[str
 
 
 def test_scores(settings: SearchSettings, space: SearchSpace, checkpoint: tune.Checkpoint, dataset: TaskData) -> dict:
-    """The held-out data, used once: the best checkpoint evaluated on a trial-sized slot of the cluster."""
-    task = _evaluate.options(
-        num_cpus=settings.resources.cpus_per_trial, num_gpus=min(1.0, settings.resources.gpus_per_trial)
-    )
+    """The held-out data, used once: the best checkpoint evaluated in one worker's slot of the cluster.
+
+    One worker's, not the trial's: a DDP trial's CPUs and GPUs may span nodes, and
+    one process asking for all of them would wait forever for a node that big.
+    """
+    shape = settings.resources.shape()
+    task = _evaluate.options(num_cpus=shape.cpus_per_worker, num_gpus=shape.gpus_per_worker)
     return ray.get(task.remote(space.task, checkpoint, dataset.held_out))
 
 
@@ -280,6 +289,7 @@ def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[Search
         conditions=conditions(space),
         search_name=settings.name,
         parent_run_id=settings.run.mlflow_run_id,
+        resume=settings.run.resume,
         offline_reason=tracking_unreachable(settings.run.mlflow_uri),
         folder=settings.folder,
     )
@@ -312,29 +322,47 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
             settings = resolve_gpus(settings, space, dataset, out=out)
         concurrency = check_resources(settings)
         settings, tracker = start_tracking(settings, space)
-        save_example(settings.folder, dataset.example)
-        progress = ProgressTable(
-            params=[p.name for p in space.params if p.kind != "fixed"],
-            metric=settings.metric,
-            mode=settings.mode,
-            total=settings.budget.num_samples,
-        )
-        tuner = build_tuner(settings, space, dataset, [tracker, progress], concurrency=concurrency)
-        print(
-            f"search '{settings.name}': {settings.budget.num_samples} trials, "
-            f"ASHA over {settings.budget.max_epochs} epochs, writing to {settings.folder}",
-            file=out,
-            flush=True,
-        )
-        progress_module.LAST_STATUSES.clear()
-        grid = tuner.fit()
-        if progress_module.interrupted(settings.budget.num_samples):
-            tracker.end(status="KILLED")
-            raise Interrupted(settings)
-        return finish(settings, space, grid, dataset, tracker, out=out)
+        try:
+            return _search(settings, space, dataset, tracker, concurrency=concurrency, out=out)
+        except Interrupted:
+            raise
+        except BaseException as e:  # a crash, or a second Ctrl-C: the MLflow run must not stay RUNNING
+            tracker.end(status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            raise
     finally:
         if started:
             ray.shutdown()
+
+
+def _search(
+    settings: SearchSettings,
+    space: SearchSpace,
+    dataset: TaskData,
+    tracker: MlflowTracker,
+    *,
+    concurrency: int,
+    out: TextIO,
+) -> dict[str, Any]:
+    save_example(settings.folder, dataset.example)
+    progress = ProgressTable(
+        params=[p.name for p in space.params if p.kind != "fixed"],
+        metric=settings.metric,
+        mode=settings.mode,
+        total=settings.budget.num_samples,
+    )
+    tuner = build_tuner(settings, space, dataset, [tracker, progress], concurrency=concurrency)
+    print(
+        f"search '{settings.name}': {settings.budget.num_samples} trials, "
+        f"ASHA over {settings.budget.max_epochs} epochs, writing to {settings.folder}",
+        file=out,
+        flush=True,
+    )
+    progress_module.LAST_STATUSES.clear()
+    grid = tuner.fit()
+    if progress_module.interrupted(settings.budget.num_samples):
+        tracker.end(status="KILLED")
+        raise Interrupted(settings)
+    return finish(settings, space, grid, dataset, tracker, out=out)
 
 
 def finish(
@@ -382,6 +410,10 @@ def finish(
         print(f"removed the checkpoints of {len(pruned)} trial(s) outside the top {settings.run.keep_trials}", file=out)
     tracker.end(status="FINISHED" if record else "FAILED")
     print_summary(settings, rows, frame, record, grid, out=out)
+    print(
+        where_to_browse(settings.run.mlflow_uri, experiment_id=tracker.experiment_id, run_id=tracker.parent_run_id),
+        file=out,
+    )
     return record or {}
 
 
@@ -420,4 +452,3 @@ def print_summary(
         f"results: {_fs.join(settings.folder, results.RESULTS_CSV)}, {_fs.join(settings.folder, results.BEST_CONFIG)}",
         file=out,
     )
-    print(f"MLflow: {redact(settings.run.mlflow_uri)} (browse with `make mlflow-ui`)", file=out)

@@ -8,9 +8,13 @@ duplicating them.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
+import io
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -27,33 +31,44 @@ from results import _fs
 from search_spaces import mark_inactive
 from trainables.checkpoint import load_model
 from trainables.task import BUILTIN
+from tuner.settings import redact, tracking_unreachable
+from tuner.trial import EARLY_END_FLAGS
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")  # and the space's metric
 TRIAL_TAG = "hpsearch.trial_id"
+OUTCOME_TAG = "hpsearch.outcome"  # completed, stopped (by ASHA), diverged, infeasible, error
 SEARCH_TAG = "hpsearch.search"
 PARENT_TAG = "mlflow.parentRunId"
 MODEL_TAG = "hpsearch.model_uri"
 MAX_PARAM_LENGTH = 6000
+TRACKING_LOG = "tracking.log"  # what MLflow's client prints, kept out of the search's output
 EXAMPLE_FILE = "model_example.json"  # the task's example inputs, kept in the search's folder
 
 for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _tolerant(method):
-    """Run a tracking call; if the store fails, go offline (one warning) instead of failing the search."""
+RETRY_DELAYS_S = (0.5, 1.0, 2.0)  # a failed call is tried again after each of these
+RECONNECT_S = 30.0  # while the server is unreachable, how often a call tries it again
+# What a server that answered says about a call it will never accept: no retry helps.
+REFUSALS = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_STATE",
+            "BAD_REQUEST", "PERMISSION_DENIED", "UNAUTHENTICATED", "ENDPOINT_NOT_FOUND")  # fmt: skip
+MAX_PENDING = 100_000  # calls kept for the server's return; beyond that, --sync has the rest
+
+
+def _tracked(method):
+    """A tracking call that never fails the search (see ``MlflowTracker._call``)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        if self.offline:
-            return None
-        try:
-            return method(self, *args, **kwargs)
-        except Exception as e:  # any failure of the tracking store, whatever its client raises
-            self.go_offline(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-            return None
+        return self._call(method, args, kwargs)
 
     return wrapper
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}"
 
 
 def artifact_location(uri: str) -> str | None:
@@ -87,12 +102,34 @@ def load_example(folder: str) -> np.ndarray:
     return np.asarray(saved["values"], dtype=saved["dtype"]).reshape(saved["shape"])
 
 
+def where_to_browse(uri: str, *, experiment_id: str | None, run_id: str | None) -> str:
+    """The summary's last line: where the search's runs are, for the tracking URI in use."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}" if experiment_id and run_id else ""
+    if uri.startswith(("http://", "https://")):
+        return f"MLflow: {redact(uri).rstrip('/')}/{page}"
+    if uri.startswith("sqlite:///"):
+        return (
+            f"MLflow: {uri}; browse it with `make mlflow-ui` (from this folder) or `mlflow ui --backend-store-uri "
+            f"{uri}`, then open http://127.0.0.1:5000/{page}"
+        )
+    return f"MLflow: {redact(uri)}" + (f" (experiment {experiment_id}, run {run_id})" if page else "")
+
+
 def _params(values: dict[str, Any]) -> list[Param]:
     return [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(values.items())]
 
 
 class MlflowTracker(tune.Callback):
-    """Mirrors a Tune search into MLflow as it runs."""
+    """Mirrors a Tune search into MLflow as it runs.
+
+    A failed call is retried with backoff (``RETRY_DELAYS_S``). If the server
+    then answers, the call itself was refused: it is skipped with a warning and
+    tracking goes on. If the server does not answer, the tracker goes offline:
+    calls are kept, in order, and every ``RECONNECT_S`` seconds the next call
+    tries the server again; once it answers, the kept calls are replayed and
+    tracking goes on where it was. What is still kept when the search ends is
+    in the search's folder for ``run_tune.py --sync``.
+    """
 
     def __init__(
         self,
@@ -105,7 +142,12 @@ class MlflowTracker(tune.Callback):
         folder: str = "",
         metric: str = "val_acc",
         conditions: dict | None = None,
+        resume: bool = False,
     ) -> None:
+        # The tracker retries and waits out outages itself (RETRY_DELAYS_S, RECONNECT_S): one failed
+        # call should cost seconds, not the minutes of MLflow's own retries with backoff.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.uri = uri
         self.conditions = conditions or {}  # conditional params: logged as "inactive" where they do not hold
         self.metric = metric
@@ -113,14 +155,22 @@ class MlflowTracker(tune.Callback):
         self.search_name = search_name
         self.folder = folder
         self.offline = False
+        self.retry_delays: tuple[float, ...] = RETRY_DELAYS_S
+        self._pending: collections.deque = collections.deque()
+        self._dropped = 0  # calls beyond MAX_PENDING
+        self._last_try = 0.0
+        self._last_reason = ""
+        self._said = io.StringIO()
+        self._running: set[str] = set()  # trials whose child run is open
+        self.experiment = experiment
         self.experiment_id: str | None = None
         self.parent_run_id = parent_run_id
         self._client: MlflowClient | None = None
         self._children: dict[str, str] = {}
+        self.resume = resume  # a resumed search finds its parent run by name when it has no id saved
         if offline_reason:
             self.go_offline(offline_reason)
-        else:
-            self._open(experiment, parent_run_id)
+        self._open()
 
     @staticmethod
     def find_parent(uri: str, *, experiment: str, search_name: str) -> str | None:
@@ -140,26 +190,96 @@ class MlflowTracker(tune.Callback):
         return parents[0].info.run_id if parents else None
 
     def go_offline(self, reason: str) -> None:
-        """Stop talking to the tracking store, and say once how to push the search later."""
+        """Keep calls for later instead of sending them, and say so once per outage."""
         if self.offline:
             return
         self.offline = True
+        self._last_try = time.monotonic()
         print(
-            f"warning: MLflow at {self.uri} is unavailable ({reason}); the search goes on and keeps everything "
-            f"in {self.folder or 'its folder'}. Push it to MLflow later with: python run_tune.py --sync {self.folder}",
+            f"warning: MLflow at {redact(self.uri)} is unreachable ({reason}); the search goes on, keeps everything "
+            f"in {self.folder or 'its folder'}, and tries MLflow again every {RECONNECT_S:.0f} s",
             file=sys.stderr,
             flush=True,
         )
 
-    @_tolerant
-    def _open(self, experiment: str, parent_run_id: str | None) -> None:
-        found = self.client.get_experiment_by_name(experiment)
+    def _reachable(self) -> bool:
+        if self.uri.startswith(("http://", "https://")):
+            return tracking_unreachable(self.uri, timeout=3.0) is None
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception:  # whatever the store's client raises
+            return False
+        return True
+
+    def _attempt(self, method, args, kwargs) -> tuple[bool, Any]:
+        """(True, result), or (False, None) when the server is unreachable; a refused call is skipped."""
+        for delay in (*self.retry_delays, None):
+            try:
+                # MLflow's client prints ("View run ... at", "Successfully registered"): kept for tracking.log.
+                with contextlib.redirect_stdout(self._said), contextlib.redirect_stderr(self._said):
+                    return True, method(self, *args, **kwargs)
+            except Exception as e:  # any failure of the tracking store, whatever its client raises
+                error = e
+            if getattr(error, "error_code", None) in REFUSALS or delay is None or not self._reachable():
+                break
+            time.sleep(delay)
+        if getattr(error, "error_code", None) in REFUSALS or self._reachable():
+            print(f"warning: MLflow refused {method.__name__} ({_reason(error)}); skipped", file=sys.stderr)
+            return True, None
+        self._last_reason = _reason(error)
+        return False, None
+
+    def _call(self, method, args, kwargs) -> Any:
+        if not self.offline:
+            done, result = self._attempt(method, args, kwargs)
+            if done:
+                return result
+            self.go_offline(self._last_reason)
+        if len(self._pending) < MAX_PENDING:
+            self._pending.append((method, args, kwargs))
+        else:
+            self._dropped += 1
+        if time.monotonic() - self._last_try >= RECONNECT_S:
+            self.reconnect()
+        return None
+
+    def reconnect(self) -> bool:
+        """Replay the kept calls if the server answers again; True when nothing is left to send."""
+        if not self.offline:
+            return True
+        self._last_try = time.monotonic()
+        if not self._reachable():
+            return False
+        sent = 0
+        delays, self.retry_delays = self.retry_delays, ()  # one try each: the server has just answered
+        try:
+            while self._pending:
+                method, args, kwargs = self._pending[0]
+                done, _ = self._attempt(method, args, kwargs)
+                if not done:
+                    return False
+                self._pending.popleft()
+                sent += 1
+        finally:
+            self.retry_delays = delays
+        self.offline = False
+        lost = f"; {self._dropped} more were not kept (--sync adds them)" if self._dropped else ""
+        print(f"MLflow at {redact(self.uri)} answers again: {sent} tracking calls caught up{lost}", file=sys.stderr)
+        return True
+
+    @_tracked
+    def _open(self) -> None:
+        found = self.client.get_experiment_by_name(self.experiment)
         if found is None:
             self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=artifact_location(self.uri)
+                self.experiment, artifact_location=artifact_location(self.uri)
             )
         else:
             self.experiment_id = found.experiment_id
+        # A resumed search whose server was down when it started has no run id saved: find its run by name.
+        parent_run_id = self.parent_run_id
+        if parent_run_id is None and self.resume:
+            parent_run_id = self.find_parent(self.uri, experiment=self.experiment, search_name=self.search_name)
         if parent_run_id is None:
             run = self.client.create_run(
                 self.experiment_id, run_name=self.search_name, tags={SEARCH_TAG: self.search_name}
@@ -177,10 +297,10 @@ class MlflowTracker(tune.Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune may pickle its callbacks with the run config; a client holds a DB engine.
-        return {**self.__dict__, "_client": None}
+        return {**self.__dict__, "_client": None, "_pending": collections.deque(), "_said": io.StringIO()}
 
     # --- the parent run -----------------------------------------------------------
-    @_tolerant
+    @_tracked
     def log_search(self, *, params: dict[str, Any], tags: dict[str, str]) -> None:
         existing = self.client.get_run(self.parent_run_id).data.params
         new = {k: v for k, v in params.items() if k not in existing}
@@ -188,13 +308,13 @@ class MlflowTracker(tune.Callback):
             self.parent_run_id, params=_params(new), tags=[RunTag(k, str(v)) for k, v in tags.items()]
         )
 
-    @_tolerant
+    @_tracked
     def log_metrics(self, metrics: dict[str, float], *, run_id: str | None = None, step: int = 0) -> None:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(run_id or self.parent_run_id, metrics=batch)
 
-    @_tolerant
+    @_tracked
     def log_best(
         self, *, checkpoint_dir: str, task: str, example: np.ndarray, record: dict[str, Any], registered_name: str
     ) -> str:
@@ -210,7 +330,7 @@ class MlflowTracker(tune.Callback):
         tags.update({k: f"{record[k]:.4f}" for k in scores if isinstance(record.get(k), (int, float))})
         mlflow.set_tracking_uri(self.uri)
         self.client.log_artifacts(self.parent_run_id, checkpoint_dir, artifact_path="best_checkpoint")
-        with mlflow.start_run(run_id=self.parent_run_id, experiment_id=self.experiment_id) as _run:
+        with mlflow.start_run(run_id=self.parent_run_id, experiment_id=self.experiment_id):
             info = mlflow.pytorch.log_model(
                 model,
                 name="model",
@@ -228,9 +348,41 @@ class MlflowTracker(tune.Callback):
                 self.client.set_model_version_tag(registered_name, str(version), k, v)
         return info.model_uri
 
-    @_tolerant
     def end(self, *, status: str = "FINISHED") -> None:
+        """Close the parent run (and the child runs still open: KILLED or FAILED with it); a last reconnect."""
+        for trial_id in sorted(self._running):
+            self._terminate(trial_id, "FINISHED" if status == "FINISHED" else status)
+        self._end(status=status)
+        if self.offline:
+            self.reconnect()
+        self.keep_log()
+        if self.offline:
+            print(
+                f"warning: MLflow never answered again; push the search to it with: python run_tune.py --sync "
+                f"{self.folder}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def keep_log(self) -> None:
+        """Append what MLflow's client printed to the search's tracking.log."""
+        text, self._said = self._said.getvalue(), io.StringIO()
+        if not text or not self.folder:
+            return
+        path = _fs.join(self.folder, TRACKING_LOG)
+        _fs.write_text(path, (_fs.read_text(path) if _fs.exists(path) else "") + text)
+
+    @_tracked
+    def _end(self, *, status: str) -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
+
+    @_tracked
+    def _terminate(self, trial_id: str, status: str, outcome: str | None = None) -> None:
+        run_id = self.child_run(trial_id)
+        if outcome:
+            self.client.set_tag(run_id, OUTCOME_TAG, outcome)
+        self.client.set_terminated(run_id, status=status)
+        self._running.discard(trial_id)
 
     # --- child runs, one per trial --------------------------------------------------
     def child_run(self, trial_id: str, *, config: dict[str, Any] | None = None) -> str:
@@ -253,11 +405,15 @@ class MlflowTracker(tune.Callback):
         self._children[trial_id] = run_id
         return run_id
 
-    @_tolerant
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.child_run(trial.trial_id, config=trial.config)
+        self._running.add(trial.trial_id)
+        self._start(trial.trial_id, trial.config)
 
-    @_tolerant
+    @_tracked
+    def _start(self, trial_id: str, config: dict[str, Any]) -> None:
+        self.child_run(trial_id, config=config)
+
+    @_tracked
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         run_id = self.child_run(trial.trial_id, config=trial.config)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
@@ -265,14 +421,13 @@ class MlflowTracker(tune.Callback):
         batch = [Metric(k, float(result[k]), now, step) for k in self.metric_keys if k in result]
         self.client.log_batch(run_id, metrics=batch)
 
-    def _finish(self, trial: Any, status: RunStatus | str) -> None:
-        run_id = self.child_run(trial.trial_id, config=trial.config)
-        self.client.set_terminated(run_id, status=status)
-
-    @_tolerant
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "FINISHED")
+        result = trial.last_result or {}
+        outcome = next((flag for flag in EARLY_END_FLAGS if result.get(flag)), None)
+        if outcome is None:
+            done, budget = result.get("epoch", 0), (trial.config or {}).get("epochs")
+            outcome = "stopped" if budget is not None and done < budget else "completed"
+        self._terminate(trial.trial_id, "FINISHED", outcome)
 
-    @_tolerant
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "FAILED")
+        self._terminate(trial.trial_id, "FAILED", "error")

@@ -118,9 +118,12 @@ def run_trial(config: dict[str, Any], *, data: Any, settings: TrialSettings) -> 
     last_epoch = [int(start["epoch"]) if start else 0]
     policy = settings.checkpoint_policy()
 
+    node = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict[str, Any], state) -> None:
         # One line per epoch in the trial's own stdout file.
         print(format_metrics(metrics), flush=True)
+        metrics = {**metrics, "node_id": node}  # where it ran: in its progress.csv, for clusters
         last_epoch[0] = metrics["epoch"]
         if not policy.due(metrics["epoch"]):
             tune.report(metrics)

@@ -87,7 +87,9 @@ def test_resume_after_the_driver_is_killed(tmp_path, cifar_dir, ray_local):
     )
 
 
-def test_ctrl_c_saves_the_search_and_prints_the_resume_command(tmp_path, cifar_dir, ray_local):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_saves_the_search_and_prints_the_resume_command(tmp_path, cifar_dir, ray_local, stop):
+    """SIGTERM (``ray job stop``, a container runtime) stops a search as Ctrl-C does."""
     argv = search_args(tmp_path, cifar_dir, "interrupted", "--num-samples", "3", "--max-epochs", "6",
                        "--grace-period", "6", "--max-concurrent", "1", "--checkpoint-period", "0")  # fmt: skip
     driver = subprocess.Popen([sys.executable, str(ROOT / "run_tune.py"), *argv], cwd=tmp_path, text=True,
@@ -95,7 +97,7 @@ def test_ctrl_c_saves_the_search_and_prints_the_resume_command(tmp_path, cifar_d
     folder = tmp_path / "runs" / "interrupted"
     try:
         _wait_for_checkpoints(folder, count=2, timeout=240)
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(stop)
         _, err = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
@@ -104,7 +106,32 @@ def test_ctrl_c_saves_the_search_and_prints_the_resume_command(tmp_path, cifar_d
     command = f"python run_tune.py --name interrupted --storage-path {tmp_path / 'runs'} --resume"
     assert command in err
     assert not (folder / "results.csv").exists()
+    # The MLflow runs say the search was stopped: the parent and the trial that was running, KILLED.
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("cifar").experiment_id])
+    statuses = {r.data.tags.get("hpsearch.trial_id", "parent"): r.info.status for r in runs}
+    assert statuses["parent"] == "KILLED" and "RUNNING" not in statuses.values(), statuses
+    assert "KILLED" in {s for k, s in statuses.items() if k != "parent"}
 
     assert main(command.split()[2:]) == 0
     frame = pd.read_csv(folder / "results.csv")
     assert len(frame) == 3 and (frame["epochs"] == 6).all()
+    runs = client.search_runs([client.get_experiment_by_name("cifar").experiment_id])
+    assert len(runs) == 1 + 3 and {r.info.status for r in runs} == {"FINISHED"}  # the resume took them over
+
+
+def test_a_search_that_crashes_ends_its_mlflow_run_as_failed(tmp_path, cifar_dir, ray_local, monkeypatch):
+    import tuner.search
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the driver crashed after the trials")
+
+    monkeypatch.setattr(tuner.search, "finish", crash)
+    argv = search_args(tmp_path, cifar_dir, "crashed", "--num-samples", "2", "--max-epochs", "1",
+                       "--grace-period", "1")  # fmt: skip
+    with pytest.raises(RuntimeError, match="the driver crashed"):
+        main(argv)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("cifar").experiment_id])
+    parent = [r for r in runs if "hpsearch.trial_id" not in r.data.tags]
+    assert [r.info.status for r in parent] == ["FAILED"]

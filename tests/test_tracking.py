@@ -1,0 +1,119 @@
+"""The MLflow tracker against a real tracking server that goes away and comes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.servers import MlflowServer
+from tuner import tracking
+from tuner.tracking import OUTCOME_TAG, TRIAL_TAG, MlflowTracker, where_to_browse
+
+
+@dataclass
+class FakeTrial:
+    """What Tune hands its callbacks: an id, a config and the last result (a real MLflow is behind them)."""
+
+    trial_id: str
+    config: dict = field(default_factory=lambda: {"lr": 0.1, "epochs": 5})
+    last_result: dict = field(default_factory=dict)
+
+
+def _report(tracker: MlflowTracker, trial: FakeTrial, epoch: int) -> None:
+    trial.last_result = {"epoch": epoch, "val_acc": 0.1 * epoch}
+    tracker.on_trial_result(0, [], trial, trial.last_result)
+
+
+def _child(client: MlflowClient, experiment_id: str, trial_id: str):
+    (run,) = client.search_runs([experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'")
+    return run
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = MlflowServer(backend=f"sqlite:///{tmp_path}/store.db", artifacts=tmp_path / "artifacts",
+                          log=tmp_path / "server.log")  # fmt: skip
+    with server:
+        yield server
+
+
+def test_an_outage_is_waited_out_and_caught_up(tmp_path, server, monkeypatch, capsys):
+    monkeypatch.setattr(tracking, "RECONNECT_S", 0.0)  # try again at every call
+    tracker = MlflowTracker(uri=server.uri, experiment="e", search_name="s", folder=str(tmp_path), metric="val_acc")
+    tracker.retry_delays = (0.1,)
+    done, cut = FakeTrial("done"), FakeTrial("cut")
+    for trial in (done, cut):
+        tracker.on_trial_start(0, [], trial)
+    _report(tracker, done, 1)
+    _report(tracker, cut, 1)
+
+    server.stop()
+    _report(tracker, done, 2)  # kept, not lost
+    assert tracker.offline
+    _report(tracker, done, 3)
+    err = capsys.readouterr().err
+    assert err.count("is unreachable") == 1 and "tries MLflow again every" in err
+
+    server.start()  # same port, same store
+    tracker.on_trial_complete(0, [], done)  # the next call finds the server and replays what was kept
+    assert not tracker.offline
+    assert "answers again: 3 tracking calls caught up" in capsys.readouterr().err
+
+    # A call the server refuses is skipped; tracking stays on.
+    tracker.log_metrics({"val_acc": 1.0}, run_id="no-such-run")
+    assert not tracker.offline and "MLflow refused log_metrics" in capsys.readouterr().err
+    _report(tracker, cut, 2)
+
+    tracker.end(status="KILLED")  # an interrupted search: its open trial goes with it
+    client = MlflowClient(tracking_uri=server.uri)
+    experiment_id = client.get_experiment_by_name("e").experiment_id
+    run = _child(client, experiment_id, "done")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2, 3]
+    assert run.info.status == "FINISHED" and run.data.tags[OUTCOME_TAG] == "stopped"  # 3 of its 5 epochs
+    run = _child(client, experiment_id, "cut")
+    assert run.info.status == "KILLED" and len(client.get_metric_history(run.info.run_id, "val_acc")) == 2
+    assert client.get_run(tracker.parent_run_id).info.status == "KILLED"
+
+
+def test_a_server_down_from_the_start_gets_the_whole_search_when_it_returns(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tracking, "RECONNECT_S", 0.0)
+    server = MlflowServer(backend=f"sqlite:///{tmp_path}/store.db", artifacts=tmp_path / "artifacts",
+                          log=tmp_path / "server.log")  # fmt: skip
+    tracker = MlflowTracker(uri=server.uri, experiment="e", search_name="s", folder=str(tmp_path),
+                            offline_reason="connection refused")  # fmt: skip
+    trial = FakeTrial("t", config={"lr": 0.1, "epochs": 2})
+    tracker.on_trial_start(0, [], trial)
+    _report(tracker, trial, 1)
+    with server:
+        _report(tracker, trial, 2)
+        tracker.on_trial_complete(0, [], trial)
+        tracker.end()
+        client = MlflowClient(tracking_uri=server.uri)
+        experiment_id = client.get_experiment_by_name("e").experiment_id
+        run = _child(client, experiment_id, "t")
+        assert run.data.tags[OUTCOME_TAG] == "completed" and run.data.params["lr"] == "0.1"
+        assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 2
+        assert client.get_run(tracker.parent_run_id).info.status == "FINISHED"
+    assert "never answered again" not in capsys.readouterr().err
+
+
+def test_a_server_that_never_returns_leaves_the_sync_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tracking, "RECONNECT_S", 0.0)
+    tracker = MlflowTracker(uri="http://127.0.0.1:9", experiment="e", search_name="s", folder=str(tmp_path),
+                            offline_reason="connection refused")  # fmt: skip
+    tracker.on_trial_start(0, [], FakeTrial("t"))
+    tracker.end(status="FAILED")
+    err = capsys.readouterr().err
+    assert f"python run_tune.py --sync {tmp_path}" in err and err.count("is unreachable") == 1
+
+
+def test_the_summary_says_where_to_browse():
+    page = "#/experiments/3/runs/abc"
+    assert where_to_browse("http://u:secret@mlflow:5000/", experiment_id="3", run_id="abc") == (
+        f"MLflow: http://u:***@mlflow:5000/{page}"
+    )
+    local = where_to_browse("sqlite:////w/mlflow.db", experiment_id="3", run_id="abc")
+    assert "make mlflow-ui" in local and f"http://127.0.0.1:5000/{page}" in local
+    assert "make mlflow-ui" not in where_to_browse("databricks", experiment_id="3", run_id="abc")
