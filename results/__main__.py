@@ -1,6 +1,7 @@
-"""Reprint the leaderboard of a finished search.
+"""Reprint the leaderboard of a finished search, or (re)make its report.
 
 python -m results ray_results/<name> [--top N]
+python -m results report ray_results/<name>
 """
 
 from __future__ import annotations
@@ -11,7 +12,29 @@ import sys
 from results import ResultsError, leaderboard, load_best, load_results, objective
 
 
+def report_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m results report",
+        description="Draw a finished search: PNGs and one HTML file in <folder>/report/.",
+    )
+    parser.add_argument("folder", help="the search's folder, e.g. ray_results/cifar-20261123-101500")
+    args = parser.parse_args(argv)
+    from results.report import HTML, REPORT_DIR, make_report  # matplotlib, plotly, optuna: only for this command
+
+    try:
+        local = make_report(args.folder)
+    except ResultsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    names = ", ".join(sorted(p.name for p in local.iterdir()))
+    print(f"report of {args.folder}: {names}\nopen {args.folder.rstrip('/')}/{REPORT_DIR}/{HTML} in a browser")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m results", description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="the search's folder, e.g. ray_results/cifar-20261123-101500")
     parser.add_argument("--top", type=int, default=10, help="how many trials to show (default: %(default)s)")

@@ -39,17 +39,21 @@ def read_text(path: str) -> str:
 
 
 def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path: str, data: bytes) -> None:
     if not is_uri(path):
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         tmp.replace(p)  # readers never see a half-written file
         return
     fs, inner = _fs(path)
     fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(inner) as f:
-        f.write(text.encode())
+        f.write(data)
 
 
 def remove_tree(path: str) -> None:

@@ -61,6 +61,50 @@ def test_results_csv_and_asha_stopping(search):
     assert {"config/lr", "config/momentum", "seconds", "val_loss", "train_loss"} <= set(frame.columns)
 
 
+def test_the_search_accounts_for_what_it_cost(search):
+    folder = search / "runs" / "e2e"
+    frame = pd.read_csv(folder / "results.csv")
+    assert (frame["cpu_seconds"] == frame["seconds"]).all()  # 1 CPU per trial
+    assert (frame["gpu_seconds"] == 0).all()  # on CPU
+    cost = json.loads((folder / "best_config.json").read_text())["cost"]
+    assert cost["epochs_trained"] == frame["epochs"].sum() and cost["epochs_budget"] == NUM_SAMPLES * MAX_EPOCHS
+    assert cost["stopped_trials"] == (frame["status"] == "stopped").sum() and 0 < cost["epochs_saved_share"] < 1
+    assert cost["trial_seconds"] == pytest.approx(frame["seconds"].sum(), abs=0.05)
+    levels = {t["goal"]: t for t in cost["time_to_target"]}
+    assert set(levels) == {"90% of best", "95% of best", "99% of best"} and all(t["reached"] for t in levels.values())
+    assert levels["90% of best"]["wall_s"] <= levels["99% of best"]["wall_s"] <= cost["wall_seconds"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{search}/mlflow.db")
+    (parent,) = client.search_runs([client.get_experiment_by_name("cifar").experiment_id],
+                                   filter_string="attributes.run_name = 'e2e'")  # fmt: skip
+    assert parent.data.metrics["cost_epochs_trained"] == cost["epochs_trained"]
+    assert parent.data.metrics["time_to_99pct_wall_s"] == levels["99% of best"]["wall_s"]
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")  # fmt: skip
+    by_trial = frame.set_index("trial_id")
+    for child in children:
+        trial = child.data.tags["hpsearch.trial_id"]
+        assert child.data.metrics["wall_seconds"] == pytest.approx(by_trial.loc[trial, "seconds"])
+        assert child.data.tags["hpsearch.outcome"] == by_trial.loc[trial, "status"]
+
+
+def test_the_search_draws_its_report_and_logs_it(search):
+    folder = search / "runs" / "e2e"
+    for name in ("report.html", "learning_curves.png", "best_so_far.png", "parallel_coordinates.png",
+                 "param_importance.png", "confusion_matrix.png"):  # fmt: skip
+        assert (folder / "report" / name).stat().st_size > 1000, name
+    best = json.loads((folder / "best_config.json").read_text())
+    matrix = best["confusion_matrix"]
+    assert len(matrix) == 10 and best["classes"][0] == "airplane"
+    assert sum(map(sum, matrix)) == 400  # the test images
+    assert sum(matrix[i][i] for i in range(10)) / 400 == pytest.approx(best["test_acc"])
+    client = MlflowClient(tracking_uri=f"sqlite:///{search}/mlflow.db")
+    (parent,) = client.search_runs([client.get_experiment_by_name("cifar").experiment_id],
+                                   filter_string="attributes.run_name = 'e2e'")  # fmt: skip
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/learning_curves.png", "report/confusion_matrix.png"} <= logged
+    assert "report/report.html" in parent.data.tags["mlflow.note.content"]
+
+
 def test_trials_save_checkpoints_at_the_rungs_and_their_last_epoch(search):
     # grace period 1, reduction factor 2, 4 epochs: rungs at 1 and 2; epoch 3 is saved only
     # once --checkpoint-period (30 s) has passed since the last save, which these epochs never take.
@@ -93,6 +137,10 @@ def test_mlflow_parent_child_runs_and_registered_model(search):
     assert len(parents) == 1
     parent = parents[0]
     assert parent.info.status == "FINISHED"
+    # The UI opens the experiment on its runs, and the search's run says what it was.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    note = parent.data.tags["mlflow.note.content"]
+    assert "**e2e**" in note and "ASHA" in note and "`val_acc` (max)" in note
     assert parent.data.params["num_samples"] == str(NUM_SAMPLES) and parent.data.params["seed"] == "0"
     assert parent.data.tags["version.torch"] == torch.__version__.split("+")[0] or parent.data.tags["version.torch"]
     assert "git_commit" in parent.data.tags
@@ -118,8 +166,10 @@ def test_mlflow_parent_child_runs_and_registered_model(search):
     mine = [v for v in versions if v.tags.get("search") == "e2e"]
     assert len(mine) == 1 and float(mine[0].tags["val_acc"]) == pytest.approx(frame["val_acc"].max(), abs=1e-4)
 
+    assert str(client.get_model_version_by_alias("cifar-best", "champion").version) == str(mine[0].version)
     # The registered model loads through MLflow and predicts as the checkpoint does, for any batch size.
     mlflow.set_tracking_uri(f"sqlite:///{search}/mlflow.db")
+    assert mlflow.pytorch.load_model("models:/cifar-best@champion") is not None  # as the README shows
     registered = mlflow.pytorch.load_model(f"models:/cifar-best/{mine[0].version}")
     best = json.loads((search / "runs" / "e2e" / "best_config.json").read_text())
     model, _ = load_model(best["checkpoint"])
@@ -142,7 +192,7 @@ def test_results_module_reloads_the_search(search):
 
 
 def test_trial_logs_in_their_own_files(search):
-    folders = [p for p in (search / "runs" / "e2e").iterdir() if p.is_dir()]
+    folders = [p for p in (search / "runs" / "e2e").iterdir() if p.is_dir() and p.name.startswith("train_")]
     assert len(folders) == NUM_SAMPLES
     for folder in folders:
         assert (folder / "progress.csv").exists()

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "trainables": {"ray", "mlflow", "optuna", "tuner", "results"},
     "search_spaces": {"ray", "mlflow", "optuna", "tuner", "results", "trainables"},
-    "results": {"ray", "mlflow", "optuna", "tuner", "trainables"},
+    "results": {"ray", "mlflow", "tuner", "trainables"},
     "examples": {"ray", "mlflow", "optuna", "tuner", "results"},
 }
 

@@ -43,3 +43,50 @@ def test_a_metric_to_minimise_is_shown_first_and_its_lowest_is_best():
     lines = out.getvalue().splitlines()
     assert "best rmse 0.4000 (b)" in lines[0]
     assert lines[1].split() == ["trial", "status", "lr", "epoch", "rmse", "val_acc", "val_loss", "img/s"]
+
+
+def test_asha_expected_epochs():
+    from tuner.progress import asha_epochs
+
+    assert asha_epochs(4, 1, 2) == 1 + 0.5 * 1 + 0.25 * 2  # rungs at 1 and 2, then the top quarter to 4
+    assert asha_epochs(10, 3, 3) == 3 + (9 - 3) / 3 + (10 - 9) / 9
+    assert asha_epochs(5, 5, 2) == 5
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_elapsed_gpu_seconds_and_eta_and_redrawing_on_a_terminal(monkeypatch):
+    import tuner.progress as progress
+
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    out = _Terminal()
+    # 2 trials, 4 epochs, grace 1, rf 2: ASHA expects 2 epochs each (1 + 1/2 x 1 + 1/4 x 2), 4 in all.
+    table = ProgressTable(params=["lr"], metric="val_acc", total=2, interval=0, out=out, max_epochs=4,
+                          grace_period=1, reduction_factor=2, gpus_per_trial=0.5)  # fmt: skip
+    trials = [_trial("a", "RUNNING", 0.1), _trial("b", "RUNNING", 0.2)]
+    table.on_step_begin(0, trials)
+    table.on_trial_result(0, trials, trials[0], {"epoch": 1, "val_acc": 0.5, "time_total_s": 30.0})
+    now[0] = 160.0
+    table.on_step_end(0, trials)  # 60 s in: 1 of 4 epochs done -> 180 s to go
+    first = out.getvalue()
+    assert "1m00s elapsed, 30 trial-s (15 GPU-s) | ETA ~3m00s" in first and "\x1b[" not in first
+    table.on_trial_result(1, trials, trials[1], {"epoch": 1, "val_acc": 0.6, "time_total_s": 40.0})
+    table.on_step_end(1, trials)
+    redrawn = out.getvalue()[len(first):]
+    assert redrawn.startswith(f"\x1b[{first.count(chr(10))}F\x1b[J")  # up over the last table, then clear
+    assert "70 trial-s (35 GPU-s)" in redrawn
+
+
+def test_a_log_file_gets_tables_appended():
+    out = io.StringIO()  # not a terminal
+    table = ProgressTable(params=["lr"], metric="val_acc", total=1, interval=0, out=out, max_epochs=2)
+    trials = [_trial("a", "RUNNING", 0.1)]
+    table.on_step_begin(0, trials)
+    table.on_step_end(0, trials)
+    table.on_trial_result(1, trials, trials[0], {"epoch": 1, "val_acc": 0.5, "time_total_s": 1.0})
+    table.on_step_end(1, trials)
+    assert "\x1b[" not in out.getvalue() and out.getvalue().count("trials started") == 2

@@ -110,10 +110,25 @@ def test_a_server_that_never_returns_leaves_the_sync_command(tmp_path, monkeypat
 
 
 def test_the_summary_says_where_to_browse():
-    page = "#/experiments/3/runs/abc"
+    page = "#/experiments/3/runs/abc?workflowType=machine_learning"
     assert where_to_browse("http://u:secret@mlflow:5000/", experiment_id="3", run_id="abc") == (
         f"MLflow: http://u:***@mlflow:5000/{page}"
     )
     local = where_to_browse("sqlite:////w/mlflow.db", experiment_id="3", run_id="abc")
     assert "make mlflow-ui" in local and f"http://127.0.0.1:5000/{page}" in local
     assert "make mlflow-ui" not in where_to_browse("databricks", experiment_id="3", run_id="abc")
+
+
+def test_the_champion_alias_moves_only_to_a_better_version(tmp_path):
+    uri = f"sqlite:///{tmp_path}/store.db"
+    tracker = MlflowTracker(uri=uri, experiment="e", search_name="s", folder=str(tmp_path), metric="val_loss")
+    client = MlflowClient(tracking_uri=uri)
+    client.create_registered_model("m")
+    for score in (0.5, 0.7, 0.3):  # lower is better
+        version = client.create_model_version("m", source=str(tmp_path)).version
+        client.set_model_version_tag("m", version, "val_loss", f"{score:.4f}")
+        tracker._crown("m", version, score=score, mode="min")
+    champion = client.get_model_version_by_alias("m", "champion")
+    assert str(champion.version) == "3" and champion.tags["val_loss"] == "0.3000"
+    experiment = client.get_experiment_by_name("e")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

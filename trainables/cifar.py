@@ -63,6 +63,16 @@ class CifarTask:
         loss, acc = evaluate(model, x, y, tta=int(state["config"]["tta"]))
         return {"test_acc": acc, "test_loss": loss}
 
+    def confusion_matrix(
+        self, state: dict[str, Any], held_out: Any, *, device: torch.device
+    ) -> tuple[list[list[int]], list[str]]:
+        """[true][predicted] counts of the checkpoint on the test set, and the class names."""
+        model = self.build_model(state).to(device)
+        x, y = (torch.from_numpy(np.asarray(a)).to(device) for a in held_out)
+        counts = torch.zeros(len(cifar_data.CLASSES), len(cifar_data.CLASSES), dtype=torch.int64, device=device)
+        evaluate(model, x, y, tta=int(state["config"]["tta"]), confusion=counts)
+        return counts.tolist(), list(cifar_data.CLASSES)
+
     def build_model(self, state: dict[str, Any]) -> nn.Module:
         model = build_model(state["config"])
         model.load_state_dict(state["model"])

@@ -32,6 +32,7 @@ ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 NUM_CLASSES = 10
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Per-channel mean and std of the CIFAR-10 training images, in [0, 1] units.
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -204,8 +205,7 @@ def write_cifar_layout(
     with open(folder / TEST_FILE, "wb") as f:
         pickle.dump({"data": x.reshape(len(x), 3072), "labels": [int(v) for v in y]}, f, protocol=4)
     with open(folder / "batches.meta", "wb") as f:
-        names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-        pickle.dump({"label_names": names, "num_cases_per_batch": len(x), "num_vis": 3072}, f, protocol=4)
+        pickle.dump({"label_names": list(CLASSES), "num_cases_per_batch": len(x), "num_vis": 3072}, f, protocol=4)
     return folder
 
 

@@ -235,15 +235,31 @@ class ImageFolderTask:
         # Besides these, small_cnn reads width and the torchvision models read pretrained.
         return ("lr", "weight_decay", "batch_size", "label_smoothing", "model", "flip", "translate", "epochs", "seed")
 
-    def _scores(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    def _scores(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, confusion: torch.Tensor | None = None
+    ) -> tuple[float, float]:
         model.eval()
         loss, correct = 0.0, 0
         with torch.no_grad():
             for i in range(0, len(y), EVAL_BATCH):
                 logits = model(x[i : i + EVAL_BATCH]).float()
-                loss += F.cross_entropy(logits, y[i : i + EVAL_BATCH], reduction="sum").item()
-                correct += int((logits.argmax(1) == y[i : i + EVAL_BATCH]).sum())
+                truth, predicted = y[i : i + EVAL_BATCH], logits.argmax(1)
+                loss += F.cross_entropy(logits, truth, reduction="sum").item()
+                correct += int((predicted == truth).sum())
+                if confusion is not None:
+                    confusion.index_put_((truth, predicted), torch.ones_like(truth), accumulate=True)
         return loss / max(len(y), 1), correct / max(len(y), 1)
+
+    def confusion_matrix(
+        self, state: dict[str, Any], held_out: dict[str, Any], *, device: torch.device
+    ) -> tuple[list[list[int]], list[str]]:
+        """[true][predicted] counts of the checkpoint on the test images, and the class names."""
+        model = self.build_model(state).to(device)
+        x, y = (torch.from_numpy(np.asarray(held_out[k])).to(device) for k in ("x", "y"))
+        classes = list(state["classes"])
+        counts = torch.zeros(len(classes), len(classes), dtype=torch.int64, device=device)
+        self._scores(model, x, y, counts)
+        return counts.tolist(), classes
 
     def train(self, config: dict[str, Any], data: dict[str, Any], context: TrialContext) -> None:
         device = context.device

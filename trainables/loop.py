@@ -104,8 +104,13 @@ def evaluate(
     tta: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    confusion: torch.Tensor | None = None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` over uint8 ``images`` (sharded across ranks)."""
+    """Mean cross-entropy and accuracy of ``model`` over uint8 ``images`` (sharded across ranks).
+
+    ``confusion``, a (classes, classes) int64 tensor on the images' device, gathers
+    [true, predicted] counts when given (single process).
+    """
     device = images.device
     was_training = model.training
     model.eval()
@@ -119,7 +124,10 @@ def evaluate(
         with autocast(device):
             logits = _tta_logits(model, x, tta)
         sums[0] += F.cross_entropy(logits, y, reduction="sum")
-        sums[1] += (logits.argmax(1) == y).sum()
+        predicted = logits.argmax(1)
+        sums[1] += (predicted == y).sum()
+        if confusion is not None:
+            confusion.index_put_((y, predicted), torch.ones_like(y), accumulate=True)
         sums[2] += len(y)
     _all_sum(sums, world_size)
     model.train(was_training)

@@ -31,6 +31,10 @@ at four points.
 4. ``build_model`` rebuilds the trained network from a saved ``state``, in
    eval mode, for the model registry.
 
+A classification task may add ``confusion_matrix(state, held_out, *, device)``,
+returning ``([true][predicted] counts, class names)`` on the held-out data: the
+search's report then draws the best trial's confusion matrix.
+
 Optionally, ``metrics(constants)`` names the metrics ``train`` reports, and
 ``config_keys(constants)`` the config keys ``train`` reads: a space whose metric
 is not among the first, or that lacks one of the second (as a parameter or a

@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", choices=SEARCH_ALGORITHMS, default="random", help="random search, or Optuna's TPE")
     p.add_argument("--seed", type=int, default=0, help="seed of the searcher and of every trial")
     p.add_argument(
+        "--target",
+        type=_number,
+        default=None,
+        metavar="SCORE",
+        help="a score of the space's metric to reach: the summary, best_config.json and MLflow say when the "
+        "search first reached it (wall and GPU-seconds), beside 90/95/99%% of its final best",
+    )
+    p.add_argument(
         "--data-dir",
         default="./data",
         help="the task's data: cifar, a folder holding (or to receive) cifar-10-batches-py; imagefolder, a folder "
@@ -233,6 +241,7 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         smoke_test=args.smoke_test,
         compile=args.compile,
         params=list(args.param),
+        target=args.target,
     )
     settings.space()  # the overrides must make a valid space
     # A task of the user's that does not import, or a metric it never reports, fails here, before Ray starts.

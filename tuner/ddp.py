@@ -13,6 +13,7 @@ and continues on all ranks. Inside workers only ``ray.train.*`` is used.
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 import ray
@@ -51,7 +52,7 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
     where = {"node_id": nodes[0], "nodes": len(set(nodes))}
 
     def report(metrics: dict[str, Any], state) -> None:
-        metrics = {**metrics, **where}
+        metrics = {**metrics, **where, "reported_at": time.time()}
         if rank != 0 or not policy.due(metrics["epoch"]):
             ray.train.report(metrics)  # every rank reports: it is a barrier
             return

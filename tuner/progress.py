@@ -39,8 +39,16 @@ class ProgressTable(tune.Callback):
         mode: str = "max",
         interval: float = 30.0,
         out: TextIO | None = None,
+        max_epochs: int = 0,
+        grace_period: int = 1,
+        reduction_factor: int = 2,
+        gpus_per_trial: float = 0.0,
     ) -> None:
         self.params = params
+        self.expected_epochs = total * asha_epochs(max_epochs, grace_period, reduction_factor)
+        self.gpus_per_trial = gpus_per_trial
+        self._started: float | None = None
+        self._drawn = 0  # lines of the table last drawn on a terminal, redrawn in place
         self.metric, self.mode = metric, mode
         # The epoch, the space's metric, then the usual ones the trials report.
         self.columns = [("epoch", "epoch"), (metric, metric), *(c for c in SHOWN_METRICS if c[0] != metric)]
@@ -59,6 +67,10 @@ class ProgressTable(tune.Callback):
 
     def _state(self, trials: list) -> tuple:
         return tuple((t.trial_id, t.status, self._latest.get(t.trial_id, {}).get("epoch")) for t in trials)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._started is None:
+            self._started = time.monotonic()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         # At most every `interval` seconds, and only when a trial started, stopped or reported.
@@ -81,6 +93,7 @@ class ProgressTable(tune.Callback):
         head = f"[{time.strftime('%H:%M:%S')}] {len(trials)} of {self.total} trials started: {summary}"
         if best:
             head += f" | best {self.metric} {best[0]:.4f} ({best[1]})"
+        head += self._clock()
         headers = ["trial", "status", *self.params, *(label for _, label in self.columns)]
         rows = []
         for t in trials:
@@ -95,11 +108,62 @@ class ProgressTable(tune.Callback):
         lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
         return "\n".join(lines)
 
+    def _clock(self) -> str:
+        """Elapsed wall time, the trial- (and GPU-) seconds spent, and the time ASHA's expected budget still needs."""
+        if self._started is None:
+            return ""
+        elapsed = time.monotonic() - self._started
+        spent = sum(float(r.get("time_total_s") or 0.0) for r in self._latest.values())
+        done = sum(int(r.get("epoch") or 0) for r in self._latest.values())
+        text = f" | {_duration(elapsed)} elapsed, {spent:.0f} trial-s"
+        if self.gpus_per_trial:
+            text += f" ({self.gpus_per_trial * spent:.0f} GPU-s)"
+        if done and self.expected_epochs > done and elapsed > 0:
+            eta = (self.expected_epochs - done) * elapsed / done
+            text += f" | ETA ~{_duration(eta)}"
+        return text
+
     def print_table(self, trials: list) -> None:
         self._last = time.monotonic()
         self._shown = self._state(trials)
-        if trials:
-            print(self.render(trials) + "\n", file=self.out or sys.stdout, flush=True)
+        if not trials:
+            return
+        out = self.out or sys.stdout
+        table = self.render(trials)
+        if _is_terminal(out):
+            # On a terminal the table redraws in place; in a log file it appends.
+            if self._drawn:
+                out.write(f"\x1b[{self._drawn}F\x1b[J")
+            self._drawn = table.count("\n") + 2
+        print(table + "\n", file=out, flush=True)
+
+
+def asha_epochs(max_epochs: int, grace_period: int, reduction_factor: int) -> float:
+    """Epochs ASHA expects to train per trial: all reach the first rung, 1/rf of them the next, and so on."""
+    if max_epochs <= 0:
+        return 0.0
+    total, reached, share = 0.0, 0, 1.0
+    rung = grace_period
+    while rung < max_epochs:
+        total += share * (rung - reached)
+        reached, share, rung = rung, share / reduction_factor, rung * reduction_factor
+    return total + share * (max_epochs - reached)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def interrupted(num_samples: int) -> bool:

@@ -21,6 +21,8 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 import results
 from results import _fs
+from results import cost as cost_module
+from results.report import HTML, REPORT_DIR, make_report
 from search_spaces import SearchSpace, conditions
 from trainables.task import TaskData, load_task
 from tuner import asha, packing, provenance, resources
@@ -30,8 +32,8 @@ from tuner.errors import UsageError
 from tuner.progress import ProgressTable
 from tuner.settings import GPUS_AUTO, SearchSettings, tracking_unreachable
 from tuner.space import OptunaSpace, param_space, reference_point
-from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_rows
-from tuner.tracking import MlflowTracker, save_example, where_to_browse
+from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_histories, trial_rows
+from tuner.tracking import NOTE_TAG, MlflowTracker, describe_search, save_example, where_to_browse
 from tuner.trainable import trainable_for
 from tuner.trial import DataRef, TrialSettings
 
@@ -259,14 +261,19 @@ def build_tuner(
 
 
 @ray.remote(max_calls=1)  # its process exits afterwards: no CUDA context left holding GPU memory
-def _evaluate(task: str, checkpoint: tune.Checkpoint, held_out: Any) -> dict[str, float]:
+def _evaluate(task: str, checkpoint: tune.Checkpoint, held_out: Any) -> dict[str, Any]:
     from trainables.checkpoint import load
     from tuner.trial import trial_device
 
     device = trial_device()
     with checkpoint.as_directory() as folder:
         state = load(folder, map_location=device)
-    return {k: float(v) for k, v in load_task(task).evaluate(state, held_out, device=device).items()}
+    implementation = load_task(task)
+    scores: dict[str, Any] = {k: float(v) for k, v in implementation.evaluate(state, held_out, device=device).items()}
+    if callable(getattr(implementation, "confusion_matrix", None)):  # a classifier: what it confuses, for the report
+        matrix, classes = implementation.confusion_matrix(state, held_out, device=device)
+        scores["confusion_matrix"], scores["classes"] = [[int(v) for v in row] for row in matrix], list(classes)
+    return scores
 
 
 def test_scores(settings: SearchSettings, space: SearchSpace, checkpoint: tune.Checkpoint, dataset: TaskData) -> dict:
@@ -298,7 +305,9 @@ def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[Search
     params = settings.mlflow_params()
     params.update({f"space.{p.name}": p.describe() for p in space.params})
     tags = {f"version.{k}": v for k, v in provenance.versions().items()}
-    tags.update({"git_commit": provenance.git_commit(), "seed": str(settings.seed)})
+    tags.update(
+        {"git_commit": provenance.git_commit(), "seed": str(settings.seed), NOTE_TAG: describe_search(settings, space)}
+    )
     tracker.log_search(params=params, tags=tags)
     return settings, tracker
 
@@ -349,6 +358,10 @@ def _search(
         metric=settings.metric,
         mode=settings.mode,
         total=settings.budget.num_samples,
+        max_epochs=settings.budget.max_epochs,
+        grace_period=settings.budget.grace_period,
+        reduction_factor=settings.budget.reduction_factor,
+        gpus_per_trial=float(settings.resources.gpus_per_trial),
     )
     tuner = build_tuner(settings, space, dataset, [tracker, progress], concurrency=concurrency)
     print(
@@ -379,11 +392,20 @@ def finish(
     rows = trial_rows(
         grid, max_epochs=settings.budget.max_epochs, metric=metric, mode=mode, conditions=conditions(space)
     )
+    gpus, cpus = float(settings.resources.gpus_per_trial), settings.resources.cpus_per_trial
+    cost_module.add_trial_costs(rows, gpus_per_trial=gpus, cpus_per_trial=cpus)
+    cost = cost_module.search_cost(
+        rows, trial_histories(grid), metric=metric, mode=mode, gpus_per_trial=gpus, cpus_per_trial=cpus,
+        num_samples=settings.budget.num_samples, max_epochs=settings.budget.max_epochs, target=settings.target,
+    )  # fmt: skip
+    tracker.log_trial_costs(rows)
+    tracker.log_metrics(cost_module.mlflow_metrics(cost))
     best = best_trial(grid, metric=metric, mode=mode)
     record: dict[str, Any] | None = None
     if best is not None:
         checkpoint, metrics, result = best
         scores = test_scores(settings, space, checkpoint, dataset)
+        confusion = {k: scores.pop(k) for k in ("confusion_matrix", "classes") if k in scores}
         record = {
             "search": settings.name,
             "trial_id": metrics.get("trial_id"),
@@ -395,6 +417,8 @@ def finish(
             "epoch": metrics.get("epoch"),
             "config": result.config,
             "checkpoint": checkpoint.path,
+            "cost": cost,
+            **confusion,
         }
         with checkpoint.as_directory() as folder:
             record["model_uri"] = tracker.log_best(
@@ -403,6 +427,13 @@ def finish(
             )  # fmt: skip
         tracker.log_metrics({f"best_{metric}": record[metric], **scores})
     frame = results.write(settings.folder, rows, record, metric=metric, mode=mode)
+    try:
+        report = make_report(settings.folder)
+    except Exception as e:  # a picture that cannot be drawn must not cost the search its results
+        print(f"warning: the report could not be drawn ({type(e).__name__}: {e}); try again with: "
+              f"python -m results report {settings.folder}", file=sys.stderr)  # fmt: skip
+    else:
+        tracker.log_report(str(report), note=describe_search(settings, space))
     pruned = prune_checkpoints(
         rows, folder=settings.folder, keep_trials=settings.run.keep_trials, metric=metric, mode=mode
     )
@@ -410,6 +441,8 @@ def finish(
         print(f"removed the checkpoints of {len(pruned)} trial(s) outside the top {settings.run.keep_trials}", file=out)
     tracker.end(status="FINISHED" if record else "FAILED")
     print_summary(settings, rows, frame, record, grid, out=out)
+    print(cost_module.describe(cost, metric=metric), file=out)
+    print(f"report: {_fs.join(settings.folder, REPORT_DIR, HTML)} (opens from disk)", file=out)
     print(
         where_to_browse(settings.run.mlflow_uri, experiment_id=tracker.experiment_id, run_id=tracker.parent_run_id),
         file=out,

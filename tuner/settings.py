@@ -98,6 +98,7 @@ class SearchSettings:
     space_file: str = ""  # the YAML file the space was read from (absolute), unless it is a built-in
     metric: str = "val_acc"  # the space's: what ASHA, the searcher and the results go by
     mode: str = "max"
+    target: float | None = None  # --target: a score whose time to reach the summary reports
 
     @property
     def name(self) -> str:

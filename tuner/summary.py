@@ -81,6 +81,11 @@ def trial_rows(
     return rows
 
 
+def trial_histories(grid: tune.ResultGrid) -> dict[str, pd.DataFrame]:
+    """Every trial's per-epoch reports (its progress.csv), by trial id."""
+    return {_trial_id(result): result.metrics_dataframe for result in grid if result.metrics_dataframe is not None}
+
+
 def _checkpoints(result: tune.Result) -> list[tuple[tune.Checkpoint, dict[str, Any]]]:
     """The trial's kept checkpoints with the metrics they were reported with.
 

@@ -19,8 +19,9 @@ import pandas as pd
 
 import results
 from results import _fs
+from results.report import make_report
 from tuner.settings import SearchSettings, redact
-from tuner.tracking import MODEL_TAG, MlflowTracker, load_example
+from tuner.tracking import MODEL_TAG, MlflowTracker, describe_search, load_example
 from tuner.trial import EARLY_END_FLAGS
 
 
@@ -68,6 +69,8 @@ def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> d
     tracker.log_search(params=settings.mlflow_params(), tags={"synced_from": folder})
     epochs = sum(_sync_trial(tracker, row) for row in frame.to_dict("records"))
     _sync_best(tracker, folder, settings)
+    if not tracker.client.list_artifacts(tracker.parent_run_id, "report"):
+        tracker.log_report(str(make_report(folder)), note=describe_search(settings, settings.space()))
     tracker.end(status="FINISHED")
     if tracker.offline:
         raise SyncError(f"MLflow at {redact(uri)} failed during the sync; run it again once it is back")

@@ -28,10 +28,10 @@ from ray import tune
 
 import trainables
 from results import _fs
-from search_spaces import mark_inactive
+from search_spaces import SearchSpace, mark_inactive
 from trainables.checkpoint import load_model
 from trainables.task import BUILTIN
-from tuner.settings import redact, tracking_unreachable
+from tuner.settings import SearchSettings, redact, tracking_unreachable
 from tuner.trial import EARLY_END_FLAGS
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")  # and the space's metric
@@ -40,6 +40,9 @@ OUTCOME_TAG = "hpsearch.outcome"  # completed, stopped (by ASHA), diverged, infe
 SEARCH_TAG = "hpsearch.search"
 PARENT_TAG = "mlflow.parentRunId"
 MODEL_TAG = "hpsearch.model_uri"
+NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+CHAMPION = "champion"  # the alias of the best registered version: models:/<space>-best@champion
 MAX_PARAM_LENGTH = 6000
 TRACKING_LOG = "tracking.log"  # what MLflow's client prints, kept out of the search's output
 EXAMPLE_FILE = "model_example.json"  # the task's example inputs, kept in the search's folder
@@ -104,7 +107,10 @@ def load_example(folder: str) -> np.ndarray:
 
 def where_to_browse(uri: str, *, experiment_id: str | None, run_id: str | None) -> str:
     """The summary's last line: where the search's runs are, for the tracking URI in use."""
-    page = f"#/experiments/{experiment_id}/runs/{run_id}" if experiment_id and run_id else ""
+    # workflowType: MLflow 3's UI otherwise opens an experiment on its GenAI pages, not on its training runs.
+    page = ""
+    if experiment_id and run_id:
+        page = f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     if uri.startswith(("http://", "https://")):
         return f"MLflow: {redact(uri).rstrip('/')}/{page}"
     if uri.startswith("sqlite:///"):
@@ -113,6 +119,21 @@ def where_to_browse(uri: str, *, experiment_id: str | None, run_id: str | None) 
             f"{uri}`, then open http://127.0.0.1:5000/{page}"
         )
     return f"MLflow: {redact(uri)}" + (f" (experiment {experiment_id}, run {run_id})" if page else "")
+
+
+def describe_search(settings: SearchSettings, space: SearchSpace) -> str:
+    """The parent run's description in the MLflow UI (markdown)."""
+    b = settings.budget
+    searched = ", ".join(p.name for p in space.params if p.kind != "fixed")
+    return (
+        f"**{settings.name}**: a {settings.search} search of the `{space.name}` space (task `{space.task}`): "
+        f"{b.num_samples} trials of up to {b.max_epochs} epochs, ASHA (grace period {b.grace_period}, reduction "
+        f"factor {b.reduction_factor}) by `{settings.metric}` ({settings.mode}).\n\n"
+        f"Searched: {searched}.\n\n"
+        f"Each trial is a child run (tag `hpsearch.outcome`: completed, stopped, diverged, infeasible, error); "
+        f"the best model is registered as `{space.name}-best` (alias `champion` for the best of all searches).\n\n"
+        f"Files: `{redact(settings.folder)}` (`results.csv`, `best_config.json`)."
+    )
 
 
 def _params(values: dict[str, Any]) -> list[Param]:
@@ -270,12 +291,16 @@ class MlflowTracker(tune.Callback):
     @_tracked
     def _open(self) -> None:
         found = self.client.get_experiment_by_name(self.experiment)
+        # A model-training experiment: the MLflow UI opens it on its runs, not on GenAI traces.
+        kind = {EXPERIMENT_KIND: MODEL_TRAINING}
         if found is None:
             self.experiment_id = self.client.create_experiment(
-                self.experiment, artifact_location=artifact_location(self.uri)
+                self.experiment, artifact_location=artifact_location(self.uri), tags=kind
             )
         else:
             self.experiment_id = found.experiment_id
+            if EXPERIMENT_KIND not in found.tags:
+                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         # A resumed search whose server was down when it started has no run id saved: find its run by name.
         parent_run_id = self.parent_run_id
         if parent_run_id is None and self.resume:
@@ -346,7 +371,17 @@ class MlflowTracker(tune.Callback):
         if version is not None:
             for k, v in tags.items():
                 self.client.set_model_version_tag(registered_name, str(version), k, v)
+            self._crown(registered_name, str(version), score=float(record[self.metric]), mode=str(record["mode"]))
         return info.model_uri
+
+    def _crown(self, name: str, version: str, *, score: float, mode: str) -> None:
+        """Point the ``champion`` alias at ``version`` unless the version it names scored better."""
+        try:
+            held = self.client.get_model_version_by_alias(name, CHAMPION).tags.get(self.metric)
+        except Exception:  # no champion yet (MLflow says so with an error)
+            held = None
+        if held is None or (score > float(held) if mode == "max" else score < float(held)):
+            self.client.set_registered_model_alias(name, CHAMPION, version)
 
     def end(self, *, status: str = "FINISHED") -> None:
         """Close the parent run (and the child runs still open: KILLED or FAILED with it); a last reconnect."""
@@ -383,6 +418,23 @@ class MlflowTracker(tune.Callback):
             self.client.set_tag(run_id, OUTCOME_TAG, outcome)
         self.client.set_terminated(run_id, status=status)
         self._running.discard(trial_id)
+
+    @_tracked
+    def log_report(self, folder: str, *, note: str) -> None:
+        """The search's pictures and HTML report as artifacts of its run (``report/``), linked from its description."""
+        self.client.log_artifacts(self.parent_run_id, folder, artifact_path="report")
+        link = "Report: the artifact `report/report.html` of this run (download it and open it in a browser)."
+        self.client.set_tag(self.parent_run_id, NOTE_TAG, f"{note}\n\n{link}")
+
+    @_tracked
+    def log_trial_costs(self, rows: list[dict[str, Any]]) -> None:
+        """Each trial's wall, GPU- and CPU-seconds, as metrics of its child run at its last epoch."""
+        now = int(time.time() * 1000)
+        names = {"seconds": "wall_seconds", "gpu_seconds": "gpu_seconds", "cpu_seconds": "cpu_seconds"}
+        for row in rows:
+            step = int(row.get("epochs") or 0)
+            batch = [Metric(name, float(row[key]), now, step) for key, name in names.items()]
+            self.client.log_batch(self.child_run(str(row["trial_id"])), metrics=batch)
 
     # --- child runs, one per trial --------------------------------------------------
     def child_run(self, trial_id: str, *, config: dict[str, Any] | None = None) -> str:

@@ -14,6 +14,7 @@ there).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +124,8 @@ def run_trial(config: dict[str, Any], *, data: Any, settings: TrialSettings) -> 
     def report(metrics: dict[str, Any], state) -> None:
         # One line per epoch in the trial's own stdout file.
         print(format_metrics(metrics), flush=True)
-        metrics = {**metrics, "node_id": node}  # where it ran: in its progress.csv, for clusters
+        # Where and when it ran, in its progress.csv: for clusters, and for the search's time to target.
+        metrics = {**metrics, "node_id": node, "reported_at": time.time()}
         last_epoch[0] = metrics["epoch"]
         if not policy.due(metrics["epoch"]):
             tune.report(metrics)
