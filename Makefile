@@ -30,6 +30,7 @@ test: lint  ## ruff, then the test suite
 	$(PY) -m pytest -q
 
 mlflow-ui: venv  ## browse the local MLflow store on http://$(HOST):$(PORT)
+	@echo "searches' runs: http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host $(HOST) --port $(PORT)
 
