@@ -447,8 +447,7 @@ class MlflowTracker(tune.Callback):
             max_results=1,
         )
         if found:
-            run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
+            run_id = found[0].info.run_id  # reopened (RUNNING) only when its trial starts again: see _start
         else:
             tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id, SEARCH_TAG: self.search_name}
             run_id = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags).info.run_id
@@ -463,7 +462,9 @@ class MlflowTracker(tune.Callback):
 
     @_tracked
     def _start(self, trial_id: str, config: dict[str, Any]) -> None:
-        self.child_run(trial_id, config=config)
+        run_id = self.child_run(trial_id, config=config)
+        if self.client.get_run(run_id).info.status != "RUNNING":  # a resumed trial reopens its run
+            self.client.update_run(run_id, status="RUNNING")
 
     @_tracked
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
