@@ -16,8 +16,27 @@ from typing import Any
 
 import pandas as pd
 
+from results.table import scored_epochs
+
 LEVELS = (0.9, 0.95, 0.99)  # of the final best: "99% of the best" is reached at ...
-EARLY_END_FLAGS = ("diverged", "infeasible")  # reports that carry no score (tuner.trial sets them)
+
+
+def asha_rungs(max_epochs: int, grace_period: int, reduction_factor: int) -> list[int]:
+    """The epochs at which ASHA judges trials: the grace period, times the reduction factor, ... below max."""
+    found, rung = [], grace_period
+    while rung < max_epochs:
+        found.append(rung)
+        rung *= reduction_factor
+    return found
+
+
+def asha_epochs(max_epochs: int, grace_period: int, reduction_factor: int) -> float:
+    """Epochs ASHA expects to train per trial: all reach the first rung, 1/rf of them the next, and so on."""
+    total, reached, share = 0.0, 0, 1.0
+    for rung in asha_rungs(max_epochs, grace_period, reduction_factor):
+        total += share * (rung - reached)
+        reached, share = rung, share / reduction_factor
+    return total + share * max(max_epochs - reached, 0)
 
 
 def add_trial_costs(rows: list[dict[str, Any]], *, gpus_per_trial: float, cpus_per_trial: float) -> None:
@@ -41,19 +60,16 @@ def _events(histories: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:
     """Every scored epoch report of every trial: when (``t``, seconds since the epoch), trial, its seconds, score."""
     frames = []
     for trial_id, history in histories.items():
-        if history is None or not len(history) or metric not in history:
+        if history is None or not len(history):
             continue
-        h = history
-        for flag in EARLY_END_FLAGS:
-            if flag in h:
-                h = h[h[flag].fillna(0) == 0]
+        h = scored_epochs(history, metric)
         when = h["reported_at"] if "reported_at" in h else h["timestamp"]
         frames.append(pd.DataFrame({"t": when.astype(float), "trial_id": trial_id,
                                     "trial_seconds": h["time_total_s"].astype(float),
                                     "value": h[metric].astype(float)}))  # fmt: skip
     if not frames:
         return pd.DataFrame(columns=["t", "trial_id", "trial_seconds", "value"])
-    return pd.concat(frames).dropna(subset=["value"]).sort_values("t", kind="stable")
+    return pd.concat(frames).sort_values("t", kind="stable")
 
 
 def progress_curve(

@@ -10,6 +10,7 @@ plotly the HTML (its script inlined once), Optuna's fANOVA the importances.
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 import json
@@ -22,7 +23,16 @@ from typing import Any
 import pandas as pd
 
 from results import _fs, cost
-from results.table import BEST_CONFIG, RESULTS_CSV, SEARCH_JSON, ResultsError, leaderboard, load, ranked
+from results.table import (
+    BEST_CONFIG,
+    RESULTS_CSV,
+    SEARCH_JSON,
+    ResultsError,
+    leaderboard,
+    load,
+    ranked,
+    scored_epochs,
+)
 
 REPORT_DIR = "report"
 HTML = "report.html"
@@ -56,43 +66,47 @@ class SearchView:
         """What the x axes count: GPU-seconds where trials had GPUs, else trial-seconds."""
         return (self.gpus_per_trial, "GPU-seconds") if self.gpus_per_trial else (1.0, "trial-seconds")
 
+    @property
+    def rungs(self) -> list[int]:
+        """The epochs at which ASHA judged the trials."""
+        b = self.budget
+        return cost.asha_rungs(int(b.get("max_epochs", 0)), int(b.get("grace_period", 1)),
+                               int(b.get("reduction_factor", 2)))  # fmt: skip
+
+    @functools.cached_property
+    def curve(self) -> pd.DataFrame:
+        """The search's best score so far after every report, with what it had spent (``results.cost``)."""
+        return cost.progress_curve(self.histories, metric=self.metric, mode=self.mode, gpus_per_trial=self.spend[0])
+
     def searched(self) -> list[str]:
         """The parameters that varied over the trials."""
         cols = [c for c in self.frame.columns if c.startswith("config/")]
         return [c.removeprefix("config/") for c in cols if self.frame[c].nunique(dropna=False) > 1]
 
 
-def load_view(folder: str) -> SearchView:
+def load_view(folder: str, *, histories: dict[str, pd.DataFrame] | None = None) -> SearchView:
+    """The search in ``folder``; ``histories`` (trial id -> per-epoch reports) when the caller holds them already."""
     folder = str(folder)
     frame = load(folder)
     saved = _fs.join(folder, SEARCH_JSON)
     settings = json.loads(_fs.read_text(saved)) if _fs.exists(saved) else {}
     best_path = _fs.join(folder, BEST_CONFIG)
     best = json.loads(_fs.read_text(best_path)) if _fs.exists(best_path) else None
-    histories = {}
-    for row in frame.to_dict("records"):
-        path = _fs.join(str(row.get("path", "")), "progress.csv")
-        if row.get("path") and _fs.exists(path):
-            histories[str(row["trial_id"])] = pd.read_csv(io.StringIO(_fs.read_text(path)))
+    if histories is None:
+        histories = _read_histories(frame)
     name = settings.get("run", {}).get("name") or settings.get("name") or Path(folder).name
     return SearchView(name, settings.get("metric", "val_acc"), settings.get("mode", "max"), frame, histories,
                       settings, best)  # fmt: skip
 
 
-def rungs(max_epochs: int, grace_period: int, reduction_factor: int) -> list[int]:
-    """The epochs at which ASHA judged trials."""
-    found, rung = [], grace_period
-    while rung < max_epochs:
-        found.append(rung)
-        rung *= reduction_factor
-    return found
-
-
-def _scored(history: pd.DataFrame, metric: str) -> pd.DataFrame:
-    for flag in cost.EARLY_END_FLAGS:
-        if flag in history:
-            history = history[history[flag].fillna(0) == 0]
-    return history.dropna(subset=[metric]) if metric in history else history.iloc[0:0]
+def _read_histories(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each trial's progress.csv, from the trial folders results.csv names."""
+    histories = {}
+    for row in frame.to_dict("records"):
+        path = _fs.join(str(row.get("path", "")), "progress.csv")
+        if row.get("path") and _fs.exists(path):
+            histories[str(row["trial_id"])] = pd.read_csv(io.StringIO(_fs.read_text(path)))
+    return histories
 
 
 def _curves(view: SearchView) -> list[dict[str, Any]]:
@@ -101,7 +115,7 @@ def _curves(view: SearchView) -> list[dict[str, Any]]:
     rate, _ = view.spend
     curves = []
     for trial_id, history in view.histories.items():
-        h = _scored(history, view.metric)
+        h = scored_epochs(history, view.metric)
         if not len(h):
             continue
         curves.append({"trial_id": trial_id, "status": status.get(trial_id, ""), "epoch": h["epoch"].tolist(),
@@ -193,8 +207,7 @@ def png_learning_curves(view: SearchView, path: Path) -> None:
         label = c["trial_id"] + ("" if c["status"] == "completed" else f" ({c['status']})")
         by_epoch.plot(c["epoch"], c["value"], marker="o", markersize=3, label=label, **style)
         by_spend.plot(c["spent"], c["value"], marker="o", markersize=3, **style)
-    b = view.budget
-    for rung in rungs(int(b.get("max_epochs", 0)), int(b.get("grace_period", 1)), int(b.get("reduction_factor", 2))):
+    for rung in view.rungs:
         by_epoch.axvline(rung, color="#d62728", alpha=0.3, linewidth=1)
     by_epoch.set(xlabel="epoch (red lines: ASHA's rungs)", ylabel=view.metric, title="learning curves")
     by_spend.set(xlabel=f"{unit} the trial had used", ylabel=view.metric, title=f"learning curves against {unit}")
@@ -204,8 +217,8 @@ def png_learning_curves(view: SearchView, path: Path) -> None:
 
 
 def png_best_so_far(view: SearchView, path: Path) -> None:
-    rate, unit = view.spend
-    curve = cost.progress_curve(view.histories, metric=view.metric, mode=view.mode, gpus_per_trial=rate)
+    _, unit = view.spend
+    curve = view.curve
     fig, ax = _figure()
     ax.scatter(curve["gpu_seconds"], curve["value"], s=10, color="#9e9e9e", label="every report")
     ax.step(curve["gpu_seconds"], curve["best"], where="post", color="#1f77b4", label="best so far")
@@ -300,8 +313,7 @@ def _plotly_figures(view: SearchView, scores: dict[str, float] | None) -> list[t
         dash = None if c["status"] == "completed" else "dash"
         fig.add_trace(go.Scatter(x=c["epoch"], y=c["value"], mode="lines+markers", line={"dash": dash},
                                  name=f"{c['trial_id']} ({c['status']})"))  # fmt: skip
-    b = view.budget
-    for rung in rungs(int(b.get("max_epochs", 0)), int(b.get("grace_period", 1)), int(b.get("reduction_factor", 2))):
+    for rung in view.rungs:
         fig.add_vline(x=rung, line_color="red", opacity=0.3)
     fig.update_layout(title="Learning curves (dashed: stopped early; red: ASHA's rungs)", xaxis_title="epoch",
                       yaxis_title=view.metric)  # fmt: skip
@@ -313,7 +325,7 @@ def _plotly_figures(view: SearchView, scores: dict[str, float] | None) -> list[t
                                  name=c["trial_id"]))  # fmt: skip
     fig.update_layout(title=f"Learning curves against each trial's {unit}", xaxis_title=unit, yaxis_title=view.metric)
     figures.append((f"Learning curves against {unit}", fig))
-    curve = cost.progress_curve(view.histories, metric=view.metric, mode=view.mode, gpus_per_trial=rate)
+    curve = view.curve
     fig = go.Figure([go.Scatter(x=curve["gpu_seconds"], y=curve["value"], mode="markers", name="every report",
                                 marker={"color": "#9e9e9e"}),
                      go.Scatter(x=curve["gpu_seconds"], y=curve["best"], mode="lines", line_shape="hv",
@@ -382,13 +394,13 @@ section{{margin-bottom:2em}}</style></head><body>
 """
 
 
-def make_report(folder: str) -> Path:
+def make_report(folder: str, *, histories: dict[str, pd.DataFrame] | None = None) -> Path:
     """Draw the search in ``folder`` into ``<folder>/report/``; returns a local folder holding the files.
 
     That is ``<folder>/report`` itself for a local search; for a search in object
     storage, a temporary folder whose files are then copied there.
     """
-    view = load_view(folder)
+    view = load_view(folder, histories=histories)
     remote = _fs.is_uri(str(folder))
     local = Path(tempfile.mkdtemp(prefix="hpsearch-report-")) if remote else Path(folder) / REPORT_DIR
     local.mkdir(parents=True, exist_ok=True)
@@ -407,4 +419,4 @@ def make_report(folder: str) -> Path:
 
 
 __all__ = ["HTML", "REPORT_DIR", "RESULTS_CSV", "ResultsError", "SearchView", "importances", "load_view",
-           "make_report", "rungs"]  # fmt: skip
+           "make_report"]  # fmt: skip

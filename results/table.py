@@ -22,6 +22,26 @@ SEARCH_JSON = "search.json"
 DEFAULT_OBJECTIVE = ("val_acc", "max")  # searches from before spaces named their metric
 
 
+EARLY_END_FLAGS = ("diverged", "infeasible")  # a report that ends a trial for good and carries no score
+
+
+def scored_epochs(history: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The epochs of a trial's history that scored: not the report that ended it early, not a missing metric."""
+    for flag in EARLY_END_FLAGS:
+        if flag in history:
+            history = history[history[flag].fillna(0) == 0]
+    return history.dropna(subset=[metric]) if metric in history else history.iloc[0:0]
+
+
+def trial_status(*, failed: bool, ended: str | None, epochs: int, max_epochs: int) -> str:
+    """``error``, the early-end flag that ended it (``diverged``, ``infeasible``), ``completed`` or ``stopped``."""
+    if failed:
+        return "error"
+    if ended:
+        return ended
+    return "completed" if epochs >= max_epochs else "stopped"
+
+
 class ResultsError(RuntimeError):
     """A search folder has no readable results; the message says what to do."""
 

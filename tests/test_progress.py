@@ -46,7 +46,7 @@ def test_a_metric_to_minimise_is_shown_first_and_its_lowest_is_best():
 
 
 def test_asha_expected_epochs():
-    from tuner.progress import asha_epochs
+    from results.cost import asha_epochs
 
     assert asha_epochs(4, 1, 2) == 1 + 0.5 * 1 + 0.25 * 2  # rungs at 1 and 2, then the top quarter to 4
     assert asha_epochs(10, 3, 3) == 3 + (9 - 3) / 3 + (10 - 9) / 9

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from results.cost import asha_rungs as rungs
 from results.cost import search_cost
-from results.report import importances, load_view, make_report, rungs
+from results.report import importances, load_view, make_report
 from tests.conftest import ROOT
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -56,22 +56,14 @@ class CifarTask:
             compile=context.compile,
         )
 
-    def evaluate(self, state: dict[str, Any], held_out: Any, *, device: torch.device) -> dict[str, float]:
-        """Test accuracy and loss of the checkpoint, with the test-time augmentation it was trained for."""
-        model = self.build_model(state).to(device)
-        x, y = (torch.from_numpy(np.asarray(a)).to(device) for a in held_out)
-        loss, acc = evaluate(model, x, y, tta=int(state["config"]["tta"]))
-        return {"test_acc": acc, "test_loss": loss}
-
-    def confusion_matrix(
-        self, state: dict[str, Any], held_out: Any, *, device: torch.device
-    ) -> tuple[list[list[int]], list[str]]:
-        """[true][predicted] counts of the checkpoint on the test set, and the class names."""
+    def evaluate(self, state: dict[str, Any], held_out: Any, *, device: torch.device) -> dict[str, Any]:
+        """Test accuracy, loss and confusion matrix of the checkpoint, with the test-time augmentation it used."""
         model = self.build_model(state).to(device)
         x, y = (torch.from_numpy(np.asarray(a)).to(device) for a in held_out)
         counts = torch.zeros(len(cifar_data.CLASSES), len(cifar_data.CLASSES), dtype=torch.int64, device=device)
-        evaluate(model, x, y, tta=int(state["config"]["tta"]), confusion=counts)
-        return counts.tolist(), list(cifar_data.CLASSES)
+        loss, acc = evaluate(model, x, y, tta=int(state["config"]["tta"]), confusion=counts)
+        return {"test_acc": acc, "test_loss": loss, "confusion_matrix": counts.tolist(),
+                "classes": list(cifar_data.CLASSES)}  # fmt: skip
 
     def build_model(self, state: dict[str, Any]) -> nn.Module:
         model = build_model(state["config"])

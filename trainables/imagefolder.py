@@ -250,17 +250,6 @@ class ImageFolderTask:
                     confusion.index_put_((truth, predicted), torch.ones_like(truth), accumulate=True)
         return loss / max(len(y), 1), correct / max(len(y), 1)
 
-    def confusion_matrix(
-        self, state: dict[str, Any], held_out: dict[str, Any], *, device: torch.device
-    ) -> tuple[list[list[int]], list[str]]:
-        """[true][predicted] counts of the checkpoint on the test images, and the class names."""
-        model = self.build_model(state).to(device)
-        x, y = (torch.from_numpy(np.asarray(held_out[k])).to(device) for k in ("x", "y"))
-        classes = list(state["classes"])
-        counts = torch.zeros(len(classes), len(classes), dtype=torch.int64, device=device)
-        self._scores(model, x, y, counts)
-        return counts.tolist(), classes
-
     def train(self, config: dict[str, Any], data: dict[str, Any], context: TrialContext) -> None:
         device = context.device
         d = on_device(data["key"], device, lambda: {k: torch.from_numpy(np.asarray(data[k])).to(device)
@@ -307,11 +296,14 @@ class ImageFolderTask:
                                              "classes": list(data["classes"]), "mean": data["mean"],
                                              "std": data["std"]})  # fmt: skip
 
-    def evaluate(self, state: dict[str, Any], held_out: dict[str, Any], *, device: torch.device) -> dict[str, float]:
+    def evaluate(self, state: dict[str, Any], held_out: dict[str, Any], *, device: torch.device) -> dict[str, Any]:
+        """Test accuracy, loss and confusion matrix of the checkpoint on the test images."""
         model = self.build_model(state).to(device)
         x, y = (torch.from_numpy(np.asarray(held_out[k])).to(device) for k in ("x", "y"))
-        loss, acc = self._scores(model, x, y)
-        return {"test_acc": acc, "test_loss": loss}
+        classes = list(state["classes"])
+        counts = torch.zeros(len(classes), len(classes), dtype=torch.int64, device=device)
+        loss, acc = self._scores(model, x, y, counts)
+        return {"test_acc": acc, "test_loss": loss, "confusion_matrix": counts.tolist(), "classes": classes}
 
     def build_model(self, state: dict[str, Any]) -> nn.Module:
         # The trained weights replace any pretrained ones: nothing is read from the weights cache here.

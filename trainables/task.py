@@ -27,13 +27,11 @@ at four points.
    every rank calls ``report``. Raise ``Diverged`` when the
    loss stops being finite; running out of GPU memory is recognised by itself.
 3. ``evaluate`` scores a saved ``state`` on ``held_out``: a dict of metrics,
-   e.g. ``{"test_acc": 0.93}``.
+   e.g. ``{"test_acc": 0.93}``. A classifier may add, from the same pass,
+   ``confusion_matrix`` (``[true][predicted]`` counts) and ``classes`` (their
+   names): the search's report then draws the best trial's confusion matrix.
 4. ``build_model`` rebuilds the trained network from a saved ``state``, in
    eval mode, for the model registry.
-
-A classification task may add ``confusion_matrix(state, held_out, *, device)``,
-returning ``([true][predicted] counts, class names)`` on the held-out data: the
-search's report then draws the best trial's confusion matrix.
 
 Optionally, ``metrics(constants)`` names the metrics ``train`` reports, and
 ``config_keys(constants)`` the config keys ``train`` reads: a space whose metric
@@ -103,7 +101,7 @@ class Task(Protocol):
 
     def train(self, config: dict[str, Any], data: Any, context: TrialContext) -> None: ...
 
-    def evaluate(self, state: dict[str, Any], held_out: Any, *, device: torch.device) -> dict[str, float]: ...
+    def evaluate(self, state: dict[str, Any], held_out: Any, *, device: torch.device) -> dict[str, Any]: ...
 
     def build_model(self, state: dict[str, Any]) -> nn.Module: ...
 

@@ -16,7 +16,7 @@ from typing import Any
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
 from results import _fs
-from tuner.trial import EARLY_END_FLAGS
+from results.table import EARLY_END_FLAGS
 
 STATE_FILE = "asha_state.json"
 

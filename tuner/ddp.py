@@ -44,11 +44,10 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
     policy = settings.checkpoint_policy()
 
     # Which nodes the ranks run on (rank 0 reports it): a DDP trial may span nodes.
-    nodes = [None] * world_size
+    nodes = [ray.get_runtime_context().get_node_id()]
     if world_size > 1:
+        nodes = [None] * world_size
         torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
-    else:
-        nodes = [ray.get_runtime_context().get_node_id()]
     where = {"node_id": nodes[0], "nodes": len(set(nodes))}
 
     def report(metrics: dict[str, Any], state) -> None:

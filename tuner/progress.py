@@ -9,6 +9,8 @@ from typing import Any, TextIO
 
 from ray import tune
 
+from results.cost import asha_epochs
+
 # The statuses of the trials when the last search in this process ended.
 LAST_STATUSES: list[str] = []
 FINAL_STATUSES = ("TERMINATED", "ERROR")
@@ -136,18 +138,6 @@ class ProgressTable(tune.Callback):
                 out.write(f"\x1b[{self._drawn}F\x1b[J")
             self._drawn = table.count("\n") + 2
         print(table + "\n", file=out, flush=True)
-
-
-def asha_epochs(max_epochs: int, grace_period: int, reduction_factor: int) -> float:
-    """Epochs ASHA expects to train per trial: all reach the first rung, 1/rf of them the next, and so on."""
-    if max_epochs <= 0:
-        return 0.0
-    total, reached, share = 0.0, 0, 1.0
-    rung = grace_period
-    while rung < max_epochs:
-        total += share * (rung - reached)
-        reached, share, rung = rung, share / reduction_factor, rung * reduction_factor
-    return total + share * (max_epochs - reached)
 
 
 def _duration(seconds: float) -> str:

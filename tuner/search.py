@@ -38,6 +38,7 @@ from tuner.trainable import trainable_for
 from tuner.trial import DataRef, TrialSettings
 
 log = logging.getLogger(__name__)
+CONFUSION_KEYS = ("confusion_matrix", "classes")  # what a classifier's evaluate may add to its test metrics
 
 
 class Interrupted(RuntimeError):
@@ -268,12 +269,9 @@ def _evaluate(task: str, checkpoint: tune.Checkpoint, held_out: Any) -> dict[str
     device = trial_device()
     with checkpoint.as_directory() as folder:
         state = load(folder, map_location=device)
-    implementation = load_task(task)
-    scores: dict[str, Any] = {k: float(v) for k, v in implementation.evaluate(state, held_out, device=device).items()}
-    if callable(getattr(implementation, "confusion_matrix", None)):  # a classifier: what it confuses, for the report
-        matrix, classes = implementation.confusion_matrix(state, held_out, device=device)
-        scores["confusion_matrix"], scores["classes"] = [[int(v) for v in row] for row in matrix], list(classes)
-    return scores
+    scores = load_task(task).evaluate(state, held_out, device=device)
+    # Metrics as floats; a classifier's confusion matrix and class names (for the report) as they are.
+    return {k: v if k in CONFUSION_KEYS else float(v) for k, v in scores.items()}
 
 
 def test_scores(settings: SearchSettings, space: SearchSpace, checkpoint: tune.Checkpoint, dataset: TaskData) -> dict:
@@ -394,8 +392,9 @@ def finish(
     )
     gpus, cpus = float(settings.resources.gpus_per_trial), settings.resources.cpus_per_trial
     cost_module.add_trial_costs(rows, gpus_per_trial=gpus, cpus_per_trial=cpus)
+    histories = trial_histories(grid)
     cost = cost_module.search_cost(
-        rows, trial_histories(grid), metric=metric, mode=mode, gpus_per_trial=gpus, cpus_per_trial=cpus,
+        rows, histories, metric=metric, mode=mode, gpus_per_trial=gpus, cpus_per_trial=cpus,
         num_samples=settings.budget.num_samples, max_epochs=settings.budget.max_epochs, target=settings.target,
     )  # fmt: skip
     tracker.log_trial_costs(rows)
@@ -405,7 +404,7 @@ def finish(
     if best is not None:
         checkpoint, metrics, result = best
         scores = test_scores(settings, space, checkpoint, dataset)
-        confusion = {k: scores.pop(k) for k in ("confusion_matrix", "classes") if k in scores}
+        confusion = {k: scores.pop(k) for k in CONFUSION_KEYS if k in scores}
         record = {
             "search": settings.name,
             "trial_id": metrics.get("trial_id"),
@@ -428,7 +427,7 @@ def finish(
         tracker.log_metrics({f"best_{metric}": record[metric], **scores})
     frame = results.write(settings.folder, rows, record, metric=metric, mode=mode)
     try:
-        report = make_report(settings.folder)
+        report = make_report(settings.folder, histories=histories)
     except Exception as e:  # a picture that cannot be drawn must not cost the search its results
         print(f"warning: the report could not be drawn ({type(e).__name__}: {e}); try again with: "
               f"python -m results report {settings.folder}", file=sys.stderr)  # fmt: skip

@@ -10,9 +10,8 @@ from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY  # set for DDP trials' checkpoints
 
 from results import _fs
-from results.table import ranked
+from results.table import EARLY_END_FLAGS, ranked, scored_epochs, trial_status
 from search_spaces import mark_inactive
-from tuner.trial import EARLY_END_FLAGS
 
 FINAL_METRICS = ("val_loss", "train_loss", "images_per_s")
 
@@ -25,18 +24,19 @@ def _error_log(result: tune.Result) -> str:
     return str(Path(result.path) / "error.txt")
 
 
-def _flagged(history, flag: str) -> bool:
-    return history is not None and flag in history and bool(history[flag].fillna(0).any())
+def _ended(history) -> str | None:
+    """The early-end flag a trial's history carries, if any."""
+    if history is None:
+        return None
+    return next((f for f in EARLY_END_FLAGS if f in history and bool(history[f].fillna(0).any())), None)
 
 
 def _best_score(history, *, metric: str, mode: str) -> float:
     """The best ``metric`` of the epochs that trained (the report that ends a trial early is no score)."""
-    for flag in EARLY_END_FLAGS:
-        if flag in history:
-            history = history[history[flag].fillna(0) == 0]
-    if not len(history):
+    scores = scored_epochs(history, metric)[metric]
+    if not len(scores):
         return float("nan")
-    return float(history[metric].max() if mode == "max" else history[metric].min())
+    return float(scores.max() if mode == "max" else scores.min())
 
 
 def ended_early(rows: list[dict[str, Any]], status: str) -> list[tuple[str, int]]:
@@ -56,14 +56,9 @@ def trial_rows(
         metrics = result.metrics or {}
         history = result.metrics_dataframe
         epochs = int(metrics.get("epoch", 0) or 0)
-        if result.error is not None:
-            status = "error"
-        elif _flagged(history, "diverged"):
-            status = "diverged"
-        elif _flagged(history, "infeasible"):
-            status = "infeasible"  # out of GPU memory on its share: this configuration cannot run there
-        else:
-            status = "completed" if epochs >= max_epochs else "stopped"
+        # infeasible: out of GPU memory on its share, this configuration cannot run there
+        status = trial_status(failed=result.error is not None, ended=_ended(history), epochs=epochs,
+                              max_epochs=max_epochs)  # fmt: skip
         scored = history is not None and metric in history
         row: dict[str, Any] = {
             "trial_id": _trial_id(result),

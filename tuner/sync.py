@@ -20,9 +20,9 @@ import pandas as pd
 import results
 from results import _fs
 from results.report import make_report
+from results.table import EARLY_END_FLAGS
 from tuner.settings import SearchSettings, redact
 from tuner.tracking import MODEL_TAG, MlflowTracker, describe_search, load_example
-from tuner.trial import EARLY_END_FLAGS
 
 
 class SyncError(RuntimeError):

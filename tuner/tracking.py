@@ -28,11 +28,11 @@ from ray import tune
 
 import trainables
 from results import _fs
+from results.table import EARLY_END_FLAGS, trial_status
 from search_spaces import SearchSpace, mark_inactive
 from trainables.checkpoint import load_model
 from trainables.task import BUILTIN
 from tuner.settings import SearchSettings, redact, tracking_unreachable
-from tuner.trial import EARLY_END_FLAGS
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")  # and the space's metric
 TRIAL_TAG = "hpsearch.trial_id"
@@ -241,14 +241,16 @@ class MlflowTracker(tune.Callback):
                     return True, method(self, *args, **kwargs)
             except Exception as e:  # any failure of the tracking store, whatever its client raises
                 error = e
-            if getattr(error, "error_code", None) in REFUSALS or delay is None or not self._reachable():
+            # The server answered and said no, or still answers: the call itself is refused.
+            answered = getattr(error, "error_code", None) in REFUSALS or self._reachable()
+            if not answered:
+                self._last_reason = _reason(error)
+                return False, None
+            if delay is None or getattr(error, "error_code", None) in REFUSALS:
                 break
             time.sleep(delay)
-        if getattr(error, "error_code", None) in REFUSALS or self._reachable():
-            print(f"warning: MLflow refused {method.__name__} ({_reason(error)}); skipped", file=sys.stderr)
-            return True, None
-        self._last_reason = _reason(error)
-        return False, None
+        print(f"warning: MLflow refused {method.__name__} ({_reason(error)}); skipped", file=sys.stderr)
+        return True, None
 
     def _call(self, method, args, kwargs) -> Any:
         if not self.offline:
@@ -437,8 +439,8 @@ class MlflowTracker(tune.Callback):
             self.client.log_batch(self.child_run(str(row["trial_id"])), metrics=batch)
 
     # --- child runs, one per trial --------------------------------------------------
-    def child_run(self, trial_id: str, *, config: dict[str, Any] | None = None) -> str:
-        """The child run of ``trial_id``: found by tag when it exists, created otherwise."""
+    def child_run(self, trial_id: str, *, config: dict[str, Any] | None = None, reopen: bool = False) -> str:
+        """The child run of ``trial_id``: found by tag when it exists (RUNNING again with ``reopen``), else created."""
         if trial_id in self._children:
             return self._children[trial_id]
         found = self.client.search_runs(
@@ -447,7 +449,9 @@ class MlflowTracker(tune.Callback):
             max_results=1,
         )
         if found:
-            run_id = found[0].info.run_id  # reopened (RUNNING) only when its trial starts again: see _start
+            run_id = found[0].info.run_id
+            if reopen:  # its trial starts again (a resumed search): only then is a finished run reopened
+                self.client.update_run(run_id, status="RUNNING")
         else:
             tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id, SEARCH_TAG: self.search_name}
             run_id = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags).info.run_id
@@ -462,9 +466,7 @@ class MlflowTracker(tune.Callback):
 
     @_tracked
     def _start(self, trial_id: str, config: dict[str, Any]) -> None:
-        run_id = self.child_run(trial_id, config=config)
-        if self.client.get_run(run_id).info.status != "RUNNING":  # a resumed trial reopens its run
-            self.client.update_run(run_id, status="RUNNING")
+        self.child_run(trial_id, config=config, reopen=True)
 
     @_tracked
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
@@ -475,11 +477,10 @@ class MlflowTracker(tune.Callback):
         self.client.log_batch(run_id, metrics=batch)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = trial.last_result or {}
-        outcome = next((flag for flag in EARLY_END_FLAGS if result.get(flag)), None)
-        if outcome is None:
-            done, budget = result.get("epoch", 0), (trial.config or {}).get("epochs")
-            outcome = "stopped" if budget is not None and done < budget else "completed"
+        result, budget = trial.last_result or {}, (trial.config or {}).get("epochs")
+        outcome = trial_status(failed=False, ended=next((f for f in EARLY_END_FLAGS if result.get(f)), None),
+                               epochs=int(result.get("epoch", 0) or 0),
+                               max_epochs=int(budget) if budget is not None else 0)  # fmt: skip
         self._terminate(trial.trial_id, "FINISHED", outcome)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -87,15 +87,12 @@ def device_for(gpu_ids: list) -> torch.device:
     return torch.device("cuda", 0) if gpu_ids and torch.cuda.is_available() else torch.device("cpu")
 
 
-EARLY_END_FLAGS = ("diverged", "infeasible")  # set by early_end: a report that carries no score
-
-
 def early_end(error: BaseException, *, epoch: int, metric: str) -> dict[str, Any] | None:
     """What a trial reports when ``error`` ends it for good (no retry could help), else None.
 
     A non-finite loss is ``diverged``; running out of GPU memory makes the
     configuration ``infeasible`` (on its share of the GPU), while other trials go
-    on. Either way the report has no score: its ``metric`` is NaN.
+    on. Either way the report has no score: its ``metric`` is NaN (``results.table.EARLY_END_FLAGS``).
     """
     if isinstance(error, Diverged):
         return {"epoch": error.epoch, "train_loss": error.loss, metric: math.nan, "diverged": 1}
