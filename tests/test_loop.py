@@ -276,10 +276,11 @@ def test_errors_that_end_a_trial_for_good():
 def test_an_out_of_memory_trial_is_recorded_as_infeasible():
     import pandas as pd
 
-    from tuner.summary import _best_score, _flagged
+    from tuner.summary import _best_score, _ended
 
     history = pd.DataFrame({"epoch": [1, 2, 3], "val_acc": [0.5, 0.6, 0.0], "infeasible": [None, None, 1]})
-    assert _flagged(history, "infeasible") and not _flagged(history, "diverged")
+    assert _ended(history) == "infeasible"
+    assert _ended(history.drop(columns="infeasible")) is None
     assert _best_score(history, metric="val_acc", mode="max") == 0.6
 
 
