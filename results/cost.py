@@ -1,4 +1,4 @@
-"""What a search cost, what ASHA saved, and how soon it got good. Plain pandas: no Ray, no MLflow.
+"""What a search cost, what its scheduler saved, and how soon it got good. Plain pandas: no Ray, no MLflow.
 
 A trial's GPU-seconds are its share of a GPU times its wall seconds (a trial at
 ``--gpus-per-trial 0.25`` for 100 s used 25 GPU-seconds); its CPU-seconds, the
@@ -37,6 +37,44 @@ def asha_epochs(max_epochs: int, grace_period: int, reduction_factor: int) -> fl
         total += share * (rung - reached)
         reached, share = rung, share / reduction_factor
     return total + share * max(max_epochs - reached, 0)
+
+
+def hyperband_brackets(max_epochs: int, grace_period: int, reduction_factor: int) -> list[tuple[int, int]]:
+    """Asynchronous HyperBand's brackets as (first rung, number of rungs), as Ray's ``AsyncHyperBandScheduler``
+    lays them out: bracket s judges first at grace x rf^s epochs, for s = 0 .. floor(log_rf(max / grace))."""
+    span = math.log(max_epochs / grace_period) / math.log(reduction_factor)
+    return [(grace_period * reduction_factor**s, int(span - s + 1)) for s in range(int(span + 1e-9) + 1)]
+
+
+def scheduler_rungs(scheduler: str, *, max_epochs: int, grace_period: int, reduction_factor: int) -> list[int]:
+    """The epochs at which ``scheduler`` judges trials (or, for PBT, may exploit them), below ``max_epochs``.
+
+    ASHA and HyperBand: their rungs; the median rule: the grace period, from
+    which on it judges every epoch; PBT: every grace-period epochs; FIFO: none.
+    """
+    if scheduler in ("asha", "hyperband"):
+        return asha_rungs(max_epochs, grace_period, reduction_factor)
+    if scheduler == "median":
+        return [grace_period] if grace_period < max_epochs else []
+    if scheduler == "pbt":
+        return list(range(grace_period, max_epochs, grace_period))
+    return []
+
+
+def scheduler_epochs(scheduler: str, *, max_epochs: int, grace_period: int, reduction_factor: int) -> float:
+    """Epochs ``scheduler`` is expected to train per trial (the median rule's: at most the full budget).
+
+    HyperBand puts a trial in bracket s with probability proportional to
+    e^(rungs of bracket s), as Ray's ``AsyncHyperBandScheduler`` draws it.
+    """
+    if scheduler == "asha":
+        return asha_epochs(max_epochs, grace_period, reduction_factor)
+    if scheduler == "hyperband":
+        brackets = hyperband_brackets(max_epochs, grace_period, reduction_factor)
+        weights = [math.exp(rungs - max(r for _, r in brackets)) for _, rungs in brackets]
+        epochs = [asha_epochs(max_epochs, first, reduction_factor) for first, _ in brackets]
+        return sum(w * e for w, e in zip(weights, epochs, strict=True)) / sum(weights)
+    return float(max_epochs)
 
 
 def add_trial_costs(rows: list[dict[str, Any]], *, gpus_per_trial: float, cpus_per_trial: float) -> None:
@@ -106,7 +144,7 @@ def search_cost(
     max_epochs: int,
     target: float | None = None,
 ) -> dict[str, Any]:
-    """The search's totals, the share ASHA's stopped trials used, the epochs it saved, and its times to target."""
+    """The search's totals, the share its stopped trials used, the epochs it saved, and its times to target."""
     frame = pd.DataFrame(rows)
     seconds = frame["seconds"].astype(float) if "seconds" in frame else pd.Series(dtype=float)
     stopped = frame["status"] == "stopped" if "status" in frame else pd.Series(False, index=frame.index)
@@ -145,11 +183,11 @@ def search_cost(
 
 
 def describe(cost: dict[str, Any], *, metric: str) -> str:
-    """The summary's lines on cost, ASHA's savings and time to target."""
+    """The summary's lines on cost, the scheduler's savings and time to target."""
     gpu = f", {cost['gpu_seconds']:.0f} GPU-s" if cost["gpu_seconds"] else ""
     lines = [
         f"cost: {cost['trial_seconds']:.0f} trial-s{gpu}, {cost['cpu_seconds']:.0f} CPU-s over "
-        f"{cost['wall_seconds']:.0f} s of wall time; {cost['stopped_trials']} trial(s) stopped by ASHA used "
+        f"{cost['wall_seconds']:.0f} s of wall time; {cost['stopped_trials']} trial(s) stopped early used "
         f"{100 * cost['stopped_share']:.0f}% of it; {cost['epochs_trained']} of {cost['epochs_budget']} epochs "
         f"trained ({100 * cost['epochs_saved_share']:.0f}% saved)"
     ]

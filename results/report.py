@@ -67,11 +67,22 @@ class SearchView:
         return (self.gpus_per_trial, "GPU-seconds") if self.gpus_per_trial else (1.0, "trial-seconds")
 
     @property
+    def scheduler(self) -> str:
+        return str(self.settings.get("scheduler", "asha"))  # searches from before --scheduler ran ASHA
+
+    @property
     def rungs(self) -> list[int]:
-        """The epochs at which ASHA judged the trials."""
+        """The epochs at which the scheduler judged the trials (PBT: where it could exploit them)."""
         b = self.budget
-        return cost.asha_rungs(int(b.get("max_epochs", 0)), int(b.get("grace_period", 1)),
-                               int(b.get("reduction_factor", 2)))  # fmt: skip
+        return cost.scheduler_rungs(self.scheduler, max_epochs=int(b.get("max_epochs", 0)),
+                                    grace_period=int(b.get("grace_period", 1)),
+                                    reduction_factor=int(b.get("reduction_factor", 2)))  # fmt: skip
+
+    @property
+    def rungs_label(self) -> str:
+        return {"pbt": "PBT's exploits", "median": "the median rule's grace period"}.get(
+            self.scheduler, f"{'HyperBand' if self.scheduler == 'hyperband' else 'ASHA'}'s rungs"
+        )
 
     @functools.cached_property
     def curve(self) -> pd.DataFrame:
@@ -110,7 +121,7 @@ def _read_histories(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def _curves(view: SearchView) -> list[dict[str, Any]]:
-    """Each trial's learning curve: epochs, scores, what it had spent, and whether ASHA stopped it."""
+    """Each trial's learning curve: epochs, scores, what it had spent, and whether its scheduler stopped it."""
     status = dict(zip(view.frame["trial_id"].astype(str), view.frame["status"], strict=True))
     rate, _ = view.spend
     curves = []
@@ -209,7 +220,7 @@ def png_learning_curves(view: SearchView, path: Path) -> None:
         by_spend.plot(c["spent"], c["value"], marker="o", markersize=3, **style)
     for rung in view.rungs:
         by_epoch.axvline(rung, color="#d62728", alpha=0.3, linewidth=1)
-    by_epoch.set(xlabel="epoch (red lines: ASHA's rungs)", ylabel=view.metric, title="learning curves")
+    by_epoch.set(xlabel=f"epoch (red lines: {view.rungs_label})", ylabel=view.metric, title="learning curves")
     by_spend.set(xlabel=f"{unit} the trial had used", ylabel=view.metric, title=f"learning curves against {unit}")
     if len(view.histories) <= 12:
         by_epoch.legend(fontsize=7)
@@ -315,7 +326,7 @@ def _plotly_figures(view: SearchView, scores: dict[str, float] | None) -> list[t
                                  name=f"{c['trial_id']} ({c['status']})"))  # fmt: skip
     for rung in view.rungs:
         fig.add_vline(x=rung, line_color="red", opacity=0.3)
-    fig.update_layout(title="Learning curves (dashed: stopped early; red: ASHA's rungs)", xaxis_title="epoch",
+    fig.update_layout(title=f"Learning curves (dashed: stopped early; red: {view.rungs_label})", xaxis_title="epoch",
                       yaxis_title=view.metric)  # fmt: skip
     figures.append(("Learning curves", fig))
     fig = go.Figure()

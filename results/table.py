@@ -1,6 +1,6 @@
 """A finished search as a table: ``results.csv``, ``best_config.json`` and the leaderboard.
 
-One row per trial: ``trial_id``, ``status`` (completed, stopped early by ASHA,
+One row per trial: ``trial_id``, ``status`` (completed, stopped early by the scheduler,
 or error), ``epochs``, ``seconds``, ``val_acc`` (the trial's best, the value
 its kept checkpoint scored), the final metrics, and the config as
 ``config/<name>`` columns.

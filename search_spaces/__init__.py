@@ -102,13 +102,15 @@ def format_spaces() -> str:
         )
         for p in space.params:
             unit = f" ({p.unit})" if p.unit else ""
-            lines.append(f"  {p.name:<16} {p.describe():<22} {p.description}{unit}")
+            mutable = " [mutable]" if p.mutable else ""
+            lines.append(f"  {p.name:<16} {p.describe():<22} {p.description}{unit}{mutable}")
         if space.constants:
             fixed = ", ".join(f"{k}={v}" for k, v in space.constants.items())
             lines.append(f"  fixed: {fixed}")
     lines.append(
         f"\nA space of your own: copy {_example()}, change its params, budget and reference, "
-        "and pass the file: --space my_space.yaml"
+        "and pass the file: --space my_space.yaml\n[mutable]: a value that may change in the middle of a trial, "
+        "which --scheduler pbt perturbs (mark one with mutable: true)"
     )
     return "\n".join(lines)
 

@@ -44,6 +44,7 @@ class Param:
     limits: tuple[float, float] | None = None  # every value must lie in [lo, hi]
     allowed: tuple[Any, ...] = ()  # for choices and fixed values: the only values that work
     when: dict[str, tuple[Any, ...]] | None = None  # active only where these params take one of these values
+    mutable: bool = False  # may change in the middle of a trial (PBT's exploits): never a shape of the model
 
     def describe(self) -> str:
         """The distribution in a few characters, e.g. ``log[0.001, 0.1]``."""
@@ -150,6 +151,10 @@ def _check_param(p: Param, *, space: str) -> None:
                     raise SpaceError(f"{where}: choice {c!r} must be > 0")
     elif p.positive and _number(p.value, what=f"{where}: value") <= 0:
         raise SpaceError(f"{where}: value is {p.value!r}, but must be > 0")
+    if not isinstance(p.mutable, bool):
+        raise SpaceError(f"{where}: mutable is {p.mutable!r}, but must be true or false")
+    if p.mutable and p.kind == "fixed":
+        raise SpaceError(f"{where}: a fixed value cannot be mutable; give it a range or choices, or drop mutable")
     if p.allowed and p.kind in ("choice", "fixed"):
         for v in p.choices if p.kind == "choice" else (p.value,):
             if v not in p.allowed:

@@ -40,7 +40,7 @@ def parse_override(p: Param, spec: str) -> Param:
         return replace(p, low=float(low), high=float(high))
     if "," in spec:
         return replace(p, kind="choice", choices=tuple(_value(v, where=where) for v in spec.split(",")))
-    return replace(p, kind="fixed", value=_value(spec, where=where))
+    return replace(p, kind="fixed", value=_value(spec, where=where), mutable=False)
 
 
 def apply_overrides(space: SearchSpace, overrides: dict[str, Any] | list[str]) -> SearchSpace:
@@ -62,6 +62,6 @@ def apply_overrides(space: SearchSpace, overrides: dict[str, Any] | list[str]) -
         elif isinstance(spec, (list, tuple)):
             new = replace(p, kind="choice", choices=tuple(spec))
         else:
-            new = replace(p, kind="fixed", value=spec)
+            new = replace(p, kind="fixed", value=spec, mutable=False)
         space = space.with_param(new)
     return space

@@ -47,7 +47,7 @@ def test_search_cost_and_time_to_target():
     assert reached["90% of best"]["wall_s"] == 40.0 and reached["90% of best"]["gpu_seconds"] == 25.0
     assert reached["target"]["wall_s"] == 30.0 and reached["target"]["trial_seconds"] == 40.0  # 0.8 >= 0.75
     text = describe(cost, metric="val_acc")
-    assert "1 trial(s) stopped by ASHA used 20% of it; 5 of 8 epochs trained (38% saved)" in text
+    assert "1 trial(s) stopped early used 20% of it; 5 of 8 epochs trained (38% saved)" in text
     assert "target (val_acc 0.75): after 30 s, 20 GPU-s" in text
     metrics = mlflow_metrics(cost)
     assert metrics["cost_gpu_seconds"] == 25.0 and metrics["time_to_90pct_wall_s"] == 40.0

@@ -1,6 +1,7 @@
 import io
 from types import SimpleNamespace
 
+from results.cost import asha_epochs
 from tuner.progress import ProgressTable
 
 
@@ -66,7 +67,7 @@ def test_elapsed_gpu_seconds_and_eta_and_redrawing_on_a_terminal(monkeypatch):
     out = _Terminal()
     # 2 trials, 4 epochs, grace 1, rf 2: ASHA expects 2 epochs each (1 + 1/2 x 1 + 1/4 x 2), 4 in all.
     table = ProgressTable(params=["lr"], metric="val_acc", total=2, interval=0, out=out, max_epochs=4,
-                          grace_period=1, reduction_factor=2, gpus_per_trial=0.5)  # fmt: skip
+                          epochs_per_trial=asha_epochs(4, 1, 2), gpus_per_trial=0.5)  # fmt: skip
     trials = [_trial("a", "RUNNING", 0.1), _trial("b", "RUNNING", 0.2)]
     table.on_step_begin(0, trials)
     table.on_trial_result(0, trials, trials[0], {"epoch": 1, "val_acc": 0.5, "time_total_s": 30.0})

@@ -43,14 +43,14 @@ def load_restored(restored: Any, *, map_location: str | torch.device = "cpu") ->
 
 
 @contextmanager
-def saved(state: dict[str, Any], *, epoch: int, config: dict[str, Any]) -> Iterator[str]:
-    """A temporary checkpoint folder holding ``state`` with the ``epoch`` it ends and the trial's ``config``.
+def saved(state: dict[str, Any], *, epoch: int, config: dict[str, Any], trial_id: str = "") -> Iterator[str]:
+    """A temporary checkpoint folder holding ``state`` with the ``epoch`` it ends, the trial's ``config`` and id.
 
     What a trial hands to Ray (which copies it into the search's storage); the
     folder is removed when the ``with`` block ends.
     """
     with tempfile.TemporaryDirectory() as folder:
-        save({**state, "epoch": epoch, "config": dict(config)}, folder)
+        save({**state, "epoch": epoch, "config": dict(config), "trial_id": trial_id}, folder)
         yield folder
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from trainables import augment
 from trainables.models import build_model
-from trainables.optim import OTHER, Lookahead, build_optimizer, build_schedule, kilostep_scale
+from trainables.optim import OTHER, Lookahead, build_optimizer, build_schedule, kilostep_scale, retune
 from trainables.task import Diverged, Reporter
 
 WHITEN_SAMPLES = 5000
@@ -227,10 +227,11 @@ class _Run:
         return states
 
     def load(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint's (or a saved) state."""
+        """Continue from a checkpoint's (or a saved) state, with this run's hyperparameters (PBT may change them)."""
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        retune(self.optimizer, self.schedule, self.config)
         if self.lookahead is not None:
             self.lookahead.load_state_dict(state["lookahead"])
 

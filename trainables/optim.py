@@ -31,25 +31,53 @@ def build_optimizer(model: nn.Module, config: dict[str, Any]) -> torch.optim.SGD
     it after ``whiten_bias_epochs`` (its lr drops to zero: the parameter keeps
     receiving gradients, which multi-process training needs, but stops moving).
     """
-    momentum = float(config["momentum"])
-    lr = float(config["lr"]) / kilostep_scale(momentum)
-    wd = float(config["weight_decay"]) * int(config["batch_size"]) / kilostep_scale(momentum)
     norm_ids = {
         id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()
     }
     whiten = getattr(model, "whiten", None)
     whiten_ids = {id(whiten.bias)} if whiten is not None and whiten.bias is not None else set()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    lr_norm = lr * BIAS_SCALER
-    groups = [  # indexed by NORM, OTHER, WHITEN
-        {"params": [p for p in trainable if id(p) in norm_ids], "lr": lr_norm, "weight_decay": wd / lr_norm},
-        {"params": [p for p in trainable if id(p) not in norm_ids | whiten_ids], "lr": lr, "weight_decay": wd / lr},
+    params = [  # indexed by NORM, OTHER, WHITEN
+        [p for p in trainable if id(p) in norm_ids],
+        [p for p in trainable if id(p) not in norm_ids | whiten_ids],
     ]
     if whiten_ids:
-        groups.append({"params": [whiten.bias], "lr": lr, "weight_decay": wd / lr})
+        params.append([whiten.bias])
+    groups = [{"params": ps, **h} for ps, h in zip(params, group_hyperparams(config, len(params)), strict=False)]
     # One fused kernel for the whole update on a GPU (the step is a few ms: launches count).
     fused = all(p.is_cuda for g in groups for p in g["params"]) and bool(trainable)
-    return torch.optim.SGD(groups, momentum=momentum, nesterov=True, fused=fused or None)
+    return torch.optim.SGD(groups, momentum=float(config["momentum"]), nesterov=True, fused=fused or None)
+
+
+def group_hyperparams(config: dict[str, Any], groups: int) -> list[dict[str, float]]:
+    """The peak ``lr``, ``weight_decay`` and ``momentum`` of each param group (NORM, OTHER[, WHITEN]) for ``config``."""
+    momentum = float(config["momentum"])
+    lr = float(config["lr"]) / kilostep_scale(momentum)
+    wd = float(config["weight_decay"]) * int(config["batch_size"]) / kilostep_scale(momentum)
+    lr_norm = lr * BIAS_SCALER
+    values = [
+        {"lr": lr_norm, "weight_decay": wd / lr_norm, "momentum": momentum},
+        {"lr": lr, "weight_decay": wd / lr, "momentum": momentum},
+        {"lr": lr, "weight_decay": wd / lr, "momentum": momentum},
+    ]
+    return values[:groups]
+
+
+def retune(optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LambdaLR, config: dict) -> None:
+    """Give a restored optimizer ``config``'s lr, weight decay and momentum, at the step its schedule reached.
+
+    A checkpoint restores the values it was saved with; when a trial continues
+    another's checkpoint with perturbed values (PBT), the schedule keeps its
+    position (its step, so the warm-up and decay stay laid over the same
+    budget) and scales the new peak lr from there. With the saved values this
+    changes nothing, so an ordinary resume stays exact.
+    """
+    values = group_hyperparams(config, len(optimizer.param_groups))
+    for i, (group, v) in enumerate(zip(optimizer.param_groups, values, strict=True)):
+        group.update(initial_lr=v["lr"], weight_decay=v["weight_decay"], momentum=v["momentum"])
+        schedule.base_lrs[i] = v["lr"]
+        group["lr"] = v["lr"] * schedule.lr_lambdas[i](schedule.last_epoch)
+    schedule._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def build_schedule(

@@ -22,7 +22,11 @@ at four points.
    metric; ``state`` is a function returning everything needed to continue
    (a dict of tensors and plain values, called only when the service decides
    to checkpoint; the service adds ``epoch`` and ``config`` to what it saves,
-   so ``context.start["epoch"]`` is the last epoch done). With
+   so ``context.start["epoch"]`` is the last epoch done). Under
+   ``--scheduler pbt`` the start may be another trial's checkpoint and
+   ``config`` may differ from ``context.start["config"]`` in the space's
+   ``mutable`` parameters: continue the state with ``config``'s values (for
+   instance, set the restored optimizer's lr from ``config``). With
    ``context.world_size > 1`` the process group is already initialised and
    every rank calls ``report``. Raise ``Diverged`` when the
    loss stops being finite; running out of GPU memory is recognised by itself.

@@ -12,6 +12,7 @@ from trainables.data import DataError
 from trainables.task import TaskError, check_config_keys, check_metric, load_task
 from tuner.errors import UsageError
 from tuner.settings import (
+    SCHEDULERS,
     SEARCH_ALGORITHMS,
     Resources,
     RunSettings,
@@ -58,7 +59,8 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_tune.py",
-        description="Hyperparameter search for PyTorch on Ray Tune, with ASHA and MLflow.",
+        description="Hyperparameter search for PyTorch on Ray Tune, with ASHA (or HyperBand, the median rule, "
+        "PBT) and MLflow.",
         formatter_class=_Help,
         epilog="Budget flags left out take the space's defaults (see --list-spaces).",
     )
@@ -87,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     flags = {
         "num_samples": ("--num-samples", "number of trials"),
         "max_epochs": ("--max-epochs", "epochs per trial, ASHA's max_t"),
-        "grace_period": ("--grace-period", "epochs before ASHA may stop a trial"),
-        "reduction_factor": ("--reduction-factor", "ASHA keeps 1/reduction-factor of the trials per rung"),
+        "grace_period": ("--grace-period", "epochs before ASHA, HyperBand or the median rule may stop a trial; "
+                         "PBT: epochs between its exploits"),
+        "reduction_factor": ("--reduction-factor", "ASHA and HyperBand keep 1/reduction-factor of the trials per "
+                             "rung"),
     }
     for key, (flag, text) in flags.items():
         full, smoke = getattr(default.budget, key), getattr(default.smoke.budget, key)
@@ -119,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="cap on trials running at once (default: what resources allow)",
     )
     p.add_argument("--search", choices=SEARCH_ALGORITHMS, default="random", help="random search, or Optuna's TPE")
+    p.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default="asha",
+        help="what stops or steers trials: ASHA; asynchronous HyperBand (ASHA over several brackets); the median "
+        "stopping rule; population based training (bottom trials continue from top ones' checkpoints with the "
+        "space's mutable parameters perturbed; random search only); fifo (every trial its full budget)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the searcher and of every trial")
     p.add_argument(
         "--target",
@@ -189,6 +201,33 @@ def check_batch_split(settings: SearchSettings) -> None:
         )
 
 
+def check_scheduler(scheduler: str, *, space, budget, search: str, max_concurrent: int | None) -> None:
+    """Refuse a scheduler the space or the other flags leave nothing to do for, or that cannot run with them."""
+    if scheduler != "pbt":
+        return
+    if search != "random":
+        raise UsageError(
+            "--scheduler pbt makes its own configs (by perturbing its best trials'), so it cannot follow "
+            f"--search {search}: drop --search, or pick another --scheduler"
+        )
+    if not any(p.mutable for p in space.params):
+        raise UsageError(
+            f"--scheduler pbt perturbs the space's mutable parameters, and space '{space.name}' marks none: add "
+            "`mutable: true` to the parameters that may change in the middle of a trial (such as lr), or pick "
+            "another --scheduler"
+        )
+    if max_concurrent is not None:
+        raise UsageError(
+            "--scheduler pbt runs its whole population (--num-samples) together, taking turns where the cluster "
+            "cannot run them all at once: drop --max-concurrent, or lower --num-samples"
+        )
+    if budget.grace_period >= budget.max_epochs:
+        raise UsageError(
+            f"--scheduler pbt exploits every --grace-period epochs ({budget.grace_period}), which must be below "
+            f"--max-epochs ({budget.max_epochs}) for any exploit to happen: lower --grace-period"
+        )
+
+
 def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings:
     """Validate every flag and resolve paths; touches nothing on disk."""
     storage = resolve_storage(args.storage_path, cwd=cwd)
@@ -237,13 +276,17 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
             checkpoint_period_s=args.checkpoint_period,
         ),
         search=args.search,
+        scheduler=args.scheduler,
         seed=args.seed,
         smoke_test=args.smoke_test,
         compile=args.compile,
         params=list(args.param),
         target=args.target,
     )
-    settings.space()  # the overrides must make a valid space
+    # The overrides must make a valid space, one the scheduler can work with.
+    check_scheduler(
+        args.scheduler, space=settings.space(), budget=budget, search=args.search, max_concurrent=args.max_concurrent
+    )
     # A task of the user's that does not import, or a metric it never reports, fails here, before Ray starts.
     task, constants = load_task(space.task), dict(space.constants)
     check_metric(task, space.metric, constants)

@@ -27,12 +27,12 @@ from search_spaces import drop_inactive
 from trainables import checkpoint
 from trainables.loop import format_metrics
 from trainables.task import Diverged, TrialContext, load_task
-from tuner.trial import DataRef, TrialSettings, early_end, prepare_device
+from tuner.trial import DataRef, TrialSettings, early_end, exploit_note, prepare_device
 
 __all__ = ["run_ddp_trial", "train_worker"]
 
 
-def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: TrialSettings) -> None:
+def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: TrialSettings, trial_id: str) -> None:
     """One rank of a DDP trial: the task's training at world size N."""
     task = load_task(settings.task)
     config = drop_inactive(config, settings.conditions or {})  # inactive parameters never reach the task
@@ -49,14 +49,16 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
         nodes = [None] * world_size
         torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
     where = {"node_id": nodes[0], "nodes": len(set(nodes))}
+    note = [exploit_note(start, config=config, trial_id=trial_id)]  # said once, in the first report
 
     def report(metrics: dict[str, Any], state) -> None:
-        metrics = {**metrics, **where, "reported_at": time.time()}
+        metrics = {**metrics, **note[0], **where, "reported_at": time.time()}
+        note[0] = {}
         if rank != 0 or not policy.due(metrics["epoch"]):
             ray.train.report(metrics)  # every rank reports: it is a barrier
             return
         print(format_metrics(metrics), flush=True)
-        with checkpoint.saved(state(), epoch=metrics["epoch"], config=config) as folder:
+        with checkpoint.saved(state(), epoch=metrics["epoch"], config=config, trial_id=trial_id) as folder:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
     context = TrialContext(device=device, report=report, start=start, rank=rank, world_size=world_size,
@@ -76,7 +78,7 @@ def run_ddp_trial(config: dict[str, Any], *, data: DataRef, settings: TrialSetti
     if use_gpu:
         resources["GPU"] = settings.gpus_per_worker
     trainer = TorchTrainer(
-        functools.partial(train_worker, data_ref=data.ref, settings=settings),
+        functools.partial(train_worker, data_ref=data.ref, settings=settings, trial_id=trial_id),
         train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(

@@ -9,8 +9,6 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from results.cost import asha_epochs
-
 # The statuses of the trials when the last search in this process ended.
 LAST_STATUSES: list[str] = []
 FINAL_STATUSES = ("TERMINATED", "ERROR")
@@ -42,12 +40,12 @@ class ProgressTable(tune.Callback):
         interval: float = 30.0,
         out: TextIO | None = None,
         max_epochs: int = 0,
-        grace_period: int = 1,
-        reduction_factor: int = 2,
+        epochs_per_trial: float | None = None,
         gpus_per_trial: float = 0.0,
     ) -> None:
         self.params = params
-        self.expected_epochs = total * asha_epochs(max_epochs, grace_period, reduction_factor)
+        # Epochs the scheduler expects per trial (tuner.schedulers.expected_epochs); unsaid, the full budget.
+        self.expected_epochs = total * (max_epochs if epochs_per_trial is None else epochs_per_trial)
         self.gpus_per_trial = gpus_per_trial
         self._started: float | None = None
         self._drawn = 0  # lines of the table last drawn on a terminal, redrawn in place
@@ -111,7 +109,7 @@ class ProgressTable(tune.Callback):
         return "\n".join(lines)
 
     def _clock(self) -> str:
-        """Elapsed wall time, the trial- (and GPU-) seconds spent, and the time ASHA's expected budget still needs."""
+        """Elapsed wall time, trial- (and GPU-) seconds spent, and the time the scheduler's expected epochs need."""
         if self._started is None:
             return ""
         elapsed = time.monotonic() - self._started

@@ -1,4 +1,4 @@
-"""Run a search end to end: data, Ray, Tune with ASHA, MLflow, results.
+"""Run a search end to end: data, Ray, Tune with its scheduler (ASHA by default), MLflow, results.
 
 Validation comes first and writes nothing; the search folder and the MLflow
 runs are created only once the data has loaded and the cluster can run the
@@ -25,9 +25,8 @@ from results import cost as cost_module
 from results.report import HTML, REPORT_DIR, make_report
 from search_spaces import SearchSpace, conditions
 from trainables.task import TaskData, load_task
-from tuner import asha, packing, provenance, resources
+from tuner import packing, provenance, resources, schedulers
 from tuner import progress as progress_module
-from tuner.asha import PersistentASHA
 from tuner.errors import UsageError
 from tuner.progress import ProgressTable
 from tuner.settings import GPUS_AUTO, SearchSettings, tracking_unreachable
@@ -172,23 +171,22 @@ def build_tuner(
 ) -> tune.Tuner:
     """A new Tuner, or the interrupted one restored; ``concurrency`` caps trials running at once."""
     shape = settings.resources.shape()
-    scheduler = PersistentASHA(
-        state_path=_fs.join(settings.folder, asha.STATE_FILE),
-        time_attr="epoch",
-        max_t=settings.budget.max_epochs,
-        grace_period=settings.budget.grace_period,
-        reduction_factor=settings.budget.reduction_factor,
+    scheduler = schedulers.build_scheduler(
+        settings.scheduler, budget=settings.budget, space=space, folder=settings.folder, seed=settings.seed
     )
+    keep = settings.run.keep_checkpoints
+    if settings.scheduler == "pbt":  # other trials restore from a trial's checkpoints: keep them a little longer
+        keep = max(keep, schedulers.PBT_MIN_CHECKPOINTS)
     trial_settings = TrialSettings(
         tracking_uri=settings.run.mlflow_uri,
         workers=shape.workers,
         cpus_per_worker=shape.cpus_per_worker,
         gpus_per_worker=shape.gpus_per_worker,
         compile=settings.compile,
-        keep_checkpoints=settings.run.keep_checkpoints,
+        keep_checkpoints=keep,
         max_failures=settings.run.max_failures,
         train_storage=_fs.join(settings.folder, "train"),
-        checkpoint_epochs=(*scheduler.milestones(), settings.budget.max_epochs),
+        checkpoint_epochs=schedulers.checkpoint_epochs(settings.scheduler, settings.budget),
         metric=settings.metric,
         mode=settings.mode,
         task=space.task,
@@ -223,9 +221,10 @@ def build_tuner(
                               seed=settings.seed, points_to_evaluate=points)  # fmt: skip
         searcher = ConcurrencyLimiter(optuna, max_concurrent=concurrency)
     else:
-        searcher = BasicVariantGenerator(
-            random_state=settings.seed, max_concurrent=concurrency, points_to_evaluate=points
-        )
+        # PBT's population is every trial at once: it takes turns (pausing trials at their
+        # checkpoints) where the cluster cannot run them all, so the searcher makes them all.
+        limit = 0 if settings.scheduler == "pbt" else concurrency
+        searcher = BasicVariantGenerator(random_state=settings.seed, max_concurrent=limit, points_to_evaluate=points)
     sampled = settings.search != "optuna"  # Optuna's define-by-run space holds what it searches
     return tune.Tuner(
         trainable,
@@ -245,7 +244,7 @@ def build_tuner(
             name=settings.name,
             storage_path=settings.run.storage_path,
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=settings.run.keep_checkpoints,
+                num_to_keep=keep,
                 checkpoint_score_attribute=settings.metric,
                 checkpoint_score_order=settings.mode,
             ),
@@ -357,14 +356,14 @@ def _search(
         mode=settings.mode,
         total=settings.budget.num_samples,
         max_epochs=settings.budget.max_epochs,
-        grace_period=settings.budget.grace_period,
-        reduction_factor=settings.budget.reduction_factor,
+        epochs_per_trial=schedulers.expected_epochs(settings.scheduler, settings.budget),
         gpus_per_trial=float(settings.resources.gpus_per_trial),
     )
     tuner = build_tuner(settings, space, dataset, [tracker, progress], concurrency=concurrency)
     print(
         f"search '{settings.name}': {settings.budget.num_samples} trials, "
-        f"ASHA over {settings.budget.max_epochs} epochs, writing to {settings.folder}",
+        f"{schedulers.LABELS[settings.scheduler]} over {settings.budget.max_epochs} epochs, "
+        f"writing to {settings.folder}",
         file=out,
         flush=True,
     )

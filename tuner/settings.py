@@ -25,6 +25,7 @@ from tuner.resources import TrialShape, trial_shape
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SEARCH_ALGORITHMS = ("random", "optuna")
+SCHEDULERS = ("asha", "hyperband", "median", "pbt", "fifo")  # tuner.schedulers
 GPUS_AUTO, GPUS_DEFAULT = "auto", "default"  # --gpus-per-trial values resolved once Ray has started
 
 
@@ -91,6 +92,7 @@ class SearchSettings:
     resources: Resources
     run: RunSettings
     search: str = "random"
+    scheduler: str = "asha"  # one of SCHEDULERS (a search.json from before --scheduler ran ASHA)
     seed: int = 0
     smoke_test: bool = False
     compile: bool = False

@@ -9,7 +9,8 @@ from ray import tune
 from search_spaces import Param, SearchSpace, condition_holds
 
 
-def _domain(p: Param) -> Any:
+def domain(p: Param) -> Any:
+    """The parameter's distribution as a Tune domain (a fixed value as itself)."""
     if p.kind == "loguniform":
         return tune.loguniform(p.low, p.high)
     if p.kind == "uniform":
@@ -31,7 +32,7 @@ def param_space(space: SearchSpace, *, max_epochs: int, seed: int, sampled: bool
     random search; the trial drops it where its condition does not hold.
     """
     params = space.params if sampled else [p for p in space.params if p.kind == "fixed"]
-    config: dict[str, Any] = {p.name: _domain(p) for p in params}
+    config: dict[str, Any] = {p.name: domain(p) for p in params}
     config.update(space.constants)
     config.update(epochs=max_epochs, seed=seed)
     return config

@@ -36,10 +36,11 @@ from tuner.settings import SearchSettings, redact, tracking_unreachable
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")  # and the space's metric
 TRIAL_TAG = "hpsearch.trial_id"
-OUTCOME_TAG = "hpsearch.outcome"  # completed, stopped (by ASHA), diverged, infeasible, error
+OUTCOME_TAG = "hpsearch.outcome"  # completed, stopped (by the scheduler), diverged, infeasible, error
 SEARCH_TAG = "hpsearch.search"
 PARENT_TAG = "mlflow.parentRunId"
 MODEL_TAG = "hpsearch.model_uri"
+EXPLOIT_TAG = "hpsearch.exploit"  # .<epoch>: a PBT exploit, from which trial and with which new values
 NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 CHAMPION = "champion"  # the alias of the best registered version: models:/<space>-best@champion
@@ -121,14 +122,25 @@ def where_to_browse(uri: str, *, experiment_id: str | None, run_id: str | None) 
     return f"MLflow: {redact(uri)}" + (f" (experiment {experiment_id}, run {run_id})" if page else "")
 
 
+def describe_exploit(result: dict[str, Any]) -> str:
+    """``from trial X at epoch 4: lr 11.5 -> 13.8, ...`` for a result that carries a PBT exploit (``tuner.trial``)."""
+    changes = json.loads(result["exploit"])
+    values = ", ".join(f"{k} {_short(old)} -> {_short(new)}" for k, (old, new) in changes.items()) or "no value changed"
+    return f"from trial {result['exploited_from']} at epoch {result['exploit_epoch']}: {values}"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def describe_search(settings: SearchSettings, space: SearchSpace) -> str:
     """The parent run's description in the MLflow UI (markdown)."""
     b = settings.budget
     searched = ", ".join(p.name for p in space.params if p.kind != "fixed")
     return (
         f"**{settings.name}**: a {settings.search} search of the `{space.name}` space (task `{space.task}`): "
-        f"{b.num_samples} trials of up to {b.max_epochs} epochs, ASHA (grace period {b.grace_period}, reduction "
-        f"factor {b.reduction_factor}) by `{settings.metric}` ({settings.mode}).\n\n"
+        f"{b.num_samples} trials of up to {b.max_epochs} epochs, scheduler {settings.scheduler} (grace period "
+        f"{b.grace_period}, reduction factor {b.reduction_factor}) by `{settings.metric}` ({settings.mode}).\n\n"
         f"Searched: {searched}.\n\n"
         f"Each trial is a child run (tag `hpsearch.outcome`: completed, stopped, diverged, infeasible, error); "
         f"the best model is registered as `{space.name}-best` (alias `champion` for the best of all searches).\n\n"
@@ -474,7 +486,10 @@ class MlflowTracker(tune.Callback):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
         batch = [Metric(k, float(result[k]), now, step) for k in self.metric_keys if k in result]
-        self.client.log_batch(run_id, metrics=batch)
+        tags = []
+        if "exploit" in result:  # PBT continued this trial from another's checkpoint: say from which, and how
+            tags.append(RunTag(f"{EXPLOIT_TAG}.{result['exploit_epoch']}", describe_exploit(result)))
+        self.client.log_batch(run_id, metrics=batch, tags=tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result, budget = trial.last_result or {}, (trial.config or {}).get("epochs")

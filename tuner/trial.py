@@ -13,6 +13,7 @@ there).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -101,6 +102,21 @@ def early_end(error: BaseException, *, epoch: int, metric: str) -> dict[str, Any
     return None
 
 
+def exploit_note(start: dict[str, Any] | None, *, config: dict[str, Any], trial_id: str) -> dict[str, Any]:
+    """What a trial adds to its first report when it starts from another trial's checkpoint (PBT's exploit).
+
+    ``exploited_from`` (that trial's id), ``exploit_epoch`` (the epoch its
+    checkpoint ended) and ``exploit``, the values that changed as JSON
+    (``{"lr": [old, new]}``); nothing for a fresh start, a retry or a resume.
+    """
+    if not start or not start.get("trial_id") or start["trial_id"] == trial_id:
+        return {}
+    before = start.get("config", {})
+    changes = {k: [before.get(k), v] for k, v in config.items() if before.get(k) != v}
+    return {"exploited_from": str(start["trial_id"]), "exploit_epoch": int(start["epoch"]),
+            "exploit": json.dumps(changes, sort_keys=True)}  # fmt: skip
+
+
 def run_trial(config: dict[str, Any], *, data: Any, settings: TrialSettings) -> None:
     """Train one single-process trial of ``settings.task``, reporting every epoch, checkpointing as the policy says.
 
@@ -112,22 +128,25 @@ def run_trial(config: dict[str, Any], *, data: Any, settings: TrialSettings) -> 
     prepare_device(device, settings)
     print(f"trial {tune.get_context().get_trial_id()} on {device}: {config}", flush=True)
     start = checkpoint.load_restored(tune.get_checkpoint(), map_location=device)
+    trial_id = tune.get_context().get_trial_id()
 
     last_epoch = [int(start["epoch"]) if start else 0]
     policy = settings.checkpoint_policy()
 
     node = ray.get_runtime_context().get_node_id()
+    note = [exploit_note(start, config=config, trial_id=trial_id)]  # said once, in the first report
 
     def report(metrics: dict[str, Any], state) -> None:
         # One line per epoch in the trial's own stdout file.
         print(format_metrics(metrics), flush=True)
         # Where and when it ran, in its progress.csv: for clusters, and for the search's time to target.
-        metrics = {**metrics, "node_id": node, "reported_at": time.time()}
+        metrics = {**metrics, **note[0], "node_id": node, "reported_at": time.time()}
+        note[0] = {}
         last_epoch[0] = metrics["epoch"]
         if not policy.due(metrics["epoch"]):
             tune.report(metrics)
             return
-        with checkpoint.saved(state(), epoch=metrics["epoch"], config=config) as folder:
+        with checkpoint.saved(state(), epoch=metrics["epoch"], config=config, trial_id=trial_id) as folder:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     context = TrialContext(device=device, report=report, start=start, compile=settings.compile)

@@ -158,6 +158,8 @@ class TabularTask:
         if context.start is not None:
             model.load_state_dict(context.start["model"])
             optimizer.load_state_dict(context.start["optimizer"])
+            for group in optimizer.param_groups:  # this trial's values (PBT may have changed them), not the saved ones
+                group.update(lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
             first = int(context.start["epoch"]) + 1
         loss_fn = nn.functional.cross_entropy if problem == "classification" else nn.functional.mse_loss
         batch = int(config["batch_size"])

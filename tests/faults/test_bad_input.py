@@ -30,6 +30,12 @@
 | 26 | an image folder with one class | at least two classes |
 | 27 | an image folder without images | where to add them |
 | 28 | a space whose metric its task never reports | the metrics the task reports |
+| 29 | a space that lacks a value its task reads | add it as a parameter or a constant |
+| 30 | --scheduler pbt with --search optuna | drop --search |
+| 31 | --scheduler pbt on a space with no mutable parameter | mark them `mutable: true` |
+| 32 | --scheduler pbt with --max-concurrent | drop it: the population runs together |
+| 33 | --scheduler pbt exploiting no earlier than the last epoch | lower --grace-period |
+| 34 | a fixed value marked mutable in a space file | give it a range, or drop mutable |
 
 An unreachable MLflow server is not bad input: the search runs without it
 (tests/faults/test_mlflow_down.py).
@@ -132,6 +138,17 @@ CASES = {
                                 ["has images of one class only", "at least two"]),
     "image folder, no images": (lambda t, c: ["--space", "imagefolder", "--data-dir", _image_tree(t, (0, 0, 0))],
                                 ["no images", "add some"]),
+    "pbt with optuna": (lambda t, c: ["--scheduler", "pbt", "--search", "optuna"],
+                        ["cannot follow --search optuna", "drop --search"]),
+    "pbt, nothing mutable": (lambda t, c: ["--scheduler", "pbt", "--param", "lr=11.5", "--param", "momentum=0.85",
+                                           "--param", "weight_decay=0.0153", "--param", "label_smoothing=0.2"],
+                             ["marks none", "mutable: true"]),
+    "pbt, capped": (lambda t, c: ["--scheduler", "pbt", "--max-concurrent", "2"], ["drop --max-concurrent"]),
+    "pbt, no exploit": (lambda t, c: ["--scheduler", "pbt", "--max-epochs", "4", "--grace-period", "4"],
+                        ["lower --grace-period"]),
+    "fixed and mutable": (lambda t, c: ["--space", _space_file(t, _cifar_yaml().replace(
+                              "    value: airbench\n", "    value: airbench\n    mutable: true\n"))],
+                          ["parameter 'arch': a fixed value cannot be mutable"]),
 }  # fmt: skip
 
 

@@ -1,0 +1,75 @@
+"""Every scheduler runs a real search end to end, and a search whose driver was killed resumes with its state."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT
+from tests.faults.test_resume import _wait_for_checkpoints
+from tests.test_end_to_end import search_args
+from tuner.cli import main
+from tuner.schedulers import state_file
+from tuner.settings import SCHEDULERS
+
+pytestmark = pytest.mark.slow
+NUM_SAMPLES = 4
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_a_search_with_each_scheduler_survives_a_killed_driver(tmp_path, cifar_dir, ray_local, scheduler):
+    max_epochs = 8 if scheduler == "pbt" else 6  # PBT: exploits at epochs 2, 4 and 6
+    argv = search_args(tmp_path, cifar_dir, "killed", "--scheduler", scheduler, "--num-samples", str(NUM_SAMPLES),
+                       "--max-epochs", str(max_epochs), "--grace-period", "2", "--reduction-factor", "2",
+                       "--checkpoint-period", "0", "--cpus-per-trial", "0.5")  # fmt: skip
+    driver = subprocess.Popen([sys.executable, str(ROOT / "run_tune.py"), *argv], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    folder = tmp_path / "runs" / "killed"
+    try:
+        _wait_for_checkpoints(folder, count=4, timeout=240)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert not (folder / "results.csv").exists()
+    assert main(["--name", "killed", "--storage-path", str(tmp_path / "runs"), "--resume"]) == 0
+
+    frame = pd.read_csv(folder / "results.csv")
+    assert len(frame) == NUM_SAMPLES and frame["trial_id"].is_unique
+    ids = set(frame["trial_id"])
+    assert json.loads((folder / "search.json").read_text())["scheduler"] == scheduler
+    if scheduler in ("fifo", "pbt"):  # no trial is stopped early
+        assert (frame["epochs"] == max_epochs).all() and set(frame["status"]) == {"completed"}
+    if scheduler == "fifo":
+        assert not list(folder.glob("*.state"))
+        return
+    state = json.loads((folder / state_file(scheduler)).read_text())
+    if scheduler in ("asha", "hyperband"):
+        assert set(state["trial_brackets"]) == ids  # each trial's bracket, from before and after the kill
+        first_rung = {m: r for m, r in state["brackets"][0]}[2.0]
+        assert set(first_rung) <= ids and first_rung
+    elif scheduler == "median":
+        assert set(state["scores"]) == ids
+        assert all(epochs >= 1 for epochs in frame["epochs"])
+    else:  # pbt
+        assert set(state["trials"]) == ids
+        assert state["exploits"], "PBT exploited no trial in 3 rounds of 4 trials"
+        _check_exploits_in_mlflow(tmp_path, state["exploits"])
+
+
+def _check_exploits_in_mlflow(tmp_path, exploits):
+    """Each exploit is a tag of the exploiting trial's run: from which trial, at which epoch, the new values."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("cifar")
+    runs = {r.data.tags["hpsearch.trial_id"]: r for r in client.search_runs([experiment.experiment_id])
+            if "hpsearch.trial_id" in r.data.tags}  # fmt: skip
+    for exploit in exploits:
+        tags = runs[exploit["trial_id"]].data.tags
+        said = tags.get(f"hpsearch.exploit.{exploit['epoch']}", "")
+        assert said.startswith(f"from trial {exploit['from']} at epoch {exploit['epoch']}:")
+        assert f"lr {exploit['donor']['lr']:.4g} -> {exploit['after']['lr']:.4g}" in said or \
+            exploit["donor"]["lr"] == exploit["after"]["lr"]
