@@ -12,6 +12,7 @@ from results.table import (
     ResultsError,
     leaderboard,
     load_best,
+    load_histories,
     objective,
     write,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "ResultsError",
     "leaderboard",
     "load_best",
+    "load_histories",
     "load_results",
     "objective",
     "write",

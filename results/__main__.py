@@ -1,7 +1,8 @@
-"""Reprint the leaderboard of a finished search, or (re)make its report.
+"""Reprint the leaderboard of a finished search, (re)make its report, or replay one of its trials.
 
 python -m results ray_results/<name> [--top N]
 python -m results report ray_results/<name>
+python -m results replay ray_results/<name> [--trial ID]
 """
 
 from __future__ import annotations
@@ -31,10 +32,32 @@ def report_main(argv: list[str]) -> int:
     return 0
 
 
+def replay_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m results replay",
+        description="Retrain a trial from its recorded config, seed, data and code, and say whether it reproduces "
+        "its recorded metric (bit for bit on CPU). Exit status: 0 reproduced, 1 not reproduced, 2 refused.",
+    )
+    parser.add_argument("folder", help="the search's folder, e.g. ray_results/cifar-20261123-101500")
+    parser.add_argument("--trial", default=None, help="the trial's id (default: the search's best trial)")
+    args = parser.parse_args(argv)
+    from results.replay import replay  # torch and the task: only for this command
+
+    try:
+        found = replay(args.folder, trial_id=args.trial)
+    except ResultsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(found.describe())
+    return 0 if found.reproduced else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
+    if argv[:1] == ["replay"]:
+        return replay_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m results", description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="the search's folder, e.g. ray_results/cifar-20261123-101500")
     parser.add_argument("--top", type=int, default=10, help="how many trials to show (default: %(default)s)")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from results.table import scored_epochs
+from results.table import scored_epochs, seconds_spent
 
 LEVELS = (0.9, 0.95, 0.99)  # of the final best: "99% of the best" is reached at ...
 
@@ -103,7 +103,7 @@ def _events(histories: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:
         h = scored_epochs(history, metric)
         when = h["reported_at"] if "reported_at" in h else h["timestamp"]
         frames.append(pd.DataFrame({"t": when.astype(float), "trial_id": trial_id,
-                                    "trial_seconds": h["time_total_s"].astype(float),
+                                    "trial_seconds": seconds_spent(history).loc[h.index],
                                     "value": h[metric].astype(float)}))  # fmt: skip
     if not frames:
         return pd.DataFrame(columns=["t", "trial_id", "trial_seconds", "value"])

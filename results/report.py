@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import html
-import io
 import json
 import math
 import tempfile
@@ -30,8 +29,10 @@ from results.table import (
     ResultsError,
     leaderboard,
     load,
+    load_histories,
     ranked,
     scored_epochs,
+    seconds_spent,
 )
 
 REPORT_DIR = "report"
@@ -104,20 +105,10 @@ def load_view(folder: str, *, histories: dict[str, pd.DataFrame] | None = None) 
     best_path = _fs.join(folder, BEST_CONFIG)
     best = json.loads(_fs.read_text(best_path)) if _fs.exists(best_path) else None
     if histories is None:
-        histories = _read_histories(frame)
+        histories = load_histories(frame)
     name = settings.get("run", {}).get("name") or settings.get("name") or Path(folder).name
     return SearchView(name, settings.get("metric", "val_acc"), settings.get("mode", "max"), frame, histories,
                       settings, best)  # fmt: skip
-
-
-def _read_histories(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Each trial's progress.csv, from the trial folders results.csv names."""
-    histories = {}
-    for row in frame.to_dict("records"):
-        path = _fs.join(str(row.get("path", "")), "progress.csv")
-        if row.get("path") and _fs.exists(path):
-            histories[str(row["trial_id"])] = pd.read_csv(io.StringIO(_fs.read_text(path)))
-    return histories
 
 
 def _curves(view: SearchView) -> list[dict[str, Any]]:
@@ -131,7 +122,7 @@ def _curves(view: SearchView) -> list[dict[str, Any]]:
             continue
         curves.append({"trial_id": trial_id, "status": status.get(trial_id, ""), "epoch": h["epoch"].tolist(),
                        "value": h[view.metric].astype(float).tolist(),
-                       "spent": (rate * h["time_total_s"].astype(float)).tolist()})  # fmt: skip
+                       "spent": (rate * seconds_spent(history).loc[h.index]).tolist()})  # fmt: skip
     return curves
 
 

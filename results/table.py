@@ -33,6 +33,17 @@ def scored_epochs(history: pd.DataFrame, metric: str) -> pd.DataFrame:
     return history.dropna(subset=[metric]) if metric in history else history.iloc[0:0]
 
 
+def seconds_spent(history: pd.DataFrame) -> pd.Series:
+    """The seconds a trial had trained by each report: the sum of its reports' own times.
+
+    Not Tune's ``time_total_s``: a trial that PBT continues from another's
+    checkpoint takes that trial's total with it, which would count its time twice.
+    """
+    if "time_this_iter_s" in history:
+        return history["time_this_iter_s"].astype(float).fillna(0.0).cumsum()
+    return history["time_total_s"].astype(float)
+
+
 def trial_status(*, failed: bool, ended: str | None, epochs: int, max_epochs: int) -> str:
     """``error``, the early-end flag that ended it (``diverged``, ``infeasible``), ``completed`` or ``stopped``."""
     if failed:
@@ -87,6 +98,16 @@ def load(folder: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(_fs.read_text(path)))
 
 
+def load_histories(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each trial's progress.csv, from the trial folders results.csv names."""
+    histories = {}
+    for row in frame.to_dict("records"):
+        path = _fs.join(str(row.get("path", "")), "progress.csv")
+        if row.get("path") and _fs.exists(path):
+            histories[str(row["trial_id"])] = pd.read_csv(io.StringIO(_fs.read_text(path)))
+    return histories
+
+
 def load_best(folder: str) -> dict[str, Any]:
     """The contents of ``best_config.json``."""
     return json.loads(_fs.read_text(_fs.join(str(folder), BEST_CONFIG)))
@@ -106,7 +127,7 @@ def leaderboard(frame: pd.DataFrame, *, metric: str, mode: str, top: int = 10) -
         return "(no trials)"
     config_cols = [c for c in frame.columns if c.startswith("config/")]
     varying = [c for c in config_cols if frame[c].nunique(dropna=False) > 1] or config_cols
-    cols = ["trial_id", metric, "epochs", "seconds", "status", *varying]
+    cols = ["trial_id", metric, "confirmed", "epochs", "seconds", "status", *varying]
     cols = [c for c in cols if c in frame]
     shown = ranked(frame, metric=metric, mode=mode).head(top)[cols]
     headers = [c.removeprefix("config/") for c in cols]

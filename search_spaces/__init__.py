@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from search_spaces._schema import (
+    INACTIVE,
     Budget,
     Param,
     SearchSpace,
@@ -87,6 +88,15 @@ def _example() -> str:
     return "search_spaces/cifar.yaml"
 
 
+def searched_space(ref: str, *, smoke_test: bool, params: list[str]) -> SearchSpace:
+    """What a search searched: the space ``ref`` (a built-in's name or a file) with the smoke test's and the
+    ``--param`` overrides applied."""
+    space = get_space(ref)
+    if smoke_test:
+        space = apply_overrides(space, space.smoke.params)
+    return apply_overrides(space, params)
+
+
 def format_spaces() -> str:
     """A readable listing of every built-in space (parameters, units, bounds), and how to write one."""
     lines = []
@@ -116,6 +126,7 @@ def format_spaces() -> str:
 
 
 __all__ = [
+    "INACTIVE",
     "BUILTIN_DIR",
     "Budget",
     "Param",
@@ -133,5 +144,6 @@ __all__ = [
     "is_path",
     "load_space_file",
     "parse_space",
+    "searched_space",
     "space_names",
 ]

@@ -46,6 +46,18 @@ class Param:
     when: dict[str, tuple[Any, ...]] | None = None  # active only where these params take one of these values
     mutable: bool = False  # may change in the middle of a trial (PBT's exploits): never a shape of the model
 
+    def contains(self, value: Any) -> bool:
+        """Whether a searcher may suggest ``value`` for this parameter (never, for a fixed one)."""
+        if isinstance(value, bool):
+            return self.kind == "choice" and value in self.choices
+        if self.kind in ("loguniform", "uniform"):
+            return isinstance(value, (int, float)) and self.low <= value <= self.high
+        if self.kind == "int":
+            return isinstance(value, int) and self.low <= value <= self.high
+        if self.kind == "choice":
+            return value in self.choices
+        return False
+
     def describe(self) -> str:
         """The distribution in a few characters, e.g. ``log[0.001, 0.1]``."""
         if self.kind == "loguniform":

@@ -25,6 +25,7 @@ from tuner.settings import (
     resolve_tracking_uri,
     resume_settings,
 )
+from tuner.warm import load_warm_start
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
@@ -141,6 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
         "search first reached it (wall and GPU-seconds), beside 90/95/99%% of its final best",
     )
     p.add_argument(
+        "--confirm",
+        type=int,
+        default=0,
+        metavar="K",
+        help="after the search, train the top K configs again over 3 more seeds each at full budget, register the "
+        "best by mean score, and show mean and spread in the leaderboard (0: register the search's best)",
+    )
+    p.add_argument(
+        "--warm-start",
+        metavar="FOLDER",
+        default=None,
+        help="seed this search with a finished one (its folder): its best configs are tried first and, with "
+        "--search optuna, all its trials are Optuna's prior observations; configs outside this space are skipped",
+    )
+    p.add_argument(
         "--data-dir",
         default="./data",
         help="the task's data: cifar, a folder holding (or to receive) cifar-10-batches-py; imagefolder, a folder "
@@ -251,6 +267,11 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         raise UsageError(f"--max-failures is {args.max_failures}, but must be >= 0 (0: never retry)")
     if args.checkpoint_period < 0:
         raise UsageError(f"--checkpoint-period is {args.checkpoint_period:g}, but must be >= 0 (0: every epoch)")
+    if not 0 <= args.confirm <= budget.num_samples:
+        raise UsageError(
+            f"--confirm is {args.confirm}, but must be between 0 and --num-samples ({budget.num_samples}): it "
+            f"retrains that many of the search's best configs"
+        )
     if args.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial is {args.cpus_per_trial:g}, but must be > 0")
     settings = SearchSettings(
@@ -282,6 +303,8 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         compile=args.compile,
         params=list(args.param),
         target=args.target,
+        confirm=args.confirm,
+        warm_start=resolve_warm_start(args.warm_start, cwd=cwd),
     )
     # The overrides must make a valid space, one the scheduler can work with.
     check_scheduler(
@@ -292,6 +315,8 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
     check_metric(task, space.metric, constants)
     check_config_keys(task, {p.name for p in space.params} | set(constants) | {"epochs", "seed"}, constants)
     check_batch_split(settings)
+    if settings.warm_start:  # a folder that cannot seed the search is refused here, before Ray starts
+        load_warm_start(settings.warm_start, settings.space(), metric=settings.metric, mode=settings.mode)
     if not settings.resources.pending:  # DDP workers need whole GPUs: refuse before starting Ray
         settings.resources.shape()
     from results import _fs
@@ -301,6 +326,14 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
             f"a search named '{name}' already exists in {storage}: continue it with --resume, or pick another --name"
         )
     return settings
+
+
+def resolve_warm_start(folder: str | None, *, cwd: Path) -> str:
+    if folder is None:
+        return ""
+    from results import _fs
+
+    return folder if _fs.is_uri(folder) else str((cwd / folder).resolve())
 
 
 def sync_main(args: argparse.Namespace) -> int:

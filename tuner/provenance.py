@@ -1,12 +1,20 @@
-"""What a search ran with: package versions and the git commit, for MLflow and search.json."""
+"""What a search ran with: package versions, the git commit, and the keys of its data and training code.
+
+``provenance.json`` in a search's folder holds them, written once when the
+search starts (a resume keeps the first): ``python -m results replay`` reads
+it to refuse a replay whose data or code differ.
+"""
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
+PROVENANCE_JSON = "provenance.json"
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "pandas", "numpy")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,3 +46,17 @@ def git_commit(root: Path = PROJECT_ROOT) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
+
+
+def record(folder: str, *, data: Any, task: str) -> dict[str, Any]:
+    """Write ``provenance.json`` into the search's ``folder`` unless it is there (a resumed search); return it."""
+    from results import _fs
+    from trainables.task import code_key, data_key
+
+    path = _fs.join(folder, PROVENANCE_JSON)
+    if _fs.exists(path):
+        return json.loads(_fs.read_text(path))
+    saved = {"data_key": data_key(data), "code_key": code_key(task), "git_commit": git_commit(),
+             "versions": versions()}  # fmt: skip
+    _fs.write_text(path, json.dumps(saved, indent=2) + "\n")
+    return saved

@@ -27,14 +27,16 @@ from search_spaces import SearchSpace, conditions
 from trainables.task import TaskData, load_task
 from tuner import packing, provenance, resources, schedulers
 from tuner import progress as progress_module
+from tuner.confirm import confirm
 from tuner.errors import UsageError
 from tuner.progress import ProgressTable
 from tuner.settings import GPUS_AUTO, SearchSettings, tracking_unreachable
-from tuner.space import OptunaSpace, param_space, reference_point
+from tuner.space import optuna_searcher, param_space, reference_point
 from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_histories, trial_rows
 from tuner.tracking import NOTE_TAG, MlflowTracker, describe_search, save_example, where_to_browse
 from tuner.trainable import trainable_for
 from tuner.trial import DataRef, TrialSettings
+from tuner.warm import WarmStart, load_warm_start
 
 log = logging.getLogger(__name__)
 CONFUSION_KEYS = ("confusion_matrix", "classes")  # what a classifier's evaluate may add to its test metrics
@@ -166,17 +168,18 @@ def resolve_gpus(settings: SearchSettings, space: SearchSpace, dataset: TaskData
     return settings.with_gpus(packing.fraction_for(trials))
 
 
-def build_tuner(
-    settings: SearchSettings, space: SearchSpace, dataset: TaskData, callbacks: list, *, concurrency: int
-) -> tune.Tuner:
-    """A new Tuner, or the interrupted one restored; ``concurrency`` caps trials running at once."""
+def warm_start(settings: SearchSettings, space: SearchSpace) -> WarmStart | None:
+    """What ``--warm-start`` brings (None without it)."""
+    if not settings.warm_start:
+        return None
+    return load_warm_start(settings.warm_start, space, metric=settings.metric, mode=settings.mode)
+
+
+def make_trainable(
+    settings: SearchSettings, space: SearchSpace, dataset: TaskData, *, keep: int, checkpoint_epochs: tuple[int, ...]
+) -> Any:
+    """The search's Tune function with its data, trial settings and resources (a search's, or a confirmation's)."""
     shape = settings.resources.shape()
-    scheduler = schedulers.build_scheduler(
-        settings.scheduler, budget=settings.budget, space=space, folder=settings.folder, seed=settings.seed
-    )
-    keep = settings.run.keep_checkpoints
-    if settings.scheduler == "pbt":  # other trials restore from a trial's checkpoints: keep them a little longer
-        keep = max(keep, schedulers.PBT_MIN_CHECKPOINTS)
     trial_settings = TrialSettings(
         tracking_uri=settings.run.mlflow_uri,
         workers=shape.workers,
@@ -186,7 +189,7 @@ def build_tuner(
         keep_checkpoints=keep,
         max_failures=settings.run.max_failures,
         train_storage=_fs.join(settings.folder, "train"),
-        checkpoint_epochs=schedulers.checkpoint_epochs(settings.scheduler, settings.budget),
+        checkpoint_epochs=checkpoint_epochs,
         metric=settings.metric,
         mode=settings.mode,
         task=space.task,
@@ -201,9 +204,24 @@ def build_tuner(
         data = DataRef(ray.put(dataset.trial))
     else:
         trial_resources = {"cpu": shape.cpus, "gpu": shape.gpus}
-    trainable = tune.with_resources(
+    return tune.with_resources(
         tune.with_parameters(trainable_for(space.name), data=data, settings=trial_settings), trial_resources
     )
+
+
+def build_tuner(
+    settings: SearchSettings, space: SearchSpace, dataset: TaskData, callbacks: list, *, concurrency: int
+) -> tune.Tuner:
+    """A new Tuner, or the interrupted one restored; ``concurrency`` caps trials running at once."""
+    shape = settings.resources.shape()
+    scheduler = schedulers.build_scheduler(
+        settings.scheduler, budget=settings.budget, space=space, folder=settings.folder, seed=settings.seed
+    )
+    keep = settings.run.keep_checkpoints
+    if settings.scheduler == "pbt":  # other trials restore from a trial's checkpoints: keep them a little longer
+        keep = max(keep, schedulers.PBT_MIN_CHECKPOINTS)
+    trainable = make_trainable(settings, space, dataset, keep=keep,
+                               checkpoint_epochs=schedulers.checkpoint_epochs(settings.scheduler, settings.budget))
     if settings.run.resume:
         if not tune.Tuner.can_restore(settings.folder):
             raise UsageError(
@@ -211,20 +229,22 @@ def build_tuner(
                 f"start it again under a new --name"
             )
         return tune.Tuner.restore(settings.folder, trainable, resume_errored=True)
+    # The known-good config first, then a finished search's best (--warm-start); the rest as sampled.
     point = reference_point(space)
-    points = [point] if point else None  # the known-good config first, the rest as sampled
+    points = [point] if point else []
+    warm = warm_start(settings, space)
+    points += [p for p in warm.points if p not in points] if warm else []
     if settings.search == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
-
         # Define-by-run: Optuna suggests a conditional parameter only where it is active.
-        optuna = OptunaSearch(space=OptunaSpace(space), metric=settings.metric, mode=settings.mode,
-                              seed=settings.seed, points_to_evaluate=points)  # fmt: skip
+        optuna = optuna_searcher(space, metric=settings.metric, mode=settings.mode, seed=settings.seed,
+                                 points=points, priors=warm.priors if warm else [])  # fmt: skip
         searcher = ConcurrencyLimiter(optuna, max_concurrent=concurrency)
     else:
         # PBT's population is every trial at once: it takes turns (pausing trials at their
         # checkpoints) where the cluster cannot run them all, so the searcher makes them all.
         limit = 0 if settings.scheduler == "pbt" else concurrency
-        searcher = BasicVariantGenerator(random_state=settings.seed, max_concurrent=limit, points_to_evaluate=points)
+        searcher = BasicVariantGenerator(random_state=settings.seed, max_concurrent=limit,
+                                         points_to_evaluate=points or None)  # fmt: skip
     sampled = settings.search != "optuna"  # Optuna's define-by-run space holds what it searches
     return tune.Tuner(
         trainable,
@@ -328,6 +348,7 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
             settings = resolve_gpus(settings, space, dataset, out=out)
         concurrency = check_resources(settings)
         settings, tracker = start_tracking(settings, space)
+        provenance.record(settings.folder, data=dataset.trial, task=space.task)  # what a replay checks
         try:
             return _search(settings, space, dataset, tracker, concurrency=concurrency, out=out)
         except Interrupted:
@@ -359,6 +380,9 @@ def _search(
         epochs_per_trial=schedulers.expected_epochs(settings.scheduler, settings.budget),
         gpus_per_trial=float(settings.resources.gpus_per_trial),
     )
+    warm = None if settings.run.resume else warm_start(settings, space)
+    if warm:
+        print(warm.describe(optuna=settings.search == "optuna"), file=out)
     tuner = build_tuner(settings, space, dataset, [tracker, progress], concurrency=concurrency)
     print(
         f"search '{settings.name}': {settings.budget.num_samples} trials, "
@@ -372,7 +396,7 @@ def _search(
     if progress_module.interrupted(settings.budget.num_samples):
         tracker.end(status="KILLED")
         raise Interrupted(settings)
-    return finish(settings, space, grid, dataset, tracker, out=out)
+    return finish(settings, space, grid, dataset, tracker, concurrency=concurrency, out=out)
 
 
 def finish(
@@ -382,9 +406,10 @@ def finish(
     dataset: TaskData,
     tracker: MlflowTracker,
     *,
+    concurrency: int = 1,
     out: TextIO,
 ) -> dict[str, Any]:
-    """Evaluate the best trial on the test set, log it to MLflow, write the results and print them."""
+    """Confirm the top trials (``--confirm``), evaluate the best on the test set, log to MLflow, write the results."""
     metric, mode = settings.metric, settings.mode
     rows = trial_rows(
         grid, max_epochs=settings.budget.max_epochs, metric=metric, mode=mode, conditions=conditions(space)
@@ -398,7 +423,20 @@ def finish(
     )  # fmt: skip
     tracker.log_trial_costs(rows)
     tracker.log_metrics(cost_module.mlflow_metrics(cost))
-    best = best_trial(grid, metric=metric, mode=mode)
+    confirmed = []
+    if settings.confirm:  # the top configs over more seeds: the registered model is the best by mean
+        confirmed = confirm(settings, space, grid, rows, dataset, concurrency=concurrency, out=out)
+    if confirmed:
+        by_id = {c.trial_id: c for c in confirmed}
+        for row in rows:
+            c = by_id.get(row["trial_id"])
+            if c is not None:
+                row.update(confirmed=c.describe(), confirmed_mean=round(c.mean, 6), confirmed_std=round(c.std, 6),
+                           confirmed_runs=len(c.scores), held=c.held)  # fmt: skip
+        tracker.log_confirmation({c.trial_id: c.describe() for c in confirmed})
+        winner = confirmed[0]
+        tracker.log_metrics({f"confirmed_{metric}_mean": winner.mean, f"confirmed_{metric}_std": winner.std})
+    best = best_trial(grid, metric=metric, mode=mode, only=confirmed[0].trial_id if confirmed else None)
     record: dict[str, Any] | None = None
     if best is not None:
         checkpoint, metrics, result = best
@@ -418,6 +456,10 @@ def finish(
             "cost": cost,
             **confusion,
         }
+        if confirmed:
+            record["confirm"] = [{"trial_id": c.trial_id, "search_rank": c.rank, "confirmed_rank": c.confirmed_rank,
+                                  "mean": c.mean, "std": c.std, "scores": c.scores, "held": c.held}
+                                 for c in confirmed]  # fmt: skip
         with checkpoint.as_directory() as folder:
             record["model_uri"] = tracker.log_best(
                 checkpoint_dir=folder, task=space.task, example=dataset.example, record=record,
@@ -439,6 +481,12 @@ def finish(
         print(f"removed the checkpoints of {len(pruned)} trial(s) outside the top {settings.run.keep_trials}", file=out)
     tracker.end(status="FINISHED" if record else "FAILED")
     print_summary(settings, rows, frame, record, grid, out=out)
+    if confirmed:
+        w = confirmed[0]
+        held = ", ".join(f"{c.trial_id} #{c.rank} -> #{c.confirmed_rank}{' (held)' if c.held else ''}"
+                         for c in confirmed)  # fmt: skip
+        print(f"confirmed over {len(w.scores)} seeds: {w.trial_id} (#{w.rank} in the search) has the best mean "
+              f"{metric} {w.mean:.4f} ± {w.std:.4f} and is the registered model; {held}", file=out)  # fmt: skip
     print(cost_module.describe(cost, metric=metric), file=out)
     print(f"report: {_fs.join(settings.folder, REPORT_DIR, HTML)} (opens from disk)", file=out)
     print(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from results import SEARCH_JSON, _fs
-from search_spaces import Budget, SearchSpace, apply_overrides, check_budget, get_space
+from search_spaces import Budget, SearchSpace, check_budget, searched_space
 from tuner.errors import UsageError
 from tuner.resources import TrialShape, trial_shape
 
@@ -101,6 +101,8 @@ class SearchSettings:
     metric: str = "val_acc"  # the space's: what ASHA, the searcher and the results go by
     mode: str = "max"
     target: float | None = None  # --target: a score whose time to reach the summary reports
+    confirm: int = 0  # --confirm K: the top K configs retrained over more seeds before one is registered
+    warm_start: str = ""  # --warm-start: a finished search's folder whose best configs (and trials) seed this one
 
     @property
     def name(self) -> str:
@@ -112,10 +114,7 @@ class SearchSettings:
 
     def space(self) -> SearchSpace:
         """The named space with the smoke test's and the user's overrides applied."""
-        space = get_space(self.space_file or self.space_name)
-        if self.smoke_test:
-            space = apply_overrides(space, space.smoke.params)
-        return apply_overrides(space, self.params)
+        return searched_space(self.space_file or self.space_name, smoke_test=self.smoke_test, params=self.params)
 
     def with_gpus(self, gpus_per_trial: float) -> SearchSettings:
         return dataclasses.replace(self, resources=dataclasses.replace(self.resources, gpus_per_trial=gpus_per_trial))

@@ -63,14 +63,46 @@ class OptunaSpace:
                 chosen[p.name] = trial.suggest_categorical(p.name, list(p.choices))
 
 
-def _contains(p: Param, value: Any) -> bool:
-    if p.kind in ("loguniform", "uniform"):
-        return isinstance(value, (int, float)) and p.low <= value <= p.high
-    if p.kind == "int":
-        return isinstance(value, int) and p.low <= value <= p.high
-    if p.kind == "choice":
-        return value in p.choices
-    return False  # fixed parameters need no suggestion
+def optuna_distributions(space: SearchSpace) -> dict[str, Any]:
+    """Each searched parameter as the Optuna distribution ``OptunaSpace`` suggests it from."""
+    import optuna
+
+    out: dict[str, Any] = {}
+    for p in space.params:
+        if p.kind in ("loguniform", "uniform"):
+            out[p.name] = optuna.distributions.FloatDistribution(p.low, p.high, log=p.kind == "loguniform")
+        elif p.kind == "int":
+            out[p.name] = optuna.distributions.IntDistribution(int(p.low), int(p.high))
+        elif p.kind == "choice":
+            out[p.name] = optuna.distributions.CategoricalDistribution(list(p.choices))
+    return out
+
+
+def optuna_searcher(
+    space: SearchSpace, *, metric: str, mode: str, seed: int, points: list[dict], priors: list[tuple[dict, float]]
+) -> Any:
+    """Ray's ``OptunaSearch`` over ``space`` (define-by-run), trying ``points`` first, knowing ``priors`` already.
+
+    ``priors`` are (parameters, score) of trials run before (``--warm-start``):
+    they enter Optuna's study as finished trials, so TPE's first suggestions
+    already follow them.
+    """
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class WarmOptunaSearch(OptunaSearch):
+        def _setup_study(self, mode: Any) -> None:
+            super()._setup_study(mode)
+            for params, value in priors:
+                trial = optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.COMPLETE, value=value, params=params,
+                    distributions={k: distributions[k] for k in params},
+                )  # fmt: skip
+                self._ot_study.add_trial(trial)
+
+    distributions = optuna_distributions(space)
+    return WarmOptunaSearch(space=OptunaSpace(space), metric=metric, mode=mode, seed=seed,
+                            points_to_evaluate=points or None)  # fmt: skip
 
 
 def reference_point(space: SearchSpace) -> dict[str, Any]:
@@ -78,4 +110,4 @@ def reference_point(space: SearchSpace) -> dict[str, Any]:
 
     Searchers try this point first; parameters left out of it are sampled as usual.
     """
-    return {k: v for k, v in space.reference.items() if _contains(space.param(k), v)}
+    return {k: v for k, v in space.reference.items() if space.param(k).contains(v)}

@@ -10,7 +10,7 @@ from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY  # set for DDP trials' checkpoints
 
 from results import _fs
-from results.table import EARLY_END_FLAGS, ranked, scored_epochs, trial_status
+from results.table import EARLY_END_FLAGS, ranked, scored_epochs, seconds_spent, trial_status
 from search_spaces import mark_inactive
 
 FINAL_METRICS = ("val_loss", "train_loss", "images_per_s")
@@ -64,7 +64,9 @@ def trial_rows(
             "trial_id": _trial_id(result),
             "status": status,
             "epochs": epochs,
-            "seconds": round(float(metrics.get("time_total_s", 0.0) or 0.0), 2),
+            # What it trained, summed over its reports (a PBT exploit brings another trial's time_total_s).
+            "seconds": round(float(seconds_spent(history).iloc[-1]) if history is not None and len(history)
+                             else float(metrics.get("time_total_s", 0.0) or 0.0), 2),  # fmt: skip
             metric: _best_score(history, metric=metric, mode=mode) if scored else float("nan"),
             f"final_{metric}": metrics.get(metric, float("nan")),
         }
@@ -99,11 +101,15 @@ def _checkpoints(result: tune.Result) -> list[tuple[tune.Checkpoint, dict[str, A
     return kept
 
 
-def best_trial(grid: tune.ResultGrid, *, metric: str, mode: str) -> tuple[tune.Checkpoint, dict, tune.Result] | None:
-    """The best kept checkpoint across all trials, with the metrics it was reported with."""
+def best_trial(
+    grid: tune.ResultGrid, *, metric: str, mode: str, only: str | None = None
+) -> tuple[tune.Checkpoint, dict, tune.Result] | None:
+    """The best kept checkpoint across all trials (or of trial ``only``), with the metrics it was reported with."""
     best = None
     sign = 1 if mode == "max" else -1
     for result in grid:
+        if only is not None and _trial_id(result) != only:
+            continue
         for checkpoint, metrics in _checkpoints(result):
             if metric in metrics and (best is None or sign * metrics[metric] > sign * best[1][metric]):
                 best = (checkpoint, metrics, result)

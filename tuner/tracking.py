@@ -40,6 +40,7 @@ OUTCOME_TAG = "hpsearch.outcome"  # completed, stopped (by the scheduler), diver
 SEARCH_TAG = "hpsearch.search"
 PARENT_TAG = "mlflow.parentRunId"
 MODEL_TAG = "hpsearch.model_uri"
+CONFIRMED_TAG = "hpsearch.confirmed"  # --confirm: the config's mean score and spread over seeds
 EXPLOIT_TAG = "hpsearch.exploit"  # .<epoch>: a PBT exploit, from which trial and with which new values
 NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -439,6 +440,12 @@ class MlflowTracker(tune.Callback):
         self.client.log_artifacts(self.parent_run_id, folder, artifact_path="report")
         link = "Report: the artifact `report/report.html` of this run (download it and open it in a browser)."
         self.client.set_tag(self.parent_run_id, NOTE_TAG, f"{note}\n\n{link}")
+
+    @_tracked
+    def log_confirmation(self, described: dict[str, str]) -> None:
+        """``--confirm``: each confirmed trial's mean and spread over seeds, as a tag of its child run."""
+        for trial_id, text in described.items():
+            self.client.set_tag(self.child_run(trial_id), CONFIRMED_TAG, text)
 
     @_tracked
     def log_trial_costs(self, rows: list[dict[str, Any]]) -> None:

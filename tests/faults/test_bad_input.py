@@ -36,6 +36,7 @@
 | 32 | --scheduler pbt with --max-concurrent | drop it: the population runs together |
 | 33 | --scheduler pbt exploiting no earlier than the last epoch | lower --grace-period |
 | 34 | a fixed value marked mutable in a space file | give it a range, or drop mutable |
+| 35 | --warm-start from a folder that holds no finished search | the folder of a finished search |
 
 An unreachable MLflow server is not bad input: the search runs without it
 (tests/faults/test_mlflow_down.py).
@@ -138,6 +139,8 @@ CASES = {
                                 ["has images of one class only", "at least two"]),
     "image folder, no images": (lambda t, c: ["--space", "imagefolder", "--data-dir", _image_tree(t, (0, 0, 0))],
                                 ["no images", "add some"]),
+    "warm start, not a search": (lambda t, c: ["--warm-start", str(t)], ["no results.csv there",
+                                                                        "the folder of a finished search"]),
     "pbt with optuna": (lambda t, c: ["--scheduler", "pbt", "--search", "optuna"],
                         ["cannot follow --search optuna", "drop --search"]),
     "pbt, nothing mutable": (lambda t, c: ["--scheduler", "pbt", "--param", "lr=11.5", "--param", "momentum=0.85",

@@ -1,0 +1,57 @@
+"""--warm-start: a finished search's best configs first, its trials as Optuna's priors, the misfits reported."""
+
+import json
+
+import pytest
+
+import results
+from search_spaces import apply_overrides, get_space
+from tuner.errors import UsageError
+from tuner.space import optuna_searcher
+from tuner.warm import load_warm_start
+
+
+def _finished(folder, *, metric="val_acc", mode="max"):
+    """A finished search's folder: results.csv of five trials (one with an lr the narrowed space refuses)."""
+    folder.mkdir()
+    rows = []
+    for i, (lr, momentum, batch, acc) in enumerate([(11.5, 0.85, 1024, 0.91), (20.0, 0.9, 512, 0.93),
+                                                    (6.0, 0.82, 2048, 0.88), (9.0, 0.88, 1024, 0.90),
+                                                    (14.0, 0.86, 512, float("nan"))]):  # fmt: skip
+        rows.append({"trial_id": f"t{i}", "status": "completed", "epochs": 10, metric: acc, "config/lr": lr,
+                     "config/momentum": momentum, "config/batch_size": batch, "config/arch": "airbench"})  # fmt: skip
+    results.write(str(folder), rows, None, metric=metric, mode=mode)
+    (folder / "search.json").write_text(json.dumps({"metric": metric, "mode": mode}))
+    return str(folder)
+
+
+def test_the_best_configs_that_fit_come_first_and_the_others_are_reported(tmp_path):
+    space = apply_overrides(get_space("cifar"), ["lr=5:15"])
+    warm = load_warm_start(_finished(tmp_path / "old"), space, metric="val_acc", mode="max", top=2)
+    assert warm.points == [{"lr": 11.5, "momentum": 0.85, "batch_size": 1024},
+                           {"lr": 9.0, "momentum": 0.88, "batch_size": 1024}]  # fmt: skip
+    assert [score for _, score in warm.priors] == [0.91, 0.9, 0.88]  # scored and inside the space, best first
+    assert warm.skipped == ["trial t1: lr 20.0 is outside log[5, 15]"]
+    text = warm.describe(optuna=True)
+    assert "its best 2 config(s) first, 3 of its trials told to Optuna" in text and "trial t1: lr 20.0" in text
+
+
+def test_optuna_knows_the_old_trials_before_it_suggests(tmp_path):
+    space = get_space("cifar")
+    warm = load_warm_start(_finished(tmp_path / "old"), space, metric="val_acc", mode="max")
+    searcher = optuna_searcher(space, metric="val_acc", mode="max", seed=0, points=warm.points[:1],
+                               priors=warm.priors)  # fmt: skip
+    study = searcher._ot_study
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 4 and study.best_value == 0.93 and study.best_params["lr"] == 20.0
+    first = searcher.suggest("a")
+    assert {k: first[k] for k in warm.points[0]} == warm.points[0]  # the best old config runs first
+
+
+def test_a_search_that_cannot_seed_this_one_is_refused(tmp_path):
+    space = get_space("cifar")
+    with pytest.raises(UsageError, match="no results.csv there; pass the folder of a finished search"):
+        load_warm_start(str(tmp_path), space, metric="val_acc", mode="max")
+    folder = _finished(tmp_path / "loss", metric="val_loss", mode="min")
+    with pytest.raises(UsageError, match="ranked trials by val_loss \\(min\\), this one by val_acc"):
+        load_warm_start(folder, space, metric="val_acc", mode="max")
