@@ -6,6 +6,7 @@ loading, run loop and output format plays its part.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -118,3 +119,22 @@ def test_packing_bench_needs_a_gpu(cifar_dir: Path) -> None:
     done = subprocess.run([sys.executable, str(script), "--data-dir", str(cifar_dir)], capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "a machine with a CUDA GPU" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_efficiency_benchmark_prints_its_ratios(tmp_path: Path) -> None:
+    """Its small form: four methods, two seeds, one epoch budget, on CPU; the ratios printed and saved."""
+    out = tmp_path / "efficiency.json"
+    argv = ["--smoke", "--seeds", "2", "--max-epochs", "4", "--budget-epochs", "8", "--cpus", "4", "--out", str(out)]
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "bench/efficiency.py", *argv], cwd=root, capture_output=True, text=True,
+                          timeout=1800)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    saved = json.loads(out.read_text())
+    methods = [row["method"] for row in saved["summary"]]
+    assert methods == ["random, full budget", "ASHA (random)", "ASHA (Optuna TPE)", "PBT"]
+    assert len(saved["runs"]) == 8 and {r["seed"] for r in saved["runs"]} == {0, 1}
+    baseline = saved["summary"][0]
+    assert baseline["x_sooner"] == 1.0 and baseline["epochs"] == 8  # 2 trials of 4 epochs, per seed
+    assert all(row["x_sooner"] >= 0 for row in saved["summary"])
+    assert "ASHA (random) reached the target" in done.stdout and "sooner than random, full budget" in done.stdout
