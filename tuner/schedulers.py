@@ -258,6 +258,13 @@ class PersistentPBT(_Saved, PopulationBasedTraining):
         if not self.exploits and saved.get("exploits"):
             self.exploits = list(saved["exploits"])
             self._num_perturbations = saved.get("num_perturbations", 0)
+        # An exploit decided just before the driver died may have missed Tune's saved state: the restored
+        # trial then has its old values, and the exploit never happened. Its record goes.
+        while True:
+            mine = [e for e in self.exploits if e["trial_id"] == trial.trial_id]
+            if not mine or mine[-1]["after"] == {k: trial.config.get(k) for k in self._mutable}:
+                break
+            self.exploits.remove(mine[-1])
         known = saved.get("trials", {}).get(trial.trial_id)
         if known:
             state = self._trial_state[trial]

@@ -32,6 +32,7 @@ from results.table import EARLY_END_FLAGS, trial_status
 from search_spaces import SearchSpace, mark_inactive
 from trainables.checkpoint import load_model
 from trainables.task import BUILTIN
+from tuner.schedulers import LABELS
 from tuner.settings import SearchSettings, redact, tracking_unreachable
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")  # and the space's metric
@@ -140,7 +141,7 @@ def describe_search(settings: SearchSettings, space: SearchSpace) -> str:
     searched = ", ".join(p.name for p in space.params if p.kind != "fixed")
     return (
         f"**{settings.name}**: a {settings.search} search of the `{space.name}` space (task `{space.task}`): "
-        f"{b.num_samples} trials of up to {b.max_epochs} epochs, scheduler {settings.scheduler} (grace period "
+        f"{b.num_samples} trials of up to {b.max_epochs} epochs, {LABELS[settings.scheduler]} (grace period "
         f"{b.grace_period}, reduction factor {b.reduction_factor}) by `{settings.metric}` ({settings.mode}).\n\n"
         f"Searched: {searched}.\n\n"
         f"Each trial is a child run (tag `hpsearch.outcome`: completed, stopped, diverged, infeasible, error); "

@@ -27,6 +27,21 @@ def _wait_for_checkpoints(folder, *, count, timeout, pattern="*/checkpoint_*"):
     raise AssertionError(f"no {count} checkpoints in {folder} after {timeout} s")
 
 
+def kill_after_checkpoints(tmp_path, argv, *, count):
+    """Start a search in its own driver process, SIGKILL it once ``count`` checkpoints exist, and resume it here."""
+    driver = subprocess.Popen([sys.executable, str(ROOT / "run_tune.py"), *argv], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    folder = tmp_path / "runs" / "killed"
+    try:
+        _wait_for_checkpoints(folder, count=count, timeout=240)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert not (folder / "results.csv").exists()
+    assert main(["--name", "killed", "--storage-path", str(tmp_path / "runs"), "--resume"]) == 0
+    return folder
+
+
 def test_resume_after_the_driver_is_killed(tmp_path, cifar_dir, ray_local):
     argv = search_args(
         tmp_path,
@@ -43,22 +58,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, cifar_dir, ray_local):
         "--checkpoint-period",
         "0",  # every epoch: the kill comes after the second checkpoint
     )
-    driver = subprocess.Popen(
-        [sys.executable, str(ROOT / "run_tune.py"), *argv],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    folder = tmp_path / "runs" / "killed"
-    try:
-        _wait_for_checkpoints(folder, count=2, timeout=240)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-    assert not (folder / "results.csv").exists()
-
-    assert main(["--name", "killed", "--storage-path", str(tmp_path / "runs"), "--resume"]) == 0
+    folder = kill_after_checkpoints(tmp_path, argv, count=2)
 
     frame = pd.read_csv(folder / "results.csv")
     assert len(frame) == NUM_SAMPLES and frame["trial_id"].is_unique
