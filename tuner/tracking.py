@@ -42,7 +42,7 @@ SEARCH_TAG = "hpsearch.search"
 PARENT_TAG = "mlflow.parentRunId"
 MODEL_TAG = "hpsearch.model_uri"
 CONFIRMED_TAG = "hpsearch.confirmed"  # --confirm: the config's mean score and spread over seeds
-EXPLOIT_TAG = "hpsearch.exploit"  # .<epoch>: a PBT exploit, from which trial and with which new values
+EXPLOIT_TAG = "hpsearch.exploit"  # .1, .2, ...: each PBT exploit of a trial, from which trial, at which epoch, how
 NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 CHAMPION = "champion"  # the alias of the best registered version: models:/<space>-best@champion
@@ -496,7 +496,10 @@ class MlflowTracker(tune.Callback):
         batch = [Metric(k, float(result[k]), now, step) for k in self.metric_keys if k in result]
         tags = []
         if "exploit" in result:  # PBT continued this trial from another's checkpoint: say from which, and how
-            tags.append(RunTag(f"{EXPLOIT_TAG}.{result['exploit_epoch']}", describe_exploit(result)))
+            said = [v for k, v in self.client.get_run(run_id).data.tags.items() if k.startswith(f"{EXPLOIT_TAG}.")]
+            text = describe_exploit(result)
+            if text not in said:  # a retried trial says it again
+                tags.append(RunTag(f"{EXPLOIT_TAG}.{len(said) + 1}", text))
         self.client.log_batch(run_id, metrics=batch, tags=tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
