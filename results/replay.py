@@ -25,9 +25,8 @@ from typing import Any
 import pandas as pd
 
 from results import _fs
-from results.table import BEST_CONFIG, SEARCH_JSON, ResultsError, load, load_histories
+from results.table import BEST_CONFIG, PROVENANCE_JSON, SEARCH_JSON, ResultsError, load, load_histories, scored_epochs
 
-PROVENANCE_JSON = "provenance.json"  # written by tuner.provenance.record when a search starts
 GPU_TOLERANCE = 0.01  # absolute difference allowed in each epoch's metric (and training loss) on a GPU
 COMPARED = ("train_loss",)  # compared beside the space's metric, where the trial reported them
 
@@ -105,8 +104,6 @@ def _pick_trial(folder: str, frame: pd.DataFrame, trial_id: str | None) -> dict[
 
 def _recorded(history: pd.DataFrame, metric: str, epochs: int) -> tuple[list[int], dict[str, list[float]]]:
     """The trial's reported values per epoch (the last report of an epoch trained twice after a retry)."""
-    from results.table import scored_epochs
-
     scored = scored_epochs(history, metric).drop_duplicates("epoch", keep="last").sort_values("epoch")
     scored = scored[scored["epoch"] <= epochs]
     keys = [metric, *(k for k in COMPARED if k in scored and k != metric)]
@@ -129,8 +126,8 @@ def replay(folder: str, *, trial_id: str | None = None) -> Replay:
     """Retrain ``trial_id`` (default: the best) of the search in ``folder`` and compare it with its record."""
     import torch
 
-    from search_spaces import drop_inactive, searched_space
-    from trainables.task import Diverged, TrialContext, code_key, data_key, load_task
+    from search_spaces import conditions, drop_inactive, searched_space
+    from trainables.task import Diverged, TrialContext, code_key, data_key, load_data, load_task
 
     settings = _read_json(folder, SEARCH_JSON, missing=f"{folder} holds no {SEARCH_JSON}: is it a search's folder?")
     provenance = _read_json(folder, PROVENANCE_JSON, missing=f"{folder} holds no {PROVENANCE_JSON}: the search "
@@ -163,12 +160,8 @@ def replay(folder: str, *, trial_id: str | None = None) -> Replay:
             f"the training code differs from what trial {trial_id} ran (git commit {provenance.get('git_commit')}): "
             f"check that commit out (trainables/ and the task's module) and replay again"
         )
-    smoke = None
-    if settings.get("smoke_test"):
-        s = space.smoke
-        smoke = {"train_size": s.train_size, "val_size": s.val_size, "test_size": s.test_size}
     task = load_task(space.task)
-    data = task.load(data_dir=settings["data_dir"], smoke=smoke, constants=dict(space.constants))
+    data = load_data(space, data_dir=settings["data_dir"], smoke_test=bool(settings.get("smoke_test")))
     if data_key(data.trial) != provenance["data_key"]:
         raise ReplayRefused(f"the data in {settings['data_dir']} differs from what the search trained on: put the "
                             "same files back (or pass the folder the search read) and replay again")  # fmt: skip
@@ -182,8 +175,7 @@ def replay(folder: str, *, trial_id: str | None = None) -> Replay:
 
     cpus = float(resources.get("cpus_per_trial", 1.0))
     torch.set_num_threads(max(1, int(cpus)))  # as the trial had: the sums' order depends on the threads
-    conditions = {p.name: dict(p.when) for p in space.params if p.when}
-    config = drop_inactive(config, conditions)
+    config = drop_inactive(config, conditions(space))
     replayed: dict[str, list[float]] = {k: [] for k in recorded}
     last = epochs[-1]
 

@@ -19,6 +19,7 @@ from results import _fs
 RESULTS_CSV = "results.csv"
 BEST_CONFIG = "best_config.json"
 SEARCH_JSON = "search.json"
+PROVENANCE_JSON = "provenance.json"  # the keys of a search's data and training code (tuner.provenance)
 DEFAULT_OBJECTIVE = ("val_acc", "max")  # searches from before spaces named their metric
 
 

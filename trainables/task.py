@@ -230,6 +230,13 @@ def code_key(ref: str) -> str:
     return digest.hexdigest()
 
 
+def load_data(space: Any, *, data_dir: str, smoke_test: bool) -> TaskData:
+    """What ``space``'s task loads from ``data_dir`` for a search (a slice of it for the smoke test)."""
+    s = space.smoke
+    smoke = {"train_size": s.train_size, "val_size": s.val_size, "test_size": s.test_size} if smoke_test else None
+    return load_task(space.task).load(data_dir=data_dir, smoke=smoke, constants=dict(space.constants))
+
+
 def load_task(ref: str) -> Task:
     """The task ``ref`` names: a built-in's name, or ``package.module:attribute`` importable from here.
 

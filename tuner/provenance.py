@@ -14,7 +14,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PROVENANCE_JSON = "provenance.json"
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "pandas", "numpy")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +50,7 @@ def git_commit(root: Path = PROJECT_ROOT) -> str:
 def record(folder: str, *, data: Any, task: str) -> dict[str, Any]:
     """Write ``provenance.json`` into the search's ``folder`` unless it is there (a resumed search); return it."""
     from results import _fs
+    from results.table import PROVENANCE_JSON
     from trainables.task import code_key, data_key
 
     path = _fs.join(folder, PROVENANCE_JSON)

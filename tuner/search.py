@@ -24,7 +24,7 @@ from results import _fs
 from results import cost as cost_module
 from results.report import HTML, REPORT_DIR, make_report
 from search_spaces import SearchSpace, conditions
-from trainables.task import TaskData, load_task
+from trainables.task import TaskData, load_data, load_task
 from tuner import packing, provenance, resources, schedulers
 from tuner import progress as progress_module
 from tuner.confirm import confirm
@@ -52,11 +52,7 @@ class Interrupted(RuntimeError):
 
 def load_dataset(settings: SearchSettings, space: SearchSpace) -> TaskData:
     """The space's task reads and validates its data, once per search (a slice of it for the smoke test)."""
-    smoke = None
-    if settings.smoke_test:
-        s = space.smoke
-        smoke = {"train_size": s.train_size, "val_size": s.val_size, "test_size": s.test_size}
-    return load_task(space.task).load(data_dir=settings.data_dir, smoke=smoke, constants=dict(space.constants))
+    return load_data(space, data_dir=settings.data_dir, smoke_test=settings.smoke_test)
 
 
 def init_ray() -> bool:
@@ -210,9 +206,16 @@ def make_trainable(
 
 
 def build_tuner(
-    settings: SearchSettings, space: SearchSpace, dataset: TaskData, callbacks: list, *, concurrency: int
+    settings: SearchSettings,
+    space: SearchSpace,
+    dataset: TaskData,
+    callbacks: list,
+    *,
+    concurrency: int,
+    warm: WarmStart | None = None,
 ) -> tune.Tuner:
-    """A new Tuner, or the interrupted one restored; ``concurrency`` caps trials running at once."""
+    """A new Tuner (tried first: ``warm``'s configs), or the interrupted one restored; ``concurrency`` caps trials
+    running at once."""
     shape = settings.resources.shape()
     scheduler = schedulers.build_scheduler(
         settings.scheduler, budget=settings.budget, space=space, folder=settings.folder, seed=settings.seed
@@ -232,7 +235,6 @@ def build_tuner(
     # The known-good config first, then a finished search's best (--warm-start); the rest as sampled.
     point = reference_point(space)
     points = [point] if point else []
-    warm = warm_start(settings, space)
     points += [p for p in warm.points if p not in points] if warm else []
     if settings.search == "optuna":
         # Define-by-run: Optuna suggests a conditional parameter only where it is active.
@@ -383,7 +385,7 @@ def _search(
     warm = None if settings.run.resume else warm_start(settings, space)
     if warm:
         print(warm.describe(optuna=settings.search == "optuna"), file=out)
-    tuner = build_tuner(settings, space, dataset, [tracker, progress], concurrency=concurrency)
+    tuner = build_tuner(settings, space, dataset, [tracker, progress], concurrency=concurrency, warm=warm)
     print(
         f"search '{settings.name}': {settings.budget.num_samples} trials, "
         f"{schedulers.LABELS[settings.scheduler]} over {settings.budget.max_epochs} epochs, "
