@@ -29,9 +29,8 @@ lint: venv
 test: lint  ## ruff, then the test suite
 	$(PY) -m pytest -q
 
-mlflow-ui: venv  ## browse the local MLflow store on http://$(HOST):$(PORT)
-	@echo "searches' runs: http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning"
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+mlflow-ui: venv  ## browse the local MLflow store on http://$(HOST):$(PORT); Ctrl-C stops it and all its workers
+	$(PY) -m tuner.mlflow_ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host $(HOST) --port $(PORT)
 
 clean:
