@@ -1,6 +1,7 @@
 """--resume: a search whose driver was killed finishes without losing or duplicating trials."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,13 +19,19 @@ pytestmark = pytest.mark.slow
 NUM_SAMPLES = 4
 
 
-def _wait_for_checkpoints(folder, *, count, timeout, pattern="*/checkpoint_*"):
+def _wait_for_checkpoints(folder, *, count, timeout, pattern="*/checkpoint_*", trials=1):
+    """Wait for ``count`` checkpoints, in the folders of ``trials`` trials or more."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(list(folder.glob(pattern))) >= count and list(folder.glob("experiment_state-*.json")):
+        found = list(folder.glob(pattern))
+        if (
+            len(found) >= count
+            and len({p.parent for p in found}) >= trials
+            and list(folder.glob("experiment_state-*.json"))
+        ):
             return
         time.sleep(0.5)
-    raise AssertionError(f"no {count} checkpoints in {folder} after {timeout} s")
+    raise AssertionError(f"no {count} checkpoints of {trials} trial(s) in {folder} after {timeout} s")
 
 
 def kill_after_checkpoints(tmp_path, argv, *, count):
@@ -135,3 +142,46 @@ def test_a_search_that_crashes_ends_its_mlflow_run_as_failed(tmp_path, cifar_dir
     runs = client.search_runs([client.get_experiment_by_name("cifar").experiment_id])
     parent = [r for r in runs if "hpsearch.trial_id" not in r.data.tags]
     assert [r.info.status for r in parent] == ["FAILED"]
+
+
+def _progress_tables(text):
+    """The progress tables in a driver's output: (head line, rows as {column: value}) each."""
+    lines, tables = text.splitlines(), []
+    for i, line in enumerate(lines):
+        if " trials started: " not in line:
+            continue
+        columns = [(m.group(), m.start()) for m in re.finditer(r"\S+", lines[i + 1])]
+        ends = [start for _, start in columns[1:]] + [None]
+        rows = []
+        for row in lines[i + 2 :]:
+            if not row.strip():
+                break
+            rows.append({name: row[start:end].strip() for (name, start), end in zip(columns, ends, strict=True)})
+        tables.append((line, rows))
+    return tables
+
+
+def test_the_table_after_resume_keeps_the_best_and_the_finished_trials(tmp_path, cifar_dir, ray_local, capsys):
+    """The resumed driver's table counts the trials and reports that came before the interruption."""
+    argv = search_args(tmp_path, cifar_dir, "table", "--num-samples", "3", "--max-epochs", "4",
+                       "--grace-period", "4", "--max-concurrent", "1", "--checkpoint-period", "0")  # fmt: skip
+    driver = subprocess.Popen([sys.executable, str(ROOT / "run_tune.py"), *argv], cwd=tmp_path, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        # One trial at a time: a second trial's checkpoint means the first one finished.
+        _wait_for_checkpoints(tmp_path / "runs" / "table", count=2, trials=2, timeout=240)
+        driver.send_signal(signal.SIGINT)
+        before, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130, err
+    best_before = max(float(b) for b in re.findall(r"best val_acc ([\d.]+)", before))
+
+    capsys.readouterr()
+    assert main(["--name", "table", "--storage-path", str(tmp_path / "runs"), "--resume"]) == 0
+    head, rows = _progress_tables(capsys.readouterr().out)[-1]
+    assert float(re.search(r"best val_acc ([\d.]+)", head).group(1)) >= best_before, (head, before)
+    assert "ETA" not in head, head
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"terminated"}, rows
+    assert all(r["epoch"] == "4" and r["val_acc"] != "-" for r in rows), rows
