@@ -1,6 +1,6 @@
 """Reprint the leaderboard of a finished search, (re)make its report, or replay one of its trials.
 
-python -m results ray_results/<name> [--top N]
+python -m results ray_results/<name> [--top N | --all]
 python -m results report ray_results/<name>
 python -m results replay ray_results/<name> [--trial ID]
 """
@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from results import ResultsError, leaderboard, load_best, load_results, objective
+from results.table import DEFAULT_TOP
 
 
 def report_main(argv: list[str]) -> int:
@@ -60,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         return replay_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m results", description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="the search's folder, e.g. ray_results/cifar-20261123-101500")
-    parser.add_argument("--top", type=int, default=10, help="how many trials to show (default: %(default)s)")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--top", type=int, default=DEFAULT_TOP, help="how many trials to show (default: %(default)s)")
+    shown.add_argument("--all", action="store_true", help="show every trial")
     args = parser.parse_args(argv)
+    if args.top < 1:
+        parser.error(f"--top is {args.top}, but must be >= 1; --all shows every trial")
     try:
         frame = load_results(args.folder)
     except ResultsError as e:
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{len(frame)} trials in {args.folder}")
     metric, mode = objective(args.folder)
-    print(leaderboard(frame, metric=metric, mode=mode, top=args.top))
+    print(leaderboard(frame, metric=metric, mode=mode, top=None if args.all else args.top, folder=args.folder))
     try:
         best = load_best(args.folder)
     except (OSError, ValueError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 from typing import Any
 
 import pandas as pd
@@ -21,6 +22,7 @@ BEST_CONFIG = "best_config.json"
 SEARCH_JSON = "search.json"
 PROVENANCE_JSON = "provenance.json"  # the keys of a search's data and training code (tuner.provenance)
 DEFAULT_OBJECTIVE = ("val_acc", "max")  # searches from before spaces named their metric
+DEFAULT_TOP = 20  # rows of the leaderboard; python -m results FOLDER --all shows every one
 
 
 EARLY_END_FLAGS = ("diverged", "infeasible")  # a report that ends a trial for good and carries no score
@@ -58,11 +60,23 @@ class ResultsError(RuntimeError):
     """A search folder has no readable results; the message says what to do."""
 
 
+def _rank_key(column: pd.Series) -> pd.Series:
+    # trial ids compare as text whatever read_csv made of them; a score that is not a number is no score
+    return column.astype(str) if column.name == "trial_id" else pd.to_numeric(column, errors="coerce")
+
+
 def ranked(frame: pd.DataFrame, *, metric: str, mode: str) -> pd.DataFrame:
-    """``frame`` best first by ``metric`` (highest for mode max, lowest for min); trials without a score last."""
-    if metric not in frame:
+    """``frame`` best first: the rule every ranking of trials follows (results.csv, the best trial, pruning).
+
+    By ``metric`` (each trial's best scored epoch; highest first for mode max,
+    lowest for min), ties broken by the smaller ``trial_id``; trials without a
+    score last. A stable sort, so equal keys keep the order they came in.
+    """
+    by = [c for c in (metric, "trial_id") if c in frame]
+    if not by:
         return frame
-    return frame.sort_values(metric, ascending=mode == "min", na_position="last")
+    ascending = [mode == "min" if c == metric else True for c in by]
+    return frame.sort_values(by, ascending=ascending, na_position="last", kind="stable", key=_rank_key)
 
 
 def objective(folder: str) -> tuple[str, str]:
@@ -122,19 +136,35 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def leaderboard(frame: pd.DataFrame, *, metric: str, mode: str, top: int = 10) -> str:
-    """The ``top`` trials by ``metric``: config, the metric, epochs run and seconds."""
+def leaderboard(
+    frame: pd.DataFrame, *, metric: str, mode: str, top: int | None = DEFAULT_TOP, folder: str | None = None
+) -> str:
+    """The trials best first (``ranked``), at most ``top`` of them (None: every one): config, metric, epochs, seconds.
+
+    The first row is the trial ranked first, whose checkpoint the search registers
+    as its best (``tuner.summary.best_trial``). When some trials are left out, the
+    last line says how many are shown of how many and, given the search's
+    ``folder``, the command that shows every one.
+    """
+    if top is not None and top < 1:
+        raise ValueError(f"top is {top}, but must be >= 1 (or None for every trial)")
     if frame.empty:
         return "(no trials)"
     config_cols = [c for c in frame.columns if c.startswith("config/")]
     varying = [c for c in config_cols if frame[c].nunique(dropna=False) > 1] or config_cols
     cols = ["trial_id", metric, "confirmed", "epochs", "seconds", "status", *varying]
     cols = [c for c in cols if c in frame]
-    shown = ranked(frame, metric=metric, mode=mode).head(top)[cols]
+    order = ranked(frame, metric=metric, mode=mode)
+    shown = (order if top is None else order.head(top))[cols]
     headers = [c.removeprefix("config/") for c in cols]
     cells = [[_fmt(v) for v in row] for row in shown.itertuples(index=False)]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    if len(shown) < len(frame):
+        every = f" ({RESULTS_CSV} has every one)"
+        if folder:
+            every = f"; every one: python -m results {shlex.quote(folder)} --all"
+        lines.append(f"{len(shown)} of {len(frame)} trials shown{every}")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """The Ray-free training path: model, augmentation, optimizer, loop, checkpoints."""
 
 import copy
+import math
 import time
 
 import numpy as np
@@ -187,7 +188,7 @@ def test_divergence_is_reported(tiny_data):
 def test_checkpoint_roundtrip_reproduces_val_acc(tmp_path, tiny_data):
     metrics, state = _run(CONFIG, tiny_data)[-1]
     checkpoint.save(state, tmp_path)
-    model, config = checkpoint.load_model(tmp_path)
+    model, config = checkpoint.load_model(tmp_path), checkpoint.load(tmp_path)["config"]
     assert config == CONFIG
     assert evaluate(model, tiny_data.val_x, tiny_data.val_y)[1] == metrics["val_acc"]
     with pytest.raises(FileNotFoundError, match="checkpoint.pt"):
@@ -291,10 +292,23 @@ def test_checkpoint_policy_saves_rungs_last_epoch_and_after_its_period(monkeypat
     saved = []
     for epoch in range(1, 11):
         clock[0] += 4.0  # a 4-second epoch
-        if policy.due(epoch):
+        if policy.due(epoch, score=0.5, mode="max"):  # the first score is the trial's best: never beaten
             saved.append(epoch)
-    assert saved == [3, 9, 10]  # the period never ran out between them
+    assert saved == [1, 3, 9, 10]  # the period never ran out between them
     clock[0] += 31.0
     assert policy.due(11)  # 31 s since the last save
     every = checkpoint.CheckpointPolicy(epochs=(), period_s=0.0)
     assert all(every.due(e) for e in range(1, 5))
+
+
+def test_checkpoint_policy_saves_every_new_best(monkeypatch):
+    monkeypatch.setattr(checkpoint.time, "monotonic", lambda: 100.0)  # the period never runs out
+    policy = checkpoint.CheckpointPolicy(epochs=(6,), period_s=30.0)
+    scores = [0.5, 0.4, 0.6, 0.6, math.nan, None, 0.7]  # a tie, NaN and None are no new best
+    saved = [e for e, s in enumerate(scores, start=1) if policy.due(e, score=s, mode="max")]
+    assert saved == [1, 3, 6, 7]  # 6 is a rung
+    lowest = checkpoint.CheckpointPolicy(period_s=30.0)
+    losses = [math.nan, 0.9, 1.2, 0.8, 0.8]  # NaN first: the first score is still a new best
+    assert [e for e, s in enumerate(losses, start=1) if lowest.due(e, score=s, mode="min")] == [2, 4]
+    with pytest.raises(ValueError, match="mode is 'maximum', but must be 'max' or 'min'"):
+        lowest.due(6, score=0.1, mode="maximum")

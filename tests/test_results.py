@@ -57,7 +57,8 @@ def test_write_load_and_leaderboard(tmp_path):
     board = results.leaderboard(frame, metric="val_acc", mode="max", top=2).splitlines()
     assert board[0].split()[:4] == ["trial_id", "val_acc", "epochs", "seconds"]
     assert "lr" in board[0] and "seed" not in board[0]  # only the config that varies
-    assert board[2].startswith("d ") and board[3].startswith("a ") and len(board) == 4
+    assert board[2].startswith("d ") and board[3].startswith("a ") and len(board) == 5
+    assert board[4] == "2 of 4 trials shown (results.csv has every one)"
 
 
 def test_load_explains_missing_and_unfinished(tmp_path):

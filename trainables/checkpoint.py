@@ -6,6 +6,7 @@ Files hold only tensors and plain Python values and are read with
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Iterator
@@ -54,33 +55,53 @@ def saved(state: dict[str, Any], *, epoch: int, config: dict[str, Any], trial_id
         yield folder
 
 
-def load_model(
-    folder: str | Path, *, task: str = "cifar", device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained network, rebuilt by its ``task`` in eval mode, and the trial config it was trained with."""
+def load_model(folder: str | Path, *, task: str = "cifar", device: str | torch.device = "cpu") -> nn.Module:
+    """The trained network of a checkpoint folder, rebuilt by its ``task`` in eval mode on ``device``.
+
+    The trial config it was trained with is ``load(folder)["config"]``.
+    """
     from trainables.task import load_task
 
     state = load(folder, map_location=device)
-    return load_task(task).build_model(state).to(device).eval(), state["config"]
+    return load_task(task).build_model(state).to(device).eval()
 
 
 class CheckpointPolicy:
-    """Which epochs a trial saves: ASHA's rungs and the last epoch always, others once ``period_s`` has passed.
+    """Which epochs a trial saves: new bests, ASHA's rungs and the last epoch always, others after ``period_s``.
 
     The scheduler only reads checkpoints where it decides (its rungs) and where a
     trial ends, so on a GPU, where an epoch takes a fraction of a second, saving
-    every epoch mostly costs time. ``period_s`` bounds what a killed trial can
-    lose (it resumes from its last checkpoint); 0 saves every epoch.
+    every epoch mostly costs time. An epoch that beats the trial's best score so
+    far is saved too, so that the trial ranked first has the checkpoint of the
+    epoch it ranks by (``tuner.summary.best_trial`` registers it). ``period_s``
+    bounds what a killed trial can lose (it resumes from its last checkpoint);
+    0 saves every epoch.
     """
 
     def __init__(self, *, epochs: tuple[int, ...] = (), period_s: float = 0.0) -> None:
         self.epochs, self.period_s = frozenset(epochs), period_s
         self._last = time.monotonic()
+        self._best: float | None = None  # the best score this trial has reported (since it last started)
 
-    def due(self, epoch: int) -> bool:
-        """True when ``epoch`` should be saved; the clock restarts at every saved epoch."""
+    def due(self, epoch: int, *, score: float | None = None, mode: str = "max") -> bool:
+        """True when ``epoch`` should be saved; the clock restarts at every saved epoch.
+
+        ``score`` is the epoch's value of the search's metric, and ``mode`` whether
+        higher (max) or lower (min) is better; a score better than every earlier
+        one is a new best, and saved. None or NaN is never a new best.
+        """
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode is {mode!r}, but must be 'max' or 'min'")
         now = time.monotonic()
-        if epoch in self.epochs or now - self._last >= self.period_s:
+        score = None if score is None else float(score)
+        new_best = (
+            score is not None
+            and not math.isnan(score)
+            and (self._best is None or (score > self._best if mode == "max" else score < self._best))
+        )
+        if new_best:
+            self._best = score
+        if new_best or epoch in self.epochs or now - self._last >= self.period_s:
             self._last = now
             return True
         return False

@@ -17,10 +17,12 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import pandas as pd
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
 from results import _fs
+from results.table import ranked
 from search_spaces import SearchSpace
 from trainables.task import TaskData
 from tuner.settings import SearchSettings
@@ -76,7 +78,8 @@ def confirm(
 
     metric, mode, k = settings.metric, settings.mode, settings.confirm
     scored = [r for r in rows if r["status"] != "error" and r[metric] == r[metric]]  # NaN: no score
-    top = sorted(scored, key=lambda r: r[metric], reverse=mode == "max")[:k]
+    # The search's order (results.table.ranked: best score, then the smaller trial id), as results.csv has it.
+    top = ranked(pd.DataFrame(scored), metric=metric, mode=mode).head(k).to_dict("records") if scored else []
     configs = {_trial_id(r): r.config for r in grid}
     seeds = [settings.seed + 1 + i for i in range(CONFIRM_SEEDS)]
     points = [{**configs[row["trial_id"]], "seed": seed} for row in top for seed in seeds]

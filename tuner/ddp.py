@@ -54,7 +54,8 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
     def report(metrics: dict[str, Any], state) -> None:
         metrics = {**metrics, **note[0], **where, "reported_at": time.time()}
         note[0] = {}
-        if rank != 0 or not policy.due(metrics["epoch"]):
+        # Rank 0 alone asks the policy (and keeps its best score): it alone passes a checkpoint.
+        if rank != 0 or not policy.due(metrics["epoch"], score=metrics.get(settings.metric), mode=settings.mode):
             ray.train.report(metrics)  # every rank reports: it is a barrier
             return
         print(format_metrics(metrics), flush=True)

@@ -39,6 +39,14 @@ def _best_score(history, *, metric: str, mode: str) -> float:
     return float(scores.max() if mode == "max" else scores.min())
 
 
+def _score(result: tune.Result, *, metric: str, mode: str) -> float:
+    """The trial's best ``metric`` over its scored epochs (NaN when none scored): what results.csv ranks it by."""
+    history = result.metrics_dataframe
+    if history is None or metric not in history:
+        return float("nan")
+    return _best_score(history, metric=metric, mode=mode)
+
+
 def ended_early(rows: list[dict[str, Any]], status: str) -> list[tuple[str, int]]:
     """(trial id, epoch) of the trials with ``status`` (diverged, infeasible)."""
     return [(r["trial_id"], r["epochs"]) for r in rows if r["status"] == status]
@@ -59,7 +67,6 @@ def trial_rows(
         # infeasible: out of GPU memory on its share, this configuration cannot run there
         status = trial_status(failed=result.error is not None, ended=_ended(history), epochs=epochs,
                               max_epochs=max_epochs)  # fmt: skip
-        scored = history is not None and metric in history
         row: dict[str, Any] = {
             "trial_id": _trial_id(result),
             "status": status,
@@ -67,7 +74,7 @@ def trial_rows(
             # What it trained, summed over its reports (a PBT exploit brings another trial's time_total_s).
             "seconds": round(float(seconds_spent(history).iloc[-1]) if history is not None and len(history)
                              else float(metrics.get("time_total_s", 0.0) or 0.0), 2),  # fmt: skip
-            metric: _best_score(history, metric=metric, mode=mode) if scored else float("nan"),
+            metric: _score(result, metric=metric, mode=mode),
             f"final_{metric}": metrics.get(metric, float("nan")),
         }
         row.update({k: metrics.get(k, float("nan")) for k in FINAL_METRICS if k != metric})
@@ -101,19 +108,37 @@ def _checkpoints(result: tune.Result) -> list[tuple[tune.Checkpoint, dict[str, A
     return kept
 
 
+def _best_checkpoint(result: tune.Result, *, metric: str, mode: str) -> tuple[tune.Checkpoint, dict[str, Any]] | None:
+    """The trial's kept checkpoint with the best ``metric`` (the earliest epoch of equals); None when none scored."""
+    kept = [(c, m) for c, m in _checkpoints(result) if m.get(metric) is not None and m[metric] == m[metric]]
+    if not kept:
+        return None
+    sign = -1.0 if mode == "max" else 1.0
+    return min(kept, key=lambda cm: (sign * float(cm[1][metric]), float(cm[1].get("epoch") or 0)))
+
+
 def best_trial(
     grid: tune.ResultGrid, *, metric: str, mode: str, only: str | None = None
 ) -> tuple[tune.Checkpoint, dict, tune.Result] | None:
-    """The best kept checkpoint across all trials (or of trial ``only``), with the metrics it was reported with."""
-    best = None
-    sign = 1 if mode == "max" else -1
-    for result in grid:
-        if only is not None and _trial_id(result) != only:
-            continue
-        for checkpoint, metrics in _checkpoints(result):
-            if metric in metrics and (best is None or sign * metrics[metric] > sign * best[1][metric]):
-                best = (checkpoint, metrics, result)
-    return best
+    """The trial ranked first (results.csv's first row, or trial ``only``): its best kept checkpoint and its metrics.
+
+    Trials rank by ``results.table.ranked``: their best scored epoch, ties to the
+    smaller trial id. A trial's best epoch is always checkpointed
+    (``CheckpointPolicy``); should the first trial have no kept checkpoint (it
+    failed before its first, or a search from before that rule), the next one
+    in rank that has one is taken.
+    """
+    by_id = {_trial_id(result): result for result in grid}
+    if only is not None:
+        by_id = {only: by_id[only]} if only in by_id else {}
+    scores = pd.DataFrame(
+        {"trial_id": list(by_id), metric: [_score(r, metric=metric, mode=mode) for r in by_id.values()]}
+    )
+    for trial_id in ranked(scores, metric=metric, mode=mode)["trial_id"]:
+        found = _best_checkpoint(by_id[trial_id], metric=metric, mode=mode)
+        if found is not None:
+            return (*found, by_id[trial_id])
+    return None
 
 
 def failed_trials(grid: tune.ResultGrid) -> list[tuple[str, str, str]]:

@@ -143,7 +143,8 @@ def run_trial(config: dict[str, Any], *, data: Any, settings: TrialSettings) -> 
         metrics = {**metrics, **note[0], "node_id": node, "reported_at": time.time()}
         note[0] = {}
         last_epoch[0] = metrics["epoch"]
-        if not policy.due(metrics["epoch"]):
+        # A new best for the trial is always saved: the search registers the first trial's best epoch.
+        if not policy.due(metrics["epoch"], score=metrics.get(settings.metric), mode=settings.mode):
             tune.report(metrics)
             return
         with checkpoint.saved(state(), epoch=metrics["epoch"], config=config, trial_id=trial_id) as folder:

@@ -20,6 +20,7 @@ import pandas as pd
 
 import results
 from results import _fs
+from results.table import ranked
 from search_spaces import INACTIVE, Param, SearchSpace
 from tuner.errors import UsageError
 
@@ -76,7 +77,7 @@ def load_warm_start(folder: str, space: SearchSpace, *, metric: str, mode: str, 
             f"({mode}); warm-start from a search of the same metric"
         )
     frame = results.load_results(folder)
-    scored = frame[pd.notna(frame[metric])] if metric in frame else frame.iloc[0:0]
+    scored = ranked(frame[pd.notna(frame[metric])], metric=metric, mode=mode) if metric in frame else frame.iloc[0:0]
     searched = [p for p in space.params if p.kind != "fixed"]
     warm = WarmStart(source=folder)
     for row in scored.to_dict("records"):  # ranked best first
