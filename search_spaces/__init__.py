@@ -104,7 +104,7 @@ def format_spaces() -> str:
         space = get_space(name)
         b = space.budget
         lines.append(f"{name}: {space.description}")
-        lines.append(f"  task {space.task}, metric {space.metric} ({space.mode})")
+        lines.append(f"  task {space.task}, metric {space.metric or 'as its task decides'} ({space.mode or '-'})")
         lines.append(
             f"  default budget: {b.num_samples} trials, max {b.max_epochs} epochs, "
             f"grace period {b.grace_period}, reduction factor {b.reduction_factor}, "

@@ -106,8 +106,10 @@ class SearchSpace:
     reference: dict[str, Any] = field(default_factory=dict)  # a known-good config, tried first
     trials_per_gpu: int = 1  # trials sharing each GPU when --gpus-per-trial is not given
     task: str = "cifar"  # what trains a trial: one of TASKS
-    metric: str = "val_acc"  # reported by every trial each epoch; ASHA, the searcher and the results go by it
-    mode: str = "max"  # whether a higher or a lower metric is better
+    # Reported by every trial each epoch; ASHA, the searcher and the results go by it. None where the file
+    # names none: its task decides (trainables.task.resolve_objective), and the search's settings hold the result.
+    metric: str | None = None
+    mode: str | None = None  # whether a higher or a lower metric is better (None: the metric's direction)
     source: str = ""  # the YAML file the space was read from
 
     @property
@@ -203,11 +205,11 @@ def _parse_budget(raw: Any, *, where: str) -> Budget:
     return budget
 
 
-def _parse_metric(raw: dict[str, Any], *, space: str) -> tuple[str, str]:
-    metric, mode = raw.get("metric", "val_acc"), raw.get("mode", "max")
-    if not isinstance(metric, str) or not metric.isidentifier():
+def _parse_metric(raw: dict[str, Any], *, space: str) -> tuple[str | None, str | None]:
+    metric, mode = raw.get("metric"), raw.get("mode")
+    if metric is not None and (not isinstance(metric, str) or not metric.isidentifier()):
         raise SpaceError(f"space '{space}': metric is {metric!r}, but must be the name of a metric its trials report")
-    if mode not in MODES:
+    if mode is not None and mode not in MODES:
         raise SpaceError(f"space '{space}': mode is {mode!r}, but must be max (higher is better) or min")
     return metric, mode
 

@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 from tests.faults.test_resume import _wait_for_checkpoints
 from tests.test_end_to_end import search_args
 from trainables import data
-from trainables.checkpoint import load_model
+from trainables.checkpoint import load, load_model
 from trainables.loop import evaluate
 from tuner.cli import main
 
@@ -63,7 +63,7 @@ def test_ddp_search(tmp_path, cifar_dir, ray_with_state_api):
     # The best checkpoint is a Train checkpoint and reproduces its reported val_acc.
     best = json.loads((folder / "best_config.json").read_text())
     assert str(folder / "train") in best["checkpoint"]
-    model, config = load_model(best["checkpoint"])
+    model, config = load_model(best["checkpoint"]), load(best["checkpoint"])["config"]
     splits = data.split(*data.load(cifar_dir, download_if_missing=False))
     x, y = torch.from_numpy(splits.val_x), torch.from_numpy(splits.val_y)
     assert evaluate(model, x, y, tta=config["tta"])[1] == pytest.approx(best["val_acc"], abs=1e-9)

@@ -1,11 +1,13 @@
 """A real tiny search on CPU: ASHA, checkpoints, MLflow runs, the registered model, results."""
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,8 +15,9 @@ from mlflow.tracking import MlflowClient
 
 import results
 from tests.conftest import ROOT
+from tests.registered import invoke, predict_elsewhere, served
 from trainables import data
-from trainables.checkpoint import load_model
+from trainables.checkpoint import load, load_model
 from trainables.loop import evaluate
 from tuner.cli import main
 
@@ -105,20 +108,23 @@ def test_the_search_draws_its_report_and_logs_it(search):
     assert "report/report.html" in parent.data.tags["mlflow.note.content"]
 
 
-def test_trials_save_checkpoints_at_the_rungs_and_their_last_epoch(search):
-    # grace period 1, reduction factor 2, 4 epochs: rungs at 1 and 2; epoch 3 is saved only
-    # once --checkpoint-period (30 s) has passed since the last save, which these epochs never take.
+def test_trials_save_checkpoints_at_the_rungs_their_last_epoch_and_each_new_best(search):
+    # grace period 1, reduction factor 2, 4 epochs: rungs at 1 and 2; epoch 3 is saved when it beats the
+    # trial's earlier epochs (its best epoch always has a checkpoint), otherwise only once --checkpoint-period
+    # (30 s) has passed since the last save, which these epochs never take.
     for result in (search / "runs" / "e2e").glob("train_cifar_*/result.json"):
         rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         saved = [r["epoch"] for r in rows if r.get("checkpoint_dir_name")]
-        assert saved == [e for e in (1, 2, 4) if e <= rows[-1]["epoch"]], saved
+        best_so_far = [r["epoch"] for i, r in enumerate(rows) if all(r["val_acc"] > p["val_acc"] for p in rows[:i])]
+        expected = sorted({e for e in (1, 2, 4) if e <= rows[-1]["epoch"]} | set(best_so_far))
+        assert saved == expected, (saved, expected)
 
 
 def test_best_checkpoint_reproduces_its_val_acc(search, cifar_dir):
     best = json.loads((search / "runs" / "e2e" / "best_config.json").read_text())
     assert best["val_acc"] == pd.read_csv(search / "runs" / "e2e" / "results.csv")["val_acc"].max()
     assert 0.0 <= best["test_acc"] <= 1.0 and best["config"]["epochs"] == MAX_EPOCHS
-    model, config = load_model(best["checkpoint"])
+    model, config = load_model(best["checkpoint"]), load(best["checkpoint"])["config"]
     assert config == best["config"]
     splits = data.split(*data.load(cifar_dir, download_if_missing=False))
     assert config["tta"] == 2  # the space's default: evaluation averages flips and shifts
@@ -167,19 +173,50 @@ def test_mlflow_parent_child_runs_and_registered_model(search):
     assert len(mine) == 1 and float(mine[0].tags["val_acc"]) == pytest.approx(frame["val_acc"].max(), abs=1e-4)
 
     assert str(client.get_model_version_by_alias("cifar-best", "champion").version) == str(mine[0].version)
-    # The registered model loads through MLflow and predicts as the checkpoint does, for any batch size.
+    tags = mine[0].tags
+    assert (tags["metric"], tags["mode"], tags["task"], tags["smoke"]) == ("val_acc", "max", "cifar", "false")
+    assert tags["data_key"] == json.loads((search / "runs" / "e2e" / "provenance.json").read_text())["data_key"]
+    # It carries the network's code and its requirements, so it loads without this project's folder.
     mlflow.set_tracking_uri(f"sqlite:///{search}/mlflow.db")
-    assert mlflow.pytorch.load_model("models:/cifar-best@champion") is not None  # as the README shows
-    registered = mlflow.pytorch.load_model(f"models:/cifar-best/{mine[0].version}")
-    best = json.loads((search / "runs" / "e2e" / "best_config.json").read_text())
-    model, _ = load_model(best["checkpoint"])
-    x = torch.randn(3, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(registered(x), model(x), atol=1e-4)
-    # It carries the network's code and its requirements, so it loads without this project installed.
     files = Path(mlflow.artifacts.download_artifacts(f"models:/cifar-best/{mine[0].version}"))
     assert (files / "code" / "trainables" / "models.py").is_file()
     assert f"torch=={torch.__version__.split('+')[0]}" in (files / "requirements.txt").read_text()
+
+
+def _raw_test_images(cifar_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The test batch as a user reads it: uint8 (N, 32, 32, 3), as torchvision's CIFAR10.data holds it."""
+    with open(cifar_dir / data.FOLDER / data.TEST_FILE, "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    return np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(
+        batch["labels"]
+    )
+
+
+def test_the_champion_predicts_raw_images_from_another_folder_at_the_searchs_test_accuracy(search, cifar_dir):
+    best = json.loads((search / "runs" / "e2e" / "best_config.json").read_text())
+    images, labels = _raw_test_images(cifar_dir)
+    predicted = predict_elsewhere(f"sqlite:///{search}/mlflow.db", "models:/cifar-best@champion", images,
+                                  folder=search / "elsewhere")  # fmt: skip
+    assert list(predicted.columns) == ["label", *(f"prob_{c}" for c in data.CLASSES)]
+    accuracy = float((predicted["label"].to_numpy() == np.asarray(data.CLASSES)[labels]).mean())
+    assert accuracy == pytest.approx(best["test_acc"], abs=0.005)
+
+    # The loaded model: a pyfunc on raw pixels; its bare network is there too, in eval mode.
+    mlflow.set_tracking_uri(f"sqlite:///{search}/mlflow.db")
+    model = mlflow.pyfunc.load_model("models:/cifar-best@champion")
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, 32, 32, 3)
+    assert model.unwrap_python_model().network.training is False
+    with pytest.raises(Exception, match=r"does not match expected shape \(-1, 32, 32, 3\)"):
+        model.predict(np.zeros((2, 3, 32, 32), dtype=np.uint8))  # channels first: refused, saying the layout
+
+
+def test_mlflow_models_serve_answers_raw_images(search, cifar_dir):
+    images, _ = _raw_test_images(cifar_dir)
+    uri = f"sqlite:///{search}/mlflow.db"
+    expected = predict_elsewhere(uri, "models:/cifar-best@champion", images[:5], folder=search / "served")
+    with served(uri, "models:/cifar-best@champion", log=search / "serve.log") as url:
+        answer = invoke(url, {"inputs": images[:5].tolist()})
+    assert [row["label"] for row in answer] == expected["label"].tolist()
 
 
 def test_results_module_reloads_the_search(search):

@@ -4,7 +4,6 @@ import json
 import sys
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -52,16 +51,15 @@ def test_a_users_tabular_task_end_to_end(tmp_path, houses_csv, ray_local, monkey
                                   filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")  # fmt: skip
     assert len(children) == 4 and all(client.get_metric_history(c.info.run_id, "val_rmse") for c in children)
 
-    # The registered model predicts prices, in the target's units, from the encoded features.
+    # The registered model (a smoke test's: never the champion) predicts prices from the CSV's own columns.
+    assert "registered as tabular-best v1; champion: none" in capsys.readouterr().out
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    model = mlflow.pytorch.load_model("models:/tabular-best/1")
-    example = np.asarray(json.loads((folder / "model_example.json").read_text())["values"], dtype=np.float32)
-    import torch
-
-    with torch.no_grad():
-        predicted = model(torch.from_numpy(example.reshape(2, -1))).squeeze(1).numpy()
-    prices = pd.read_csv(houses_csv)["price"]
-    assert prices.min() - 100 < predicted.min() and predicted.max() < prices.max() + 100
+    model = mlflow.pyfunc.load_model("models:/tabular-best/1")
+    table = pd.read_csv(houses_csv)
+    predicted = model.predict(table.drop(columns=["price"]).head(50))
+    assert list(predicted.columns) == ["price"]
+    prices = table["price"]
+    assert prices.min() - 100 < predicted["price"].min() and predicted["price"].max() < prices.max() + 100
 
     # Resume finds the space file and the task again.
     assert main(["--name", "houses", "--storage-path", str(tmp_path / "runs"), "--resume"]) == 0
@@ -75,6 +73,11 @@ def test_a_users_tabular_task_end_to_end(tmp_path, houses_csv, ray_local, monkey
         ({"task": "examples.tabular.task:NOPE"}, "has no attribute 'NOPE'"),
         ({"constants": {"target": "cost", "problem": "regression"}}, "has no column 'cost'"),
         ({"constants": {"target": "town", "problem": "regression"}}, "set problem: classification"),
+        # The problem decides the metric; a space that names one must name one the problem reports.
+        ({"constants": {"target": "town", "problem": "classification"}, "metric": "val_rmse", "mode": "min"},
+         "the space's metric 'val_rmse' is not one its task reports (val_acc (max), val_loss (min), train_loss (min)): "
+         "set metric to one of them; or leave metric and mode out of the space: its task then goes by val_acc (max)"),
+        ({"metric": "val_rmse", "mode": "max"}, "reports val_rmse as lower is better: set mode: min"),
     ],
 )
 def test_a_broken_user_task_is_refused_before_any_trial(tmp_path, houses_csv, monkeypatch, capsys, change, message):

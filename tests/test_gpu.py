@@ -91,7 +91,7 @@ def test_a_checkpoint_saved_on_gpu_loads_on_cpu(tmp_path):
     states = []
     model = loop.train(small_config(), data=data, device=CUDA, report=lambda m, state: states.append(state()))
     checkpoint.save(states[-1], tmp_path)
-    on_cpu, config = checkpoint.load_model(tmp_path, device="cpu")
+    on_cpu, config = checkpoint.load_model(tmp_path, device="cpu"), checkpoint.load(tmp_path)["config"]
     assert config["width"] == 0.25 and all(p.device.type == "cpu" for p in on_cpu.parameters())
     x = augment.normalize(data.val_x[:64])
     with torch.no_grad():

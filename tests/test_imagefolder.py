@@ -53,7 +53,7 @@ def test_load_decodes_resizes_and_holds_out_a_stratified_tenth(tmp_path):
     assert np.bincount(data.held_out["y"]).tolist() == [4, 4, 1]
     assert len(trial["train_y"]) == 90 - 18
     assert "3 classes" in data.description and "imbalanced" in data.description  # 32 vs 8 per class
-    assert data.example.shape == (2, 3, 32, 32)
+    assert data.example.shape == (2, 32, 32, 3) and data.example.dtype == np.uint8  # raw pixels, as decoded
 
 
 def test_grayscale_images_and_their_own_val_and_test_folders(tmp_path):
@@ -141,16 +141,19 @@ def test_pretrained_weights_from_the_cache_with_a_new_head_and_gray_filters(tmp_
 
 @pytest.mark.slow
 def test_an_imagefolder_search_end_to_end(tmp_path, ray_local, capsys):
-    import mlflow
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
+    from tests.registered import predict_elsewhere
     from tuner.cli import main
 
-    root = write_tree(tmp_path / "photos", per_class=(60, 60, 60))
+    # Its own test/ folder: the raw images a user holds back, 40x40 files for a 64x64 search.
+    root = write_tree(tmp_path / "photos", per_class=(60, 60, 60), splits=("train", "test"))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
     argv = ["--space", "imagefolder", "--data-dir", str(root), "--storage-path", str(tmp_path / "runs"),
-            "--name", "photos", "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--smoke-test",
-            "--num-samples", "4", "--max-epochs", "4", "--max-concurrent", "1"]  # fmt: skip
+            "--name", "photos", "--mlflow-uri", uri, "--num-samples", "4", "--max-epochs", "4",
+            "--grace-period", "1", "--reduction-factor", "2", "--max-concurrent", "1",
+            "--param", "model=small_cnn", "--param", "batch_size=32"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "3 classes, 3x64x64" in out
@@ -160,16 +163,16 @@ def test_an_imagefolder_search_end_to_end(tmp_path, ray_local, capsys):
     assert "stopped" in set(frame["status"])  # ASHA stopped at least one
     best = json.loads((folder / "best_config.json").read_text())
     assert best["val_acc"] > 0.5 and best["test_acc"] > 0.5  # chance is 1/3
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("imagefolder")
     assert len(client.search_runs([experiment.experiment_id])) == 5  # the parent and a child per trial
+    assert "registered as imagefolder-best v1; champion: v1 (val_acc" in out
 
-    # The registered model classifies a fresh image from raw 0-255 pixels.
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    model = mlflow.pytorch.load_model("models:/imagefolder-best/1")
-    rng = np.random.default_rng(99)
-    fresh = [Image.fromarray(_image(kind, rng)).resize((64, 64)) for kind in CLASSES for _ in range(5)]
-    x = torch.from_numpy(np.stack([np.asarray(f) for f in fresh]).transpose(0, 3, 1, 2).astype(np.float32))
-    with torch.no_grad():
-        predicted = model(x).argmax(1).numpy()
-    assert (predicted == np.repeat(np.arange(3), 5)).mean() > 0.5
+    # The champion, loaded from another folder, classifies the raw test files as the search scored them.
+    files = sorted((root / "test").glob("*/*.png"))
+    images = np.stack([np.asarray(Image.open(f)) for f in files])  # (N, 40, 40, 3) uint8, as decoded
+    truth = [f.parent.name for f in files]
+    predicted = predict_elsewhere(uri, "models:/imagefolder-best@champion", images, folder=tmp_path / "elsewhere")
+    assert list(predicted.columns) == ["label", *(f"prob_{c}" for c in CLASSES)]
+    accuracy = float((predicted["label"] == truth).mean())
+    assert accuracy == pytest.approx(best["test_acc"], abs=0.005)

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.servers import MlflowServer
-from tuner import tracking
+from tuner import registry, tracking
 from tuner.tracking import OUTCOME_TAG, TRIAL_TAG, MlflowTracker, where_to_browse
 
 
@@ -119,16 +119,43 @@ def test_the_summary_says_where_to_browse():
     assert "make mlflow-ui" not in where_to_browse("databricks", experiment_id="3", run_id="abc")
 
 
-def test_the_champion_alias_moves_only_to_a_better_version(tmp_path):
+def test_the_champion_alias_moves_only_to_a_better_comparable_version(tmp_path):
     uri = f"sqlite:///{tmp_path}/store.db"
     tracker = MlflowTracker(uri=uri, experiment="e", search_name="s", folder=str(tmp_path), metric="val_loss")
     client = MlflowClient(tracking_uri=uri)
     client.create_registered_model("m")
-    for score in (0.5, 0.7, 0.3):  # lower is better
-        version = client.create_model_version("m", source=str(tmp_path)).version
-        client.set_model_version_tag("m", version, "val_loss", f"{score:.4f}")
-        tracker._crown("m", version, score=score, mode="min")
+
+    def register(score, **change):
+        record = {"search": "s", "trial_id": "t", "metric": "val_loss", "mode": "min", "val_loss": score}
+        record.update(change.pop("record", {}))
+        tags = registry.version_tags(record, task=change.get("task", "cifar"), data_key=change.get("data", "d1"),
+                                     smoke=change.get("smoke", False))  # fmt: skip
+        version = str(client.create_model_version("m", source=str(tmp_path)).version)
+        for k, v in tags.items():
+            client.set_model_version_tag("m", version, k, v)
+        return registry.crown(client, "m", version, tags=tags, mode=tags["mode"])
+
+    assert register(0.5, smoke=True)[0] is None  # a smoke test's version: never, even with no champion yet
+    assert register(0.5) == ("2", "")  # lower is better; the first comparable version takes it
+    held, why = register(0.7)
+    assert held == "2" and "scored as well or better (val_loss 0.5000)" in why
+    held, why = register(0.1, data="d2")
+    assert held == "2" and "was trained on other data" in why
+    assert "set_registered_model_alias('m', 'champion', '4')" in why
+    held, why = register(0.9, record={"metric": "val_acc", "mode": "max", "val_acc": 0.9})
+    assert held == "2" and "goes by another metric and goes by another mode" in why
+    assert register(0.2, task="mine:TASK")[0] == "2"
+    assert register(0.1, smoke=True)[0] == "2"
+    assert register(0.3) == ("8", "")  # better, and comparable: it moves
+    assert register(0.3)[0] == "8"  # a tie keeps the champion it has
     champion = client.get_model_version_by_alias("m", "champion")
-    assert str(champion.version) == "3" and champion.tags["val_loss"] == "0.3000"
+    assert str(champion.version) == "8" and champion.tags["val_loss"] == "0.3000"
+    # A champion registered before versions carried what they are compared by gives way to a real search's.
+    client.delete_registered_model_alias("m", "champion")
+    legacy = str(client.create_model_version("m", source=str(tmp_path)).version)
+    client.set_model_version_tag("m", legacy, "val_loss", "0.0100")
+    client.set_registered_model_alias("m", "champion", legacy)
+    assert register(0.4) == ("11", "")
+    assert tracker.metric == "val_loss"
     experiment = client.get_experiment_by_name("e")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from trainables import data as cifar_data
-from trainables.loop import RECIPE_KEYS, DeviceData, evaluate, train
+from trainables.loop import RECIPE_KEYS, DeviceData, evaluate, logits, train
 from trainables.models import build_model
-from trainables.task import TaskData, TaskError, TrialContext, on_device
+from trainables.task import TaskData, TaskError, TrialContext, class_frame, on_device
 
 
 class CifarTask:
@@ -35,11 +36,12 @@ class CifarTask:
         digest = hashlib.sha1(splits.train_y.tobytes() + splits.val_y.tobytes() + splits.train_x[:64].tobytes())
         trial = {k: getattr(splits, k) for k in ("train_x", "train_y", "val_x", "val_y")}
         trial["key"] = f"{digest.hexdigest()}-{len(splits.train_y)}-{len(splits.val_y)}"
-        example = np.zeros((2, 3, 32, 32), dtype=np.float32)  # 2: a batch of 1 would fix the exported batch size
+        example = to_hwc(splits.test_x[:2])  # raw test images, as a user holds them
         return TaskData(trial, (splits.test_x, splits.test_y), splits.sizes(), example)
 
-    def metrics(self, constants: dict[str, Any]) -> tuple[str, ...]:
-        return ("val_acc", "val_loss", "train_loss", "images_per_s", "epoch_time_s")
+    def metrics(self, constants: dict[str, Any]) -> dict[str, str]:
+        return {"val_acc": "max", "val_loss": "min", "train_loss": "min", "images_per_s": "max",
+                "epoch_time_s": "min"}  # fmt: skip
 
     def config_keys(self, constants: dict[str, Any]) -> tuple[str, ...]:
         return RECIPE_KEYS
@@ -65,10 +67,29 @@ class CifarTask:
         return {"test_acc": acc, "test_loss": loss, "confusion_matrix": counts.tolist(),
                 "classes": list(cifar_data.CLASSES)}  # fmt: skip
 
+    def predict(self, model: nn.Module, state: dict[str, Any], inputs: Any) -> pd.DataFrame:
+        """Class names and probabilities for uint8 images (N, 32, 32, 3), as CIFAR-10's arrays hold them.
+
+        The network's normalisation and the test-time augmentation the search
+        scored it with are applied here, so the scores match the search's test
+        accuracy.
+        """
+        images = np.asarray(inputs)
+        if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+            raise ValueError(f"inputs are {images.shape}, but must be images (N, 32, 32, 3), 0-255 pixels in HWC order")
+        x = torch.from_numpy(np.ascontiguousarray(images.astype(np.uint8).transpose(0, 3, 1, 2)))
+        device = next(model.parameters()).device
+        return class_frame(logits(model, x.to(device), tta=int(state["config"]["tta"])), cifar_data.CLASSES)
+
     def build_model(self, state: dict[str, Any]) -> nn.Module:
         model = build_model(state["config"])
         model.load_state_dict(state["model"])
         return model.eval()
+
+
+def to_hwc(images: np.ndarray) -> np.ndarray:
+    """(N, 3, 32, 32) -> (N, 32, 32, 3): the layout of torchvision's ``CIFAR10.data`` and of decoded image files."""
+    return np.ascontiguousarray(np.asarray(images).transpose(0, 2, 3, 1))
 
 
 TASK = CifarTask()

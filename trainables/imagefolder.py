@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms.v2.functional import resize, rgb_to_grayscale
 
 from trainables import augment
-from trainables.task import Diverged, TaskData, TaskError, TrialContext, on_device
+from trainables.task import Diverged, TaskData, TaskError, TrialContext, class_frame, on_device
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 MAX_BYTES = 4 * 1024**3  # uint8 pixels a trial may hold on its device
@@ -218,18 +220,20 @@ class ImageFolderTask:
         std = [max(s, 1.0) for s in x.reshape(len(x), channels, -1).std(axis=(0, 2)).tolist()]
         digest = hashlib.sha1(y.tobytes() + x[:16].tobytes()).hexdigest()
         trial = {"train_x": x, "train_y": y, "val_x": splits["val"][0], "val_y": splits["val"][1],
-                 "classes": classes, "channels": channels, "mean": mean, "std": std,
+                 "classes": classes, "channels": channels, "mean": mean, "std": std, "image_size": size,
                  "key": f"{digest}-{len(y)}"}  # fmt: skip
         imbalance = counts.max() / max(counts.min(), 1)
         description = (f"{len(y)} train / {len(splits['val'][1])} val / {len(splits['test'][1])} test images, "
                        f"{len(classes)} classes, {channels}x{size}x{size}; "
                        f"images per class {counts.min()}..{counts.max()}"
                        + (f" (imbalanced {imbalance:.1f}:1)" if imbalance >= 2 else ""))  # fmt: skip
-        example = splits["test"][0][:2].astype(np.float32)
-        return TaskData(trial, {"x": splits["test"][0], "y": splits["test"][1]}, description, example)
+        example = np.ascontiguousarray(splits["test"][0][:2].transpose(0, 2, 3, 1))  # (N, H, W, C), as decoded
+        # Any height and width: the registered model resizes as the search did.
+        return TaskData(trial, {"x": splits["test"][0], "y": splits["test"][1]}, description, example,
+                        example_shape=(-1, -1, -1, channels))  # fmt: skip
 
-    def metrics(self, constants: dict[str, Any]) -> tuple[str, ...]:
-        return ("val_acc", "val_loss", "train_loss")
+    def metrics(self, constants: dict[str, Any]) -> dict[str, str]:
+        return {"val_acc": "max", "val_loss": "min", "train_loss": "min"}
 
     def config_keys(self, constants: dict[str, Any]) -> tuple[str, ...]:
         # Besides these, small_cnn reads width and the torchvision models read pretrained.
@@ -294,7 +298,7 @@ class ImageFolderTask:
             context.report(metrics, lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                              "schedule": schedule.state_dict(), "channels": data["channels"],
                                              "classes": list(data["classes"]), "mean": data["mean"],
-                                             "std": data["std"]})  # fmt: skip
+                                             "std": data["std"], "image_size": data["image_size"]})  # fmt: skip
 
     def evaluate(self, state: dict[str, Any], held_out: dict[str, Any], *, device: torch.device) -> dict[str, Any]:
         """Test accuracy, loss and confusion matrix of the checkpoint on the test images."""
@@ -304,6 +308,29 @@ class ImageFolderTask:
         counts = torch.zeros(len(classes), len(classes), dtype=torch.int64, device=device)
         loss, acc = self._scores(model, x, y, counts)
         return {"test_acc": acc, "test_loss": loss, "confusion_matrix": counts.tolist(), "classes": classes}
+
+    def predict(self, model: nn.Module, state: dict[str, Any], inputs: Any) -> pd.DataFrame:
+        """Class names and probabilities for uint8 images (N, H, W, C) or grayscale (N, H, W), of any size.
+
+        They are converted to the search's channels and resized to its image size
+        as the search's images were; the network normalises them itself.
+        """
+        images = np.asarray(inputs)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise ValueError(f"inputs are {images.shape}, but must be images (N, H, W, C) with C 1 or 3, or "
+                             f"grayscale (N, H, W), 0-255 pixels")  # fmt: skip
+        x = torch.from_numpy(np.ascontiguousarray(images.astype(np.uint8).transpose(0, 3, 1, 2)))
+        channels, size = int(state["channels"]), int(state["image_size"])
+        if x.shape[1] != channels:
+            x = rgb_to_grayscale(x) if channels == 1 else x.expand(-1, 3, -1, -1)
+        if tuple(x.shape[2:]) != (size, size):
+            x = resize(x, [size, size], antialias=True)
+        model.eval()
+        device = next(model.parameters()).device
+        out = [model(x[i : i + EVAL_BATCH].to(device)).float() for i in range(0, len(x), EVAL_BATCH)]
+        return class_frame(torch.cat(out), state["classes"])
 
     def build_model(self, state: dict[str, Any]) -> nn.Module:
         # The trained weights replace any pretrained ones: nothing is read from the weights cache here.

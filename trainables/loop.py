@@ -95,6 +95,23 @@ def _tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
     return 0.5 * logits + 0.25 * sum(0.5 * (view(s) + view(s.flip(3))) for s in shifted)
 
 
+def batch_logits(model: nn.Module, images: torch.Tensor, *, tta: int) -> torch.Tensor:
+    """float32 logits (B, classes) of uint8 ``images`` (B, 3, H, W): normalised, then averaged over TTA views."""
+    x = augment.normalize(images)
+    if images.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(images.device):
+        return _tta_logits(model, x, tta)
+
+
+@torch.no_grad()
+def logits(model: nn.Module, images: torch.Tensor, *, tta: int) -> torch.Tensor:
+    """The logits ``evaluate`` scores, for uint8 ``images`` (N, 3, H, W), in batches of ``EVAL_BATCH``."""
+    model.eval()
+    parts = [batch_logits(model, images[i : i + EVAL_BATCH], tta=tta) for i in range(0, len(images), EVAL_BATCH)]
+    return torch.cat(parts) if parts else torch.zeros(0, 0)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -117,12 +134,8 @@ def evaluate(
     x_all, y_all = images[rank::world_size], labels[rank::world_size]
     sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, count
     for i in range(0, len(y_all), EVAL_BATCH):
-        x = augment.normalize(x_all[i : i + EVAL_BATCH])
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        logits = batch_logits(model, x_all[i : i + EVAL_BATCH], tta=tta)
         y = y_all[i : i + EVAL_BATCH]
-        with autocast(device):
-            logits = _tta_logits(model, x, tta)
         sums[0] += F.cross_entropy(logits, y, reduction="sum")
         predicted = logits.argmax(1)
         sums[1] += (predicted == y).sum()

@@ -12,8 +12,9 @@ at four points.
    then stops before any trial starts) and returns a ``TaskData``: ``trial``, what
    every trial receives (put once in Ray's object store, so plain arrays and
    values), ``held_out``, what the final test evaluation keeps back, a
-   ``description`` for the log, and ``example``, a small batch of model inputs
-   for the registered model's signature.
+   ``description`` for the log, and ``example``, a few of the user's raw inputs
+   as they hold them (uint8 pixels, a DataFrame of a table's own columns): the
+   registered model's signature and input example.
 2. ``train`` runs one trial: build the model from ``config`` (the space's
    parameters and constants, plus ``epochs``, the trial's budget, and ``seed``),
    train on ``context.device``, continue from ``context.start`` when it is not
@@ -37,10 +38,22 @@ at four points.
 4. ``build_model`` rebuilds the trained network from a saved ``state``, in
    eval mode, for the model registry.
 
-Optionally, ``metrics(constants)`` names the metrics ``train`` reports, and
+The registered model takes the user's raw inputs: ``predict(model, state,
+inputs)``, optional, turns inputs like ``TaskData.example`` into predictions
+with the network ``build_model`` rebuilt (preprocessing such as resizing,
+scaling or one-hot encoding inside it, from values kept in ``state``), and
+returns what a user reads: a classifier's class names (``class_frame``), a
+regression's values in the target's units. Without it, inputs are taken as the
+network's own input tensor and its raw outputs come back.
+
+Optionally, ``metrics(constants)`` names the metrics ``train`` reports, with
+each one's direction (``{"val_acc": "max", "val_loss": "min"}``; a plain list
+of names is trusted without directions), ``objective(constants)`` the
+``(metric, mode)`` a space that names none goes by, and
 ``config_keys(constants)`` the config keys ``train`` reads: a space whose metric
-is not among the first, or that lacks one of the second (as a parameter or a
-constant), is then refused before the search starts. Read the config with
+is not among the first, whose mode disagrees with the metric's direction, or
+that lacks one of the config keys (as a parameter or a constant), is then
+refused before the search starts. Read the config with
 ``config[key]``, never ``config.get(key, default)``: the space is the one place
 a recipe's values live.
 
@@ -56,6 +69,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -82,7 +96,9 @@ class TaskData:
     trial: Any  # what every trial receives, through Ray's object store
     held_out: Any  # what the final test evaluation uses, kept on the driver
     description: str  # e.g. "45000 train / 5000 val / 10000 test"
-    example: np.ndarray  # a small batch of model inputs, for the registered model's signature
+    example: Any  # a few raw inputs (an array, a DataFrame): the registered model's signature and input example
+    # The shape of the inputs the registered model accepts, -1 for any size (default: the example's, any batch).
+    example_shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,16 +165,75 @@ def is_out_of_memory(error: BaseException) -> bool:
 BUILTIN = {"cifar": "trainables.cifar:TASK", "imagefolder": "trainables.imagefolder:TASK"}  # name -> where it lives
 
 
-def check_metric(task: Any, metric: str, constants: dict[str, Any]) -> None:
-    """Refuse a space ``metric`` that ``task`` says it never reports (tasks without ``metrics`` are trusted)."""
+DEFAULT_OBJECTIVE = ("val_acc", "max")  # a space that names no metric, of a task that names none either
+
+
+def metric_modes(task: Any, constants: dict[str, Any]) -> dict[str, str | None] | None:
+    """The metrics ``task`` reports, each with its direction (None: not said); None when the task does not say."""
     reports = getattr(task, "metrics", None)
-    if callable(reports):
-        known = tuple(reports(constants))
-        if metric not in known:
-            raise TaskError(
-                f"the space's metric '{metric}' is not one its task reports ({', '.join(known)}): "
-                f"set metric to one of them"
-            )
+    if not callable(reports):
+        return None
+    named = reports(constants)
+    if isinstance(named, dict):
+        return {str(k): (str(v) if v is not None else None) for k, v in named.items()}
+    return dict.fromkeys(map(str, named))
+
+
+def _listed(modes: dict[str, str | None]) -> str:
+    return ", ".join(f"{k} ({v})" if v else k for k, v in modes.items())
+
+
+def resolve_objective(task: Any, metric: str | None, mode: str | None, constants: dict[str, Any]) -> tuple[str, str]:
+    """The ``(metric, mode)`` a search of ``task`` goes by: the space's, checked against what the task reports.
+
+    A space may leave out ``metric`` (the task's ``objective`` then decides,
+    else ``val_acc``) and ``mode`` (the metric's direction, as the task gives it,
+    else ``max``). A metric the task never reports, or a mode against the
+    metric's direction, is refused with the fix.
+    """
+    modes = metric_modes(task, constants)
+    default = getattr(task, "objective", None)
+    chosen = tuple(default(constants)) if callable(default) else None
+    hint = (f"; or leave metric and mode out of the space: its task then goes by {chosen[0]} ({chosen[1]})"
+            if chosen else "")  # fmt: skip
+    if metric is None:
+        metric = chosen[0] if chosen else DEFAULT_OBJECTIVE[0]
+        if mode is None:
+            mode = chosen[1] if chosen else None
+    if modes is not None and metric not in modes:
+        raise TaskError(
+            f"the space's metric '{metric}' is not one its task reports ({_listed(modes)}): set metric to one of "
+            f"them{hint}"
+        )
+    direction = (modes or {}).get(metric)
+    if mode is None:
+        mode = direction or DEFAULT_OBJECTIVE[1]
+    if direction and mode != direction:
+        better = "higher" if direction == "max" else "lower"
+        raise TaskError(
+            f"the space says mode: {mode} for {metric}, but its task reports {metric} as {better} is better: set "
+            f"mode: {direction}{hint}"
+        )
+    return metric, mode
+
+
+def class_frame(logits: torch.Tensor, classes: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """A classifier's predictions as a user reads them: ``label`` (the class name) and ``prob_<class>`` columns."""
+    probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    frame = pd.DataFrame({"label": [str(classes[i]) for i in probs.argmax(1)]})
+    for i, name in enumerate(classes):
+        frame[f"prob_{name}"] = probs[:, i]
+    return frame
+
+
+def predict(task: Any, model: nn.Module, state: dict[str, Any], inputs: Any) -> Any:
+    """What the registered model returns for raw ``inputs``: the task's ``predict``, else the network's outputs."""
+    with torch.no_grad():
+        own = getattr(task, "predict", None)
+        if callable(own):
+            return own(model, state, inputs)
+        values = inputs.to_numpy() if isinstance(inputs, pd.DataFrame) else np.asarray(inputs)
+        return model(torch.as_tensor(values, dtype=torch.float32)).numpy()
 
 
 def check_config_keys(task: Any, given: set[str], constants: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from search_spaces import SpaceError, format_spaces, get_space, is_path, space_names
 from trainables.data import DataError
-from trainables.task import TaskError, check_config_keys, check_metric, load_task
+from trainables.task import TaskError, check_config_keys, load_task, resolve_objective
 from tuner.errors import UsageError
 from tuner.settings import (
     SCHEDULERS,
@@ -274,11 +274,15 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
         )
     if args.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial is {args.cpus_per_trial:g}, but must be > 0")
+    # A task of the user's that does not import, a metric it never reports or a mode against the metric's
+    # direction fails here, before Ray starts; a space that names no metric goes by its task's.
+    task, constants = load_task(space.task), dict(space.constants)
+    metric, mode = resolve_objective(task, space.metric, space.mode, constants)
     settings = SearchSettings(
         space_name=space.name,
         space_file=space.source,
-        metric=space.metric,
-        mode=space.mode,
+        metric=metric,
+        mode=mode,
         data_dir=str((cwd / args.data_dir).resolve()),
         budget=budget,
         resources=Resources(
@@ -310,9 +314,6 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
     check_scheduler(
         args.scheduler, space=settings.space(), budget=budget, search=args.search, max_concurrent=args.max_concurrent
     )
-    # A task of the user's that does not import, or a metric it never reports, fails here, before Ray starts.
-    task, constants = load_task(space.task), dict(space.constants)
-    check_metric(task, space.metric, constants)
     check_config_keys(task, {p.name for p in space.params} | set(constants) | {"epochs", "seed"}, constants)
     check_batch_split(settings)
     if settings.warm_start:  # a folder that cannot seed the search is refused here, before Ray starts

@@ -60,3 +60,12 @@ def record(folder: str, *, data: Any, task: str) -> dict[str, Any]:
              "versions": versions()}  # fmt: skip
     _fs.write_text(path, json.dumps(saved, indent=2) + "\n")
     return saved
+
+
+def data_key(folder: str) -> str:
+    """The key of the data the search in ``folder`` trained on, as ``provenance.json`` holds it ("" without one)."""
+    from results import _fs
+    from results.table import PROVENANCE_JSON
+
+    path = _fs.join(folder, PROVENANCE_JSON)
+    return str(json.loads(_fs.read_text(path)).get("data_key", "")) if _fs.exists(path) else ""

@@ -23,7 +23,7 @@ import results
 from results import _fs
 from results import cost as cost_module
 from results.report import HTML, REPORT_DIR, make_report
-from search_spaces import SearchSpace, conditions
+from search_spaces import SearchSpace, conditions, mark_inactive
 from trainables.task import TaskData, load_data, load_task
 from tuner import packing, provenance, resources, schedulers
 from tuner import progress as progress_module
@@ -33,7 +33,7 @@ from tuner.progress import ProgressTable
 from tuner.settings import GPUS_AUTO, SearchSettings, tracking_unreachable
 from tuner.space import optuna_searcher, param_space, reference_point
 from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_histories, trial_rows
-from tuner.tracking import NOTE_TAG, MlflowTracker, describe_search, save_example, where_to_browse
+from tuner.tracking import NOTE_TAG, MlflowTracker, describe_search, how_to_load, save_example, where_to_browse
 from tuner.trainable import trainable_for
 from tuner.trial import DataRef, TrialSettings
 from tuner.warm import WarmStart, load_warm_start
@@ -337,7 +337,8 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
     if settings.run.resume and _fs.exists(_fs.join(settings.folder, results.RESULTS_CSV)):
         print(
             f"search '{settings.name}' already finished:\n"
-            + results.leaderboard(results.load_results(settings.folder), metric=settings.metric, mode=settings.mode),
+            + results.leaderboard(results.load_results(settings.folder), metric=settings.metric, mode=settings.mode,
+                                  folder=settings.folder),
             file=out,
         )
         return results.load_best(settings.folder) if _fs.exists(_fs.join(settings.folder, results.BEST_CONFIG)) else {}
@@ -372,7 +373,11 @@ def _search(
     concurrency: int,
     out: TextIO,
 ) -> dict[str, Any]:
-    save_example(settings.folder, dataset.example)
+    save_example(settings.folder, dataset.example, shape=dataset.example_shape)
+    # A first run on a machine without a GPU: say now that the real budget is slow here, and how to try it quickly.
+    on_cpu = not settings.resources.gpus_per_trial and not settings.smoke_test and not settings.run.resume
+    if on_cpu:
+        print(cpu_notice(settings, concurrency=concurrency), file=out, flush=True)
     progress = ProgressTable(
         params=[p.name for p in space.params if p.kind != "fixed"],
         metric=settings.metric,
@@ -381,6 +386,9 @@ def _search(
         max_epochs=settings.budget.max_epochs,
         epochs_per_trial=schedulers.expected_epochs(settings.scheduler, settings.budget),
         gpus_per_trial=float(settings.resources.gpus_per_trial),
+        conditions=conditions(space),
+        cpu_estimate=on_cpu,
+        concurrency=concurrency,
     )
     warm = None if settings.run.resume else warm_start(settings, space)
     if warm:
@@ -440,6 +448,7 @@ def finish(
         tracker.log_metrics({f"confirmed_{metric}_mean": winner.mean, f"confirmed_{metric}_std": winner.std})
     best = best_trial(grid, metric=metric, mode=mode, only=confirmed[0].trial_id if confirmed else None)
     record: dict[str, Any] | None = None
+    registered = None
     if best is not None:
         checkpoint, metrics, result = best
         scores = test_scores(settings, space, checkpoint, dataset)
@@ -453,7 +462,8 @@ def finish(
             **scores,
             "test_metrics": list(scores),
             "epoch": metrics.get("epoch"),
-            "config": result.config,
+            # As results.csv shows it: a conditional parameter that did not hold is "inactive", never a value.
+            "config": mark_inactive(result.config or {}, conditions(space)),
             "checkpoint": checkpoint.path,
             "cost": cost,
             **confusion,
@@ -463,10 +473,14 @@ def finish(
                                   "mean": c.mean, "std": c.std, "scores": c.scores, "held": c.held}
                                  for c in confirmed]  # fmt: skip
         with checkpoint.as_directory() as folder:
-            record["model_uri"] = tracker.log_best(
+            registered = tracker.log_best(
                 checkpoint_dir=folder, task=space.task, example=dataset.example, record=record,
-                registered_name=f"{space.name}-best",
+                registered_name=f"{space.name}-best", data_key=provenance.data_key(settings.folder),
+                smoke=settings.smoke_test, example_shape=dataset.example_shape,
             )  # fmt: skip
+        if registered is not None:
+            record["model_uri"] = registered.uri
+            record["registered"] = registered.describe()
         tracker.log_metrics({f"best_{metric}": record[metric], **scores})
     frame = results.write(settings.folder, rows, record, metric=metric, mode=mode)
     try:
@@ -495,7 +509,26 @@ def finish(
         where_to_browse(settings.run.mlflow_uri, experiment_id=tracker.experiment_id, run_id=tracker.parent_run_id),
         file=out,
     )
+    if record and registered is not None:  # the deliverable, last: which version, who is champion, how to load it
+        print(record["registered"], file=out)
+        print(how_to_load(settings.run.mlflow_uri, registered), file=out)
+    elif record:
+        print(f"not registered: MLflow did not answer or refused it (the warnings above say which); register it "
+              f"with: python run_tune.py --sync {settings.folder}", file=out)  # fmt: skip
     return record or {}
+
+
+def cpu_notice(settings: SearchSettings, *, concurrency: int) -> str:
+    """What a search on CPU says before its first trial: the budget, that it is slow here, and the quick ways."""
+    b = settings.budget
+    epochs = b.num_samples * schedulers.expected_epochs(settings.scheduler, b)
+    return (
+        f"no GPU: the trials run on CPU, {concurrency} at a time. This search's budget ({b.num_samples} trials of up "
+        f"to {b.max_epochs} epochs, ~{epochs:.0f} trial-epochs under {schedulers.LABELS[settings.scheduler]}) "
+        f"takes long on CPU (hours for the cifar space); the first epoch gives an estimate. Quick ways: "
+        f"--smoke-test (make smoke) tries the whole search on a slice of the data in minutes; a GPU runs the "
+        f"real one much faster. Ctrl-C stops it, resumable."
+    )
 
 
 def print_summary(
@@ -507,8 +540,8 @@ def print_summary(
     *,
     out: TextIO,
 ) -> None:
-    board = results.leaderboard(frame, metric=settings.metric, mode=settings.mode)
-    print(f"\nleaderboard ({len(rows)} trials):\n{board}", file=out)
+    board = results.leaderboard(frame, metric=settings.metric, mode=settings.mode, folder=settings.folder)
+    print(f"\nleaderboard ({len(rows)} trials, best first):\n{board}", file=out)
     for status, why in (("diverged", "diverged (training loss not finite)"),
                         ("infeasible", "ran out of GPU memory (configuration infeasible)")):  # fmt: skip
         ended = ended_early(rows, status)
@@ -527,8 +560,6 @@ def print_summary(
             + f"epoch {record['epoch']}",
             file=out,
         )
-        if record.get("model_uri"):
-            print(f"registered model: {record['model_uri']}", file=out)
     print(
         f"results: {_fs.join(settings.folder, results.RESULTS_CSV)}, {_fs.join(settings.folder, results.BEST_CONFIG)}",
         file=out,

@@ -114,7 +114,9 @@ class SearchSettings:
 
     def space(self) -> SearchSpace:
         """The named space with the smoke test's and the user's overrides applied."""
-        return searched_space(self.space_file or self.space_name, smoke_test=self.smoke_test, params=self.params)
+        space = searched_space(self.space_file or self.space_name, smoke_test=self.smoke_test, params=self.params)
+        # The metric and mode as resolved when the search started (a space may leave them to its task).
+        return dataclasses.replace(space, metric=self.metric, mode=self.mode)
 
     def with_gpus(self, gpus_per_trial: float) -> SearchSettings:
         return dataclasses.replace(self, resources=dataclasses.replace(self.resources, gpus_per_trial=gpus_per_trial))

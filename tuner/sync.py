@@ -21,6 +21,7 @@ import results
 from results import _fs
 from results.report import make_report
 from results.table import EARLY_END_FLAGS
+from tuner import provenance
 from tuner.settings import SearchSettings, redact
 from tuner.tracking import MODEL_TAG, MlflowTracker, describe_search, load_example
 
@@ -68,7 +69,7 @@ def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> d
         raise SyncError(f"MLflow at {redact(uri)} is still unavailable: start it, or pass --mlflow-uri")
     tracker.log_search(params=settings.mlflow_params(), tags={"synced_from": folder})
     epochs = sum(_sync_trial(tracker, row) for row in frame.to_dict("records"))
-    _sync_best(tracker, folder, settings)
+    _sync_best(tracker, folder, settings, out=out)
     if not tracker.client.list_artifacts(tracker.parent_run_id, "report"):
         tracker.log_report(str(make_report(folder)), note=describe_search(settings, settings.space()))
     tracker.end(status="FINISHED")
@@ -79,7 +80,7 @@ def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> d
     return report
 
 
-def _sync_best(tracker: MlflowTracker, folder: str, settings: SearchSettings) -> None:
+def _sync_best(tracker: MlflowTracker, folder: str, settings: SearchSettings, *, out: TextIO) -> None:
     if not _fs.exists(_fs.join(folder, results.BEST_CONFIG)):
         return
     best = results.load_best(folder)
@@ -91,5 +92,11 @@ def _sync_best(tracker: MlflowTracker, folder: str, settings: SearchSettings) ->
     if missing:
         tracker.log_metrics(missing)
     if MODEL_TAG not in parent.data.tags:
-        tracker.log_best(checkpoint_dir=best["checkpoint"], task=settings.space().task, example=load_example(folder),
-                         record=best, registered_name=f"{settings.space_name}-best")  # fmt: skip
+        example, shape = load_example(folder)
+        registered = tracker.log_best(
+            checkpoint_dir=best["checkpoint"], task=settings.space().task, example=example, example_shape=shape,
+            record=best, registered_name=f"{settings.space_name}-best", data_key=provenance.data_key(folder),
+            smoke=settings.smoke_test,
+        )  # fmt: skip
+        if registered is not None:
+            print(registered.describe(), file=out)

@@ -22,16 +22,15 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-import trainables
 from results import _fs
 from results.table import EARLY_END_FLAGS, trial_status
 from search_spaces import SearchSpace, mark_inactive
-from trainables.checkpoint import load_model
-from trainables.task import BUILTIN
+from tuner import registry
 from tuner.schedulers import LABELS
 from tuner.settings import SearchSettings, redact, tracking_unreachable
 
@@ -45,7 +44,6 @@ CONFIRMED_TAG = "hpsearch.confirmed"  # --confirm: the config's mean score and s
 EXPLOIT_TAG = "hpsearch.exploit"  # .1, .2, ...: each PBT exploit of a trial, from which trial, at which epoch, how
 NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
-CHAMPION = "champion"  # the alias of the best registered version: models:/<space>-best@champion
 MAX_PARAM_LENGTH = 6000
 TRACKING_LOG = "tracking.log"  # what MLflow's client prints, kept out of the search's output
 EXAMPLE_FILE = "model_example.json"  # the task's example inputs, kept in the search's folder
@@ -84,28 +82,27 @@ def artifact_location(uri: str) -> str | None:
     return None
 
 
-def code_paths(task: str) -> list[str]:
-    """The code a registered model needs to load: ``trainables``, and a user's task module or package."""
-    paths = [str(Path(trainables.__file__).parent)]
-    if task not in BUILTIN:
-        module = sys.modules.get(task.partition(":")[0])
-        source = Path(getattr(module, "__file__", "") or "")
-        if source.name:
-            own = source.parent if source.name == "__init__.py" else source
-            if not str(own).startswith(paths[0]):
-                paths.append(str(own))
-    return paths
+def save_example(folder: str, example: Any, *, shape: tuple[int, ...] | None = None) -> None:
+    """Keep the task's example inputs (and the input ``shape`` its model accepts) with the search, for
+    ``run_tune.py --sync`` to register the model later."""
+    if isinstance(example, pd.DataFrame):
+        saved = {"frame": json.loads(example.to_json(orient="split", index=False)),
+                 "dtypes": {str(k): str(v) for k, v in example.dtypes.items()}}  # fmt: skip
+    else:
+        example = np.asarray(example)
+        saved = {"dtype": str(example.dtype), "shape": list(example.shape), "values": example.ravel().tolist()}
+    saved["accepts"] = list(shape) if shape else None
+    _fs.write_text(_fs.join(folder, EXAMPLE_FILE), json.dumps(saved))
 
 
-def save_example(folder: str, example: np.ndarray) -> None:
-    """Keep the task's example inputs with the search, for ``run_tune.py --sync`` to register the model later."""
-    text = json.dumps({"dtype": str(example.dtype), "shape": list(example.shape), "values": example.ravel().tolist()})
-    _fs.write_text(_fs.join(folder, EXAMPLE_FILE), text)
-
-
-def load_example(folder: str) -> np.ndarray:
+def load_example(folder: str) -> tuple[Any, tuple[int, ...] | None]:
+    """The example inputs ``save_example`` kept, and the input shape the model accepts (None: the example's)."""
     saved = json.loads(_fs.read_text(_fs.join(folder, EXAMPLE_FILE)))
-    return np.asarray(saved["values"], dtype=saved["dtype"]).reshape(saved["shape"])
+    accepts = tuple(saved["accepts"]) if saved.get("accepts") else None
+    if "frame" in saved:
+        frame = pd.DataFrame(saved["frame"]["data"], columns=saved["frame"]["columns"])
+        return frame.astype({k: v for k, v in saved["dtypes"].items() if k in frame}), accepts
+    return np.asarray(saved["values"], dtype=saved["dtype"]).reshape(saved["shape"]), accepts
 
 
 def where_to_browse(uri: str, *, experiment_id: str | None, run_id: str | None) -> str:
@@ -122,6 +119,13 @@ def where_to_browse(uri: str, *, experiment_id: str | None, run_id: str | None) 
             f"{uri}`, then open http://127.0.0.1:5000/{page}"
         )
     return f"MLflow: {redact(uri)}" + (f" (experiment {experiment_id}, run {run_id})" if page else "")
+
+
+def how_to_load(uri: str, registered: registry.Registered) -> str:
+    """A line of Python that loads the registered model from any folder: the tracking URI is stated, absolute."""
+    ref = f"models:/{registered.name}@champion" if registered.champion else registered.uri
+    return (f'load it from anywhere: import mlflow; mlflow.set_tracking_uri("{redact(uri)}"); '
+            f'model = mlflow.pyfunc.load_model("{ref}"); model.predict(raw_inputs)')  # fmt: skip
 
 
 def describe_exploit(result: dict[str, Any]) -> str:
@@ -145,7 +149,8 @@ def describe_search(settings: SearchSettings, space: SearchSpace) -> str:
         f"{b.grace_period}, reduction factor {b.reduction_factor}) by `{settings.metric}` ({settings.mode}).\n\n"
         f"Searched: {searched}.\n\n"
         f"Each trial is a child run (tag `hpsearch.outcome`: completed, stopped, diverged, infeasible, error); "
-        f"the best model is registered as `{space.name}-best` (alias `champion` for the best of all searches).\n\n"
+        f"the best model is registered as `{space.name}-best` (alias `champion`: the best of the searches "
+        f"on the same data, task and metric; never a smoke test).\n\n"
         f"Files: `{redact(settings.folder)}` (`results.csv`, `best_config.json`)."
     )
 
@@ -357,47 +362,40 @@ class MlflowTracker(tune.Callback):
 
     @_tracked
     def log_best(
-        self, *, checkpoint_dir: str, task: str, example: np.ndarray, record: dict[str, Any], registered_name: str
-    ) -> str:
-        """The best checkpoint as artifacts, its network (rebuilt by ``task``) logged and registered.
+        self,
+        *,
+        checkpoint_dir: str,
+        task: str,
+        example: Any,
+        record: dict[str, Any],
+        registered_name: str,
+        data_key: str,
+        smoke: bool,
+        example_shape: tuple[int, ...] | None = None,
+    ) -> registry.Registered:
+        """The best checkpoint as artifacts, and as a pyfunc on raw inputs registered under ``registered_name``.
 
-        ``record`` is the best trial's entry of ``best_config.json`` (search, trial_id, its
-        metric's value, the test scores): the registered version is tagged with it.
-        ``example`` is a small batch of model inputs. Returns the model URI.
+        ``record`` is the best trial's entry of ``best_config.json``: the version
+        is tagged with it, with ``task``, the ``data_key`` and ``smoke``, by which
+        the champion rule compares versions (``tuner.registry``). ``example`` is a
+        few raw inputs from the data.
         """
-        model, _ = load_model(checkpoint_dir, task=task)
-        scores = (self.metric, *record.get("test_metrics", ()))
-        tags = {"search": str(record["search"]), "trial_id": str(record["trial_id"])}
-        tags.update({k: f"{record[k]:.4f}" for k in scores if isinstance(record.get(k), (int, float))})
         mlflow.set_tracking_uri(self.uri)
         self.client.log_artifacts(self.parent_run_id, checkpoint_dir, artifact_path="best_checkpoint")
         with mlflow.start_run(run_id=self.parent_run_id, experiment_id=self.experiment_id):
-            info = mlflow.pytorch.log_model(
-                model,
-                name="model",
-                input_example=example,
-                registered_model_name=registered_name,
-                # Stated, not inferred: inference runs a subprocess that takes about 10 s.
-                pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
-                # The network's classes travel with it, so it loads where this project is not installed.
-                code_paths=code_paths(task),
-            )
-        self.client.set_tag(self.parent_run_id, MODEL_TAG, info.model_uri)  # `run_tune.py --sync` skips it then
-        version = info.registered_model_version
-        if version is not None:
-            for k, v in tags.items():
-                self.client.set_model_version_tag(registered_name, str(version), k, v)
-            self._crown(registered_name, str(version), score=float(record[self.metric]), mode=str(record["mode"]))
-        return info.model_uri
-
-    def _crown(self, name: str, version: str, *, score: float, mode: str) -> None:
-        """Point the ``champion`` alias at ``version`` unless the version it names scored better."""
-        try:
-            held = self.client.get_model_version_by_alias(name, CHAMPION).tags.get(self.metric)
-        except Exception:  # no champion yet (MLflow says so with an error)
-            held = None
-        if held is None or (score > float(held) if mode == "max" else score < float(held)):
-            self.client.set_registered_model_alias(name, CHAMPION, version)
+            info = registry.log_model(checkpoint_dir=checkpoint_dir, task=task, example=example,
+                                      example_shape=example_shape, name=registered_name)  # fmt: skip
+        version = str(info.registered_model_version)
+        self.client.set_tag(self.parent_run_id, MODEL_TAG, f"models:/{registered_name}/{version}")  # --sync skips it
+        tags = registry.version_tags(record, task=task, data_key=data_key, smoke=smoke)
+        for k, v in tags.items():
+            self.client.set_model_version_tag(registered_name, version, k, v)
+        champion, reason = registry.crown(self.client, registered_name, version, tags=tags, mode=str(record["mode"]))
+        held_metric, held_score = registry.champion_score(self.client, registered_name, champion)
+        return registry.Registered(
+            name=registered_name, version=version, metric=self.metric, champion=champion,
+            champion_score=held_score, champion_metric=held_metric, reason=reason,
+        )  # fmt: skip
 
     def end(self, *, status: str = "FINISHED") -> None:
         """Close the parent run (and the child runs still open: KILLED or FAILED with it); a last reconnect."""

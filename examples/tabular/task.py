@@ -23,32 +23,51 @@ import pandas as pd
 import torch
 from torch import nn
 
-from trainables.task import Diverged, TaskData, TaskError, TrialContext
+from trainables.task import Diverged, TaskData, TaskError, TrialContext, class_frame
 
 PROBLEMS = ("regression", "classification")
 SPLIT_SEED = 0
 
 
-def _encode(frame: pd.DataFrame, target: str, train_rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Features as float32: numeric columns standardised, text columns one-hot (train rows' statistics)."""
-    columns, names = [], []
+def fit_encoding(frame: pd.DataFrame, target: str, train_rows: np.ndarray) -> list[dict[str, Any]]:
+    """How each feature column becomes numbers, from the training rows only: numeric columns are
+    standardised (``mean``, ``std``), text columns one-hot encoded (``categories``)."""
+    encoding: list[dict[str, Any]] = []
     for col in frame.columns.drop(target):
-        values = frame[col]
+        values = frame[col].iloc[train_rows]
         if pd.api.types.is_numeric_dtype(values):
-            train = values.iloc[train_rows].astype(float)
-            mean, std = train.mean(), train.std() or 1.0
-            columns.append(((values.astype(float).fillna(mean) - mean) / std).to_numpy()[:, None])
-            names.append(col)
+            train = values.astype(float)
+            mean = float(train.mean()) if train.notna().any() else 0.0
+            std = float(train.std()) if train.notna().sum() > 1 else 1.0
+            encoding.append({"column": str(col), "mean": mean, "std": std if std > 0 else 1.0})
         else:
-            categories = sorted(values.iloc[train_rows].dropna().astype(str).unique())
-            if not categories:
-                continue  # empty in the training rows: nothing to learn from
-            onehot = np.stack([(values.astype(str) == c).to_numpy() for c in categories], axis=1)
-            columns.append(onehot)
-            names += [f"{col}={c}" for c in categories]
-    if not columns:
+            categories = sorted(values.dropna().astype(str).unique())
+            if categories:  # empty in the training rows: nothing to learn from
+                encoding.append({"column": str(col), "categories": categories})
+    if not encoding:
         raise TaskError(f"the table has no column besides the target '{target}': add feature columns")
-    return np.concatenate(columns, axis=1).astype(np.float32), names
+    return encoding
+
+
+def encode(frame: pd.DataFrame, encoding: list[dict[str, Any]]) -> np.ndarray:
+    """The features of ``frame``'s rows as float32, by ``encoding``: what the network reads.
+
+    A missing number counts as the column's training mean; a category unseen in
+    training, or missing, sets none of its one-hot columns.
+    """
+    missing = [e["column"] for e in encoding if e["column"] not in frame.columns]
+    if missing:
+        raise ValueError(f"the rows lack the column(s) {', '.join(missing)}: pass the table's own columns")
+    parts = []
+    for e in encoding:
+        values = frame[e["column"]]
+        if "categories" in e:
+            text = np.array([str(v) if pd.notna(v) else None for v in values], dtype=object)
+            parts.append(np.stack([text == c for c in e["categories"]], axis=1))
+        else:
+            numbers = pd.to_numeric(values, errors="coerce").astype(float).fillna(e["mean"])
+            parts.append(((numbers - e["mean"]) / e["std"]).to_numpy()[:, None])
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 class MLP(nn.Sequential):
@@ -100,9 +119,11 @@ class TabularTask:
         test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
         if smoke:
             train, val, test = train[: smoke["train_size"]], val[: smoke["val_size"]], test[: smoke["test_size"]]
-        x, _ = _encode(frame, target, train)
+        encoding = fit_encoding(frame, target, train)
+        x = encode(frame, encoding)
+        classes: list[str] = []
         if problem == "classification":
-            classes = sorted(frame[target].astype(str).unique())
+            classes = sorted(frame[target].astype(str).unique())  # the output index is the class's place here
             if len(classes) < 2:
                 raise TaskError(f"the target '{target}' has one class ({classes[0]}): nothing to classify")
             y = frame[target].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
@@ -114,14 +135,22 @@ class TabularTask:
             outputs = 1
         # Regression trains on the target standardised with the training rows' statistics.
         scale = [float(y[train].mean()), float(y[train].std() or 1.0)] if problem == "regression" else [0.0, 1.0]
+        # What the registered model needs to read raw rows and answer in the table's terms.
+        serving = {"encoding": encoding, "classes": classes, "target": str(target)}
         trial = {"x_train": x[train], "y_train": y[train], "x_val": x[val], "y_val": y[val],
-                 "problem": problem, "outputs": outputs, "scale": scale}  # fmt: skip
+                 "problem": problem, "outputs": outputs, "scale": scale, "serving": serving}  # fmt: skip
         description = f"{len(train)} train / {len(val)} val / {len(test)} test rows, {x.shape[1]} features"
-        return TaskData(trial, {"x": x[test], "y": y[test], "problem": problem}, description, x[test][:2])
+        example = frame.iloc[test[:2]].drop(columns=[target]).reset_index(drop=True)  # raw rows, as in the CSV
+        return TaskData(trial, {"x": x[test], "y": y[test], "problem": problem}, description, example)
 
-    def metrics(self, constants: dict[str, Any]) -> tuple[str, ...]:
-        scores = ("acc", "loss") if constants.get("problem") == "classification" else ("rmse", "loss")
-        return (*(f"val_{s}" for s in scores), "train_loss")
+    def metrics(self, constants: dict[str, Any]) -> dict[str, str]:
+        if constants.get("problem") == "classification":
+            return {"val_acc": "max", "val_loss": "min", "train_loss": "min"}
+        return {"val_rmse": "min", "val_loss": "min", "train_loss": "min"}
+
+    def objective(self, constants: dict[str, Any]) -> tuple[str, str]:
+        """The problem decides what the search goes by, unless the space names a metric and mode itself."""
+        return ("val_acc", "max") if constants.get("problem") == "classification" else ("val_rmse", "min")
 
     def config_keys(self, constants: dict[str, Any]) -> tuple[str, ...]:
         # dropout is conditional (two or more layers): read only where the trial has it.
@@ -186,12 +215,23 @@ class TabularTask:
             metrics = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in scores.items()}}
             context.report(metrics, lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                              "dims": [int(x.shape[1]), int(data["outputs"])],
-                                             "scale": list(data["scale"])})  # fmt: skip
+                                             "scale": list(data["scale"]), **data["serving"]})  # fmt: skip
 
     def evaluate(self, state: dict[str, Any], held_out: dict[str, Any], *, device: torch.device) -> dict[str, float]:
         model = self.build_model(state).to(device)
         x, y = (torch.as_tensor(held_out[k]).to(device) for k in ("x", "y"))
         return {f"test_{k}": v for k, v in self._scores(model, x, y, held_out["problem"]).items()}
+
+    def predict(self, model: nn.Module, state: dict[str, Any], inputs: pd.DataFrame) -> pd.DataFrame:
+        """Rows of the table's own columns (the target may be there: it is ignored) -> the target's class names
+        and their probabilities, or its values in the table's units."""
+        frame = inputs if isinstance(inputs, pd.DataFrame) else pd.DataFrame(inputs)
+        x = torch.from_numpy(encode(frame, state["encoding"]))
+        model.eval()
+        out = model(x.to(next(model.parameters()).device)).float()
+        if state["classes"]:
+            return class_frame(out, state["classes"])
+        return pd.DataFrame({state["target"]: out.squeeze(1).cpu().numpy().astype(float)})
 
     def build_model(self, state: dict[str, Any]) -> nn.Module:
         inputs, outputs = state["dims"]

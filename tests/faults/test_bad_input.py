@@ -37,6 +37,8 @@
 | 33 | --scheduler pbt exploiting no earlier than the last epoch | lower --grace-period |
 | 34 | a fixed value marked mutable in a space file | give it a range, or drop mutable |
 | 35 | --warm-start from a folder that holds no finished search | the folder of a finished search |
+| 36 | a space whose mode is against its metric's direction | the mode to set |
+| 37 | a table's problem that does not report the space's metric | the metrics it reports, or leave both out |
 
 An unreachable MLflow server is not bad input: the search runs without it
 (tests/faults/test_mlflow_down.py).
@@ -129,8 +131,18 @@ CASES = {
     "space file missing": (lambda t, c: ["--space", "spaces/none.yaml"], ["no space file", "spaces/none.yaml"]),
     "a metric the task never reports": (lambda t, c: ["--space", _space_file(t, _cifar_yaml().replace(
                                             "metric: val_acc", "metric: accuracy"))],
-                                        ["metric 'accuracy' is not one its task reports (val_acc, val_loss",
-                                         "set metric to one of them"]),
+                                        ["metric 'accuracy' is not one its task reports (val_acc (max), val_loss "
+                                         "(min)", "set metric to one of them"]),
+    "a mode against the metric's direction": (lambda t, c: ["--space", _space_file(t, _cifar_yaml().replace(
+                                                  "mode: max", "mode: min"))],
+                                              ["mode: min for val_acc, but its task reports val_acc as higher is "
+                                               "better", "set mode: max"]),
+    "a table's problem against its metric": (lambda t, c: ["--space", _tabular_space(t, "classification",
+                                                                                      "metric: val_rmse\nmode: min"),
+                                                           "--data-dir", _table(t)],
+                                             ["metric 'val_rmse' is not one its task reports (val_acc (max)",
+                                              "leave metric and mode out of the space: its task then goes by val_acc "
+                                              "(max)"]),
     "a value the task reads is missing": (lambda t, c: ["--space", _space_file(t, _cifar_yaml().replace(
                                               "translate: 2, ", ""))],
                                           ["the space gives no value for translate, which its task reads",
@@ -153,6 +165,25 @@ CASES = {
                               "    value: airbench\n", "    value: airbench\n    mutable: true\n"))],
                           ["parameter 'arch': a fixed value cannot be mutable"]),
 }  # fmt: skip
+
+
+def _tabular_space(tmp_path, problem: str, extra: str) -> str:
+    """The tabular example's space with another problem and more lines; its task importable from the test's cwd."""
+    work = tmp_path / "work"  # the cwd fixture's folder: a user runs from the folder that holds their task
+    work.mkdir(exist_ok=True)
+    (work / "examples").symlink_to(ROOT / "examples")
+    text = (ROOT / "examples" / "tabular" / "space.yaml").read_text()
+    text = text.replace("problem: regression", f"problem: {problem}")
+    return _space_file(tmp_path, f"{text}\n{extra}\n")
+
+
+def _table(tmp_path) -> str:
+    sys.path.insert(0, str(ROOT / "examples" / "tabular"))
+    from make_data import houses
+
+    path = tmp_path / "houses.csv"
+    houses(100, seed=0).to_csv(path, index=False)
+    return str(path)
 
 
 def _image_tree(tmp_path, per_class) -> str:
@@ -205,5 +236,5 @@ def test_bad_input_is_refused(case, cwd, tmp_path, cifar_dir):
         assert phrase in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert seconds < SECONDS
-    assert list(cwd.iterdir()) == [], "a refused search writes nothing"
+    assert [p for p in cwd.iterdir() if p.name != "examples"] == [], "a refused search writes nothing"
     assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -1,0 +1,204 @@
+"""The model registry: a search's best checkpoint as a pyfunc on raw inputs, registered, and who is champion.
+
+Every version carries what it can be compared by (``COMPARABLE``: the metric,
+its mode, the task and the key of the data it was trained and validated on)
+and its score. The ``champion`` alias moves only between versions that share
+all four, and only to a better score; a smoke test's version (a slice of the
+data) never holds it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import trainables
+from trainables.task import BUILTIN
+
+CHAMPION = "champion"  # the alias of the best comparable version: models:/<space>-best@champion
+COMPARABLE = ("metric", "mode", "task", "data_key")  # version tags two versions must share to be compared
+SCORE_TAG = "score"  # the version's value of its metric, in full
+SMOKE_TAG = "smoke"  # "true": a --smoke-test search's version, never the champion
+SERVED_MODEL = Path(__file__).with_name("served_model.py")  # the pyfunc's code, saved with every version
+REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "mlflow")  # what loading a version needs
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What registering a search's best model did: its version, and who holds ``champion`` afterwards."""
+
+    name: str
+    version: str
+    metric: str
+    champion: str | None  # the version holding the alias now (None: no version holds it)
+    champion_score: float | None  # its score, by its own metric
+    champion_metric: str = ""
+    reason: str = ""  # why this version is not the champion, when it is not
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def describe(self) -> str:
+        """``registered as cifar-best v3; champion: v1 (val_acc 0.9100)``, with why not this one when it is not."""
+        if self.champion is None:
+            held = "none"
+        else:
+            metric = self.champion_metric or self.metric
+            score = f" ({metric} {self.champion_score:.4f})" if self.champion_score is not None else ""
+            held = f"v{self.champion}{score}"
+        line = f"registered as {self.name} v{self.version}; champion: {held}"
+        return line + (f"\n  not the champion: {self.reason}" if self.reason else "")
+
+
+def code_paths(task: str) -> list[str]:
+    """The code a registered model needs to load: ``trainables``, and the top package of a user's task module.
+
+    The task is imported by its full name (``examples.tabular.task``) where the
+    model is loaded, so the whole top-level package (or module) travels with it.
+    """
+    paths = [str(Path(trainables.__file__).parent)]
+    if task not in BUILTIN:
+        module = sys.modules.get(task.partition(":")[0])
+        source = Path(getattr(module, "__file__", "") or "")
+        if source.name:
+            depth = task.partition(":")[0].count(".") + (source.name == "__init__.py")
+            top = source.parents[depth - 1] if depth else source
+            if top != Path(paths[0]) and Path(paths[0]) not in top.parents:
+                paths.append(str(top))
+    return paths
+
+
+def requirements() -> list[str]:
+    """Pinned to what this search ran with: stated, because inferring them runs a subprocess (about 10 s)."""
+    pins = []
+    for name in REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def signature(example: Any, outputs: Any, *, shape: tuple[int, ...] | None) -> Any:
+    """The inputs' and outputs' schemas from real inputs; an array's shape as the task accepts it (any batch)."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import Schema, TensorSpec
+
+    inferred = infer_signature(example, outputs)
+    if isinstance(example, np.ndarray):
+        accepted = shape or (-1, *example.shape[1:])
+        inferred = ModelSignature(inputs=Schema([TensorSpec(example.dtype, tuple(accepted))]),
+                                  outputs=inferred.outputs)  # fmt: skip
+    return inferred
+
+
+def example_outputs(checkpoint_dir: str, *, task: str, example: Any) -> Any:
+    """What the model answers for ``example``: the signature's outputs, computed as the registered model will."""
+    from trainables.checkpoint import load
+    from trainables.task import load_task, predict
+
+    found = load_task(task)
+    state = load(checkpoint_dir, map_location="cpu")
+    return predict(found, found.build_model(state).to("cpu").eval(), state, example)
+
+
+def log_model(
+    *, checkpoint_dir: str, task: str, example: Any, example_shape: tuple[int, ...] | None, name: str
+) -> Any:
+    """Log the checkpoint as a pyfunc model in the active run and register it under ``name``; MLflow's ModelInfo."""
+
+    outputs = example_outputs(checkpoint_dir, task=task, example=example)
+    with warnings.catch_warnings():
+        # The signature below is the schema; MLflow would otherwise ask for type hints on predict, and warn
+        # that the example's whole-number columns cannot hold missing values (rows read as the CSV is read can't).
+        warnings.filterwarnings("ignore", message=".*[Tt]ype hint", category=UserWarning)
+        return _log(checkpoint_dir=checkpoint_dir, task=task, example=example, example_shape=example_shape,
+                    name=name, outputs=outputs)  # fmt: skip
+
+
+def _log(*, checkpoint_dir: str, task: str, example: Any, example_shape: tuple[int, ...] | None, name: str,
+         outputs: Any) -> Any:  # fmt: skip
+    import mlflow
+
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(SERVED_MODEL),
+        artifacts={"checkpoint": checkpoint_dir},
+        model_config={"task": task},
+        code_paths=code_paths(task),
+        signature=signature(example, outputs, shape=example_shape),
+        input_example=example,
+        registered_model_name=name,
+        pip_requirements=requirements(),
+    )
+
+
+def _score(tags: dict[str, str]) -> float | None:
+    try:
+        return float(tags[SCORE_TAG])
+    except (KeyError, ValueError):
+        return None
+
+
+def crown(client: Any, name: str, version: str, *, tags: dict[str, str], mode: str) -> tuple[str | None, str]:
+    """Point ``champion`` at ``version`` when it may hold it; return (the version holding it now, why not this one).
+
+    A smoke test's version never holds it. Otherwise it takes the alias when no
+    version holds it, when the holder predates these tags, or when the holder
+    shares metric, mode, task and data with it and scored worse.
+    """
+    try:
+        held = client.get_model_version_by_alias(name, CHAMPION)
+    except Exception:  # MLflow says "no such alias" with an error
+        held = None
+    holder = str(held.version) if held is not None else None  # an int or a string, by store
+    if tags.get(SMOKE_TAG) == "true":
+        return holder, "a --smoke-test search trains on a slice of the data, and its versions never become the champion"
+    if held is not None and all(k in held.tags for k in COMPARABLE):
+        differ = [k for k in COMPARABLE if held.tags[k] != tags.get(k)]
+        if differ:
+            because = " and ".join(_DIFFERENT[k] for k in differ)
+            theirs = ", ".join(f"{k} {held.tags[k][:12]}" for k in differ)
+            return holder, (
+                f"v{holder}, the champion, {because} ({theirs}), so the two are not compared; to make v{version} the "
+                f"champion anyway, set the alias in the MLflow UI or with "
+                f"MlflowClient().set_registered_model_alias('{name}', 'champion', '{version}')"
+            )
+        new, old = _score(tags), _score(held.tags)
+        if new is None or math.isnan(new) or (old is not None and not (new > old if mode == "max" else new < old)):
+            said = f"{old:.4f}" if old is not None else "unknown"
+            return holder, f"v{holder}, the champion, scored as well or better ({tags['metric']} {said})"
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return version, ""
+
+
+_DIFFERENT = {"metric": "goes by another metric", "mode": "goes by another mode", "task": "has another task",
+              "data_key": "was trained on other data"}  # fmt: skip
+
+
+def version_tags(record: dict[str, Any], *, task: str, data_key: str, smoke: bool) -> dict[str, str]:
+    """What a version is compared by and what it scored (``record``: the best trial's entry of best_config.json)."""
+    metric = str(record["metric"])
+    tags = {"search": str(record["search"]), "trial_id": str(record["trial_id"]), "metric": metric,
+            "mode": str(record["mode"]), "task": task, "data_key": data_key, SMOKE_TAG: str(smoke).lower(),
+            SCORE_TAG: repr(float(record[metric]))}  # fmt: skip
+    for key in (metric, *record.get("test_metrics", ())):
+        if isinstance(record.get(key), (int, float)):
+            tags[key] = f"{record[key]:.4f}"
+    return tags
+
+
+def champion_score(client: Any, name: str, version: str | None) -> tuple[str, float | None]:
+    """The metric and score of ``version`` of ``name`` ("", None without one)."""
+    if version is None:
+        return "", None
+    tags = client.get_model_version(name, version).tags
+    return tags.get("metric", ""), _score(tags)
