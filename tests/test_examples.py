@@ -96,7 +96,7 @@ def test_a_broken_user_task_is_refused_before_any_trial(tmp_path, houses_csv, mo
 
 @pytest.mark.parametrize("search", ["random", "optuna"])
 def test_a_conditional_parameter_never_reaches_a_trial_where_it_is_inactive(tmp_path, houses_csv, ray_local,
-                                                                            monkeypatch, search):  # fmt: skip
+                                                                            monkeypatch, capsys, search):  # fmt: skip
     from trainables.checkpoint import load
 
     monkeypatch.chdir(ROOT)
@@ -108,6 +108,14 @@ def test_a_conditional_parameter_never_reaches_a_trial_where_it_is_inactive(tmp_
     assert one_layer.any() and (~one_layer).any(), "the seed should draw both"
     assert (frame.loc[one_layer, "config/dropout"] == "inactive").all()
     assert pd.to_numeric(frame.loc[~one_layer, "config/dropout"]).between(0.0, 0.3).all()
+    # Every table a user sees says inactive where results.csv does: the progress tables, the leaderboard,
+    # best_config.json; never a value sampled for it.
+    said = capsys.readouterr().out.splitlines()
+    for trial_id, layers in zip(frame["trial_id"], frame["config/layers"], strict=True):
+        rows = [line for line in said if line.startswith(str(trial_id))]
+        assert rows and all(("inactive" in line) == (layers == 1) for line in rows), rows
+    best = json.loads((folder / "best_config.json").read_text())
+    assert (best["config"]["dropout"] == "inactive") == (best["config"]["layers"] == 1), best["config"]
     for saved in folder.glob("train_tabular_*/checkpoint_*"):
         config = load(saved)["config"]  # what the trial trained with
         assert ("dropout" in config) == (config["layers"] > 1), config
