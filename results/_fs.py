@@ -83,3 +83,13 @@ def subfolders(path: str, *, prefix: str = "") -> list[str]:
         for i in infos
         if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith(prefix)
     )
+
+
+def remove_file(path: str) -> None:
+    """Delete one file, locally or at a URI; a missing file is no error."""
+    if not is_uri(path):
+        Path(path).unlink(missing_ok=True)
+        return
+    fs, inner = _fs(path)
+    if exists(path):
+        fs.delete_file(inner)

@@ -26,6 +26,7 @@ CHAMPION = "champion"  # the alias of the best comparable version: models:/<spac
 COMPARABLE = ("metric", "mode", "task", "data_key")  # version tags two versions must share to be compared
 SCORE_TAG = "score"  # the version's value of its metric, in full
 SMOKE_TAG = "smoke"  # "true": a --smoke-test search's version, never the champion
+SMOKE_REASON = "a --smoke-test search trains on a slice of the data, and its versions never become the champion"
 SERVED_MODEL = Path(__file__).with_name("served_model.py")  # the pyfunc's code, saved with every version
 REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "mlflow")  # what loading a version needs
 
@@ -41,6 +42,7 @@ class Registered:
     champion_score: float | None  # its score, by its own metric
     champion_metric: str = ""
     reason: str = ""  # why this version is not the champion, when it is not
+    earlier: bool = False  # registered by an earlier finish of the same search (found, not registered again)
 
     @property
     def uri(self) -> str:
@@ -54,7 +56,8 @@ class Registered:
             metric = self.champion_metric or self.metric
             score = f" ({metric} {self.champion_score:.4f})" if self.champion_score is not None else ""
             held = f"v{self.champion}{score}"
-        line = f"registered as {self.name} v{self.version}; champion: {held}"
+        again = " (by this search's earlier finish; not registered again)" if self.earlier else ""
+        line = f"registered as {self.name} v{self.version}{again}; champion: {held}"
         return line + (f"\n  not the champion: {self.reason}" if self.reason else "")
 
 
@@ -161,7 +164,7 @@ def crown(client: Any, name: str, version: str, *, tags: dict[str, str], mode: s
         held = None
     holder = str(held.version) if held is not None else None  # an int or a string, by store
     if tags.get(SMOKE_TAG) == "true":
-        return holder, "a --smoke-test search trains on a slice of the data, and its versions never become the champion"
+        return holder, SMOKE_REASON
     if held is not None and all(k in held.tags for k in COMPARABLE):
         differ = [k for k in COMPARABLE if held.tags[k] != tags.get(k)]
         if differ:
@@ -194,6 +197,27 @@ def version_tags(record: dict[str, Any], *, task: str, data_key: str, smoke: boo
         if isinstance(record.get(key), (int, float)):
             tags[key] = f"{record[key]:.4f}"
     return tags
+
+
+def registered_by(client: Any, name: str, *, run_id: str) -> Registered | None:
+    """The version of ``name`` that the search whose parent run is ``run_id`` registered (None: none yet), and
+    who is champion now."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except Exception:  # no such registered model yet
+        return None
+    if not versions:
+        return None
+    version = versions[0]
+    try:
+        holder = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except Exception:  # no champion
+        holder = None
+    metric, score = champion_score(client, name, holder)
+    smoke = version.tags.get(SMOKE_TAG) == "true" and holder != str(version.version)
+    return Registered(name=name, version=str(version.version), metric=version.tags.get("metric", ""),
+                      champion=holder, champion_score=score, champion_metric=metric,
+                      reason=SMOKE_REASON if smoke else "", earlier=True)  # fmt: skip
 
 
 def champion_score(client: Any, name: str, version: str | None) -> tuple[str, float | None]:

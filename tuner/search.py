@@ -29,6 +29,7 @@ from tuner import packing, provenance, resources, schedulers
 from tuner import progress as progress_module
 from tuner.confirm import confirm
 from tuner.errors import UsageError
+from tuner.lease import Lease
 from tuner.progress import ProgressTable
 from tuner.settings import GPUS_AUTO, SearchSettings, tracking_unreachable
 from tuner.space import optuna_searcher, param_space, reference_point
@@ -332,16 +333,32 @@ def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[Search
 
 
 def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[str, Any]:
-    """Run (or resume) the search ``settings`` describes; return the best trial's record."""
+    """Run (or resume) the search ``settings`` describes; return the best trial's record.
+
+    One driver at a time: the search's lease (``tuner.lease``) refuses a second
+    one within seconds while the first is alive, and lets ``--resume`` take
+    over from a driver that is gone.
+    """
     out = out or sys.stdout
-    if settings.run.resume and _fs.exists(_fs.join(settings.folder, results.RESULTS_CSV)):
-        print(
-            f"search '{settings.name}' already finished:\n"
-            + results.leaderboard(results.load_results(settings.folder), metric=settings.metric, mode=settings.mode,
-                                  folder=settings.folder),
-            file=out,
-        )
-        return results.load_best(settings.folder) if _fs.exists(_fs.join(settings.folder, results.BEST_CONFIG)) else {}
+    lease = Lease(settings.folder, name=settings.name)
+    if settings.run.resume:  # the folder exists: hold it before anything else, so a second driver learns at once
+        lease.acquire()
+    try:
+        if settings.run.resume and _fs.exists(_fs.join(settings.folder, results.RESULTS_CSV)):
+            return _already_finished(settings, out=out)
+        return _run(settings, lease, out=out)
+    finally:
+        lease.release()
+
+
+def _already_finished(settings: SearchSettings, *, out: TextIO) -> dict[str, Any]:
+    board = results.leaderboard(results.load_results(settings.folder), metric=settings.metric, mode=settings.mode,
+                                folder=settings.folder)  # fmt: skip
+    print(f"search '{settings.name}' already finished (nothing to run, nothing registered again):\n{board}", file=out)
+    return results.load_best(settings.folder) if _fs.exists(_fs.join(settings.folder, results.BEST_CONFIG)) else {}
+
+
+def _run(settings: SearchSettings, lease: Lease, *, out: TextIO) -> dict[str, Any]:
     space = settings.space()
     dataset = load_dataset(settings, space)
     print(f"data: {dataset.description} from {settings.data_dir}", file=out)
@@ -350,6 +367,8 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
         if settings.resources.pending:
             settings = resolve_gpus(settings, space, dataset, out=out)
         concurrency = check_resources(settings)
+        if not settings.run.resume:  # a new search's folder starts here, once the checks have passed
+            lease.acquire()
         settings, tracker = start_tracking(settings, space)
         provenance.record(settings.folder, data=dataset.trial, task=space.task)  # what a replay checks
         try:

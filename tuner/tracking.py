@@ -380,6 +380,9 @@ class MlflowTracker(tune.Callback):
         the champion rule compares versions (``tuner.registry``). ``example`` is a
         few raw inputs from the data.
         """
+        found = registry.registered_by(self.client, registered_name, run_id=str(self.parent_run_id))
+        if found is not None:  # a finish repeated (a resumed driver, --sync): the search's version, not a new one
+            return found
         mlflow.set_tracking_uri(self.uri)
         self.client.log_artifacts(self.parent_run_id, checkpoint_dir, artifact_path="best_checkpoint")
         with mlflow.start_run(run_id=self.parent_run_id, experiment_id=self.experiment_id):

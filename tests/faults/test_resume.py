@@ -1,5 +1,6 @@
 """--resume: a search whose driver was killed finishes without losing or duplicating trials."""
 
+import json
 import os
 import re
 import signal
@@ -82,8 +83,16 @@ def test_resume_after_the_driver_is_killed(tmp_path, cifar_dir, ray_local):
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
         assert sorted(set(steps)) == list(range(1, 7))
 
-    # Resuming a finished search changes nothing.
+    # The resumed driver took the dead one's lease over, finished once and registered one version.
+    assert not (folder / "driver.lease").exists()
+    versions = [v for v in client.search_model_versions("name = 'cifar-best'") if v.tags["search"] == "killed"]
+    best = json.loads((folder / "best_config.json").read_text())
+    assert len(versions) == 1 and best["model_uri"] == f"models:/cifar-best/{versions[0].version}"
+    assert versions[0].tags["trial_id"] == best["trial_id"] == str(frame["trial_id"].iloc[0])
+
+    # Resuming a finished search changes nothing, and registers nothing again.
     assert main(["--name", "killed", "--storage-path", str(tmp_path / "runs"), "--resume"]) == 0
+    assert len(client.search_model_versions("name = 'cifar-best'")) == 1
     assert (
         len(
             client.search_runs(
@@ -92,6 +101,35 @@ def test_resume_after_the_driver_is_killed(tmp_path, cifar_dir, ray_local):
         )
         == 4
     )
+
+
+def test_a_second_driver_of_a_running_search_is_refused_within_seconds(tmp_path, cifar_dir):
+    """A user resubmits a search they think died: the running driver keeps it, the second one says who has it."""
+    argv = search_args(tmp_path, cifar_dir, "busy", "--num-samples", "2", "--max-epochs", "30", "--grace-period",
+                       "30", "--max-concurrent", "1")  # fmt: skip
+    first = subprocess.Popen([sys.executable, str(ROOT / "run_tune.py"), *argv], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    folder = tmp_path / "runs" / "busy"
+    try:
+        _wait_for_checkpoints(folder, count=1, timeout=240)
+        start = time.monotonic()
+        second = subprocess.run([sys.executable, str(ROOT / "run_tune.py"), "--name", "busy", "--storage-path",
+                                 str(tmp_path / "runs"), "--resume"], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=120)  # fmt: skip
+        seconds = time.monotonic() - start
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"search 'busy' is running: driver PID {first.pid}" in second.stderr
+        assert f"kill -INT {first.pid}" in second.stderr
+        assert seconds < 60
+        assert first.poll() is None  # the running driver goes on
+    finally:
+        os.killpg(first.pid, signal.SIGINT)
+        try:
+            first.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert not (folder / "driver.lease").exists()  # Ctrl-C: stopped, the lease given back, resumable by anyone
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
