@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from typing import Any, TextIO
@@ -68,11 +69,30 @@ def init_ray() -> bool:
     if ray.is_initialized():
         return False
     # No address: a local instance here, the job's cluster under `ray job submit`.
-    ray.init(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+    ray.init(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True, **_own_dashboard())
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
     logging.getLogger("torch._export").setLevel(logging.ERROR)
     _stop_on_sigterm()  # after ray.init, whose own handler would exit at once
     return True
+
+
+def _own_dashboard() -> dict[str, Any]:
+    """For a local instance: its dashboard on a port of its own, which every Ray process it starts queries.
+
+    Ray's processes find "their" cluster's state API by looking for Ray instances
+    on the machine; with two searches on one machine they find two and fail (Ray
+    Train's cleaner of a stopped DDP trial then never frees its workers' CPUs and
+    GPUs, and the next trial waits for them). ``RAY_API_SERVER_ADDRESS``, which
+    the raylet and so every worker inherit, names this instance's dashboard.
+    Under ``ray job submit`` (``RAY_ADDRESS`` set) the cluster is the job's: nothing changes.
+    """
+    if os.environ.get("RAY_ADDRESS"):
+        return {}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    return {"dashboard_port": port}
 
 
 def _stop_on_sigterm() -> None:
