@@ -25,10 +25,10 @@ from tuner.settings import (
     resolve_tracking_uri,
     resume_settings,
 )
+from tuner.stopping import EXIT_INTERRUPTED  # 130, as a shell reports Ctrl-C
 from tuner.warm import load_warm_start
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
 
 
 def _positive_int(text: str) -> int:
@@ -207,7 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
 def check_batch_split(settings: SearchSettings) -> None:
     """Every batch size the search can draw must split evenly over the DDP workers."""
     workers = settings.resources.workers_per_trial
-    p = settings.space().param("batch_size")
+    space = settings.space()
+    if workers == 1 or not any(p.name == "batch_size" for p in space.params):  # a task may have no batches
+        return
+    p = space.param("batch_size")
     sizes = p.choices if p.kind == "choice" else (p.value,) if p.kind == "fixed" else ()
     uneven = [b for b in sizes if int(b) % workers]
     if workers > 1 and uneven:

@@ -30,52 +30,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+
+from tuner.processes import Proc, descendants, process_table
 
 MODEL_TRAINING_VIEW = "/#/experiments?workflowType=machine_learning"
 GRACE_S = 5.0  # SIGTERM to SIGKILL; uvicorn's workers need about a second on 2 cores
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal was closed
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
-
-
-class Proc(NamedTuple):
-    """A line of ``/proc/<pid>/stat``: what the walk needs."""
-
-    ppid: int
-    pgid: int
-    state: str
-    start: int  # clock ticks after boot: with the PID, names a process even if the PID is reused
-
-
-def process_table() -> dict[int, Proc]:
-    """Every process on the machine, from ``/proc/<pid>/stat``."""
-    table = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                line = f.read()
-        except OSError:  # it ended while we looked
-            continue
-        fields = line.rpartition(")")[2].split()  # the command name before ")" may hold spaces
-        table[int(entry.name)] = Proc(int(fields[1]), int(fields[2]), fields[0], int(fields[19]))
-    return table
-
-
-def descendants(root: int, *, table: dict[int, Proc]) -> set[int]:
-    """The PIDs below ``root`` in ``table``, ``root`` excluded."""
-    children: dict[int, list[int]] = {}
-    for pid, proc in table.items():
-        children.setdefault(proc.ppid, []).append(pid)
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def ui_command(*, backend_store_uri: str, default_artifact_root: str, host: str, port: int) -> list[str]:
