@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError):
         return 0
     tests = "".join(f", {k} {best[k]:.4f}" for k in best.get("test_metrics", ()) if best.get(k) is not None)
-    print(f"\nbest trial {best.get('trial_id')}: {metric} {best.get(metric):.4f}{tests}")
+    print(f"\nbest trial {best.get('trial_id')}: {metric} {best.get(metric):.4f}{tests}, epoch {best.get('epoch')}")
+    if best.get("registered"):
+        print(best["registered"])
     return 0
 
 

@@ -129,6 +129,11 @@ def load_best(folder: str) -> dict[str, Any]:
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, str):  # a column read back as text (a conditional parameter's "inactive" beside numbers)
+        try:
+            value = float(value) if "." in value or "e" in value.lower() else value
+        except ValueError:
+            pass
     if isinstance(value, float):
         if value != value:  # NaN
             return "-"

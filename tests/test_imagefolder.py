@@ -176,3 +176,26 @@ def test_an_imagefolder_search_end_to_end(tmp_path, ray_local, capsys):
     assert list(predicted.columns) == ["label", *(f"prob_{c}" for c in CLASSES)]
     accuracy = float((predicted["label"] == truth).mean())
     assert accuracy == pytest.approx(best["test_acc"], abs=0.005)
+
+
+def test_the_registered_models_predict_takes_decoded_images_of_any_size_and_channels(tmp_path):
+    from trainables.imagefolder import build_network
+
+    root = write_tree(tmp_path / "gray", mode="L", splits=("train",))
+    data = TASK.load(data_dir=str(root), smoke=None, constants={**CONSTANTS, "channels": 1})
+    config = {"model": "small_cnn", "width": 0.5}
+    stats = {"mean": data.trial["mean"], "std": data.trial["std"]}
+    model = build_network(config, channels=1, classes=3, **stats).eval()
+    state = {"config": config, "channels": 1, "classes": list(CLASSES), "image_size": 32, **stats}
+    files = sorted((root / "train").glob("*/*.png"))[::20]
+    images = np.stack([np.asarray(Image.open(f)) for f in files])  # (N, 40, 40): grayscale files decode 2-D
+    assert images.shape[1:] == (40, 40)
+    gray = TASK.predict(model, state, images[..., None])
+    rgb = TASK.predict(model, state, np.repeat(images[..., None], 3, axis=-1))  # converted to the space's one
+    assert list(gray.columns) == ["label", *(f"prob_{c}" for c in CLASSES)] and len(gray) == len(files)
+    assert (gray["label"] == rgb["label"]).all()
+    # What the search scored: the decoded, resized training images through the same network.
+    with torch.no_grad():
+        expected = model(torch.from_numpy(data.trial["train_x"][:1])).argmax(1).item()
+    first = TASK.predict(model, state, data.trial["train_x"][:1].transpose(0, 2, 3, 1))
+    assert first["label"][0] == CLASSES[expected]

@@ -19,8 +19,9 @@ def test_table_shows_params_metrics_and_best():
     text = out.getvalue()
     lines = text.splitlines()
     assert "2 of 5 trials started: 1 running, 1 terminated" in lines[0] and "best val_acc 0.7500 (b)" in lines[0]
-    assert lines[1].split() == ["trial", "status", "lr", "epoch", "val_acc", "val_loss", "img/s"]
-    assert lines[3].split() == ["b", "terminated", "0.2", "2", "0.75", "0.5", "-"]
+    # No column for a score no trial reports (img/s here).
+    assert lines[1].split() == ["trial", "status", "lr", "epoch", "val_acc", "val_loss"]
+    assert lines[3].split() == ["b", "terminated", "0.2", "2", "0.75", "0.5"]
 
 
 def test_table_is_printed_only_when_something_changed():
@@ -44,7 +45,7 @@ def test_a_metric_to_minimise_is_shown_first_and_its_lowest_is_best():
     table.on_step_end(0, trials)
     lines = out.getvalue().splitlines()
     assert "best rmse 0.4000 (b)" in lines[0]
-    assert lines[1].split() == ["trial", "status", "lr", "epoch", "rmse", "val_acc", "val_loss", "img/s"]
+    assert lines[1].split() == ["trial", "status", "lr", "epoch", "rmse", "val_loss"]
 
 
 def test_asha_expected_epochs():
@@ -137,8 +138,8 @@ def test_after_resume_the_best_counts_every_report_and_finished_trials_show_thei
     resumed.on_step_end(1, trials)
     lines = out.getvalue().splitlines()
     assert "best val_acc 0.9000 (b)" in lines[0]  # b's NaN made Tune's own max NaN: the saved state keeps 0.9
-    assert lines[2].split() == ["a", "terminated", "0.1", "2", "0.6", "-", "-"]
-    assert lines[3].split() == ["b", "terminated", "0.1", "2", "nan", "-", "-"]
+    assert lines[2].split() == ["a", "terminated", "0.1", "2", "0.6"]
+    assert lines[3].split() == ["b", "terminated", "0.1", "2", "nan"]
 
 
 def test_after_resume_a_finished_trials_best_report_counts_for_either_mode():
@@ -160,7 +161,7 @@ def test_a_table_unpickled_with_stale_results_shows_the_trials_own():
     trial.update_last_result({"training_iteration": 2, "epoch": 2, "val_acc": 0.6})
     stale.out = out = io.StringIO()
     stale.on_step_end(0, [trial])
-    assert out.getvalue().splitlines()[2].split() == ["a", "running", "0.1", "2", "0.6", "-", "-"]
+    assert out.getvalue().splitlines()[2].split() == ["a", "running", "0.1", "2", "0.6"]
 
 
 def test_the_eta_after_resume_uses_this_drivers_pace_and_all_epochs_done(monkeypatch):
@@ -237,3 +238,11 @@ def test_the_first_epoch_on_a_cpu_is_said_once():
         table.on_trial_result(1, trials, trials[0], {"epoch": 2, "val_acc": 0.5, "time_this_iter_s": 60.0})
         expected = "first epoch: 1m00s on CPU; with 2 trial(s) at once the search's ~48 trial-epochs take about 24m00s"
         assert out.getvalue().count(expected) == (1 if cpu_estimate else 0)
+
+
+def test_rows_keep_the_trial_id_order_whatever_order_tune_lists_them_in():
+    out = io.StringIO()
+    table = ProgressTable(params=["lr"], metric="val_acc", total=3, interval=0, out=out)
+    trials = [_trial("c", "RUNNING", 0.3), _trial("a", "TERMINATED", 0.1), _trial("b", "PENDING", 0.2)]
+    table.print_table(trials)  # a resumed Tune lists restored trials last-first
+    assert [line.split()[0] for line in out.getvalue().splitlines()[2:5]] == ["a", "b", "c"]

@@ -228,9 +228,9 @@ class ImageFolderTask:
                        f"images per class {counts.min()}..{counts.max()}"
                        + (f" (imbalanced {imbalance:.1f}:1)" if imbalance >= 2 else ""))  # fmt: skip
         example = np.ascontiguousarray(splits["test"][0][:2].transpose(0, 2, 3, 1))  # (N, H, W, C), as decoded
-        # Any height and width: the registered model resizes as the search did.
+        # Any height, width and channels (1 or 3): the registered model converts and resizes as the search did.
         return TaskData(trial, {"x": splits["test"][0], "y": splits["test"][1]}, description, example,
-                        example_shape=(-1, -1, -1, channels))  # fmt: skip
+                        example_shape=(-1, -1, -1, -1))  # fmt: skip
 
     def metrics(self, constants: dict[str, Any]) -> dict[str, str]:
         return {"val_acc": "max", "val_loss": "min", "train_loss": "min"}
@@ -310,7 +310,7 @@ class ImageFolderTask:
         return {"test_acc": acc, "test_loss": loss, "confusion_matrix": counts.tolist(), "classes": classes}
 
     def predict(self, model: nn.Module, state: dict[str, Any], inputs: Any) -> pd.DataFrame:
-        """Class names and probabilities for uint8 images (N, H, W, C) or grayscale (N, H, W), of any size.
+        """Class names and probabilities for uint8 images (N, H, W, C), C 1 or 3, of any size (one size a call).
 
         They are converted to the search's channels and resized to its image size
         as the search's images were; the network normalises them itself.

@@ -219,7 +219,7 @@ def resolve_objective(task: Any, metric: str | None, mode: str | None, constants
 
 def class_frame(logits: torch.Tensor, classes: list[str] | tuple[str, ...]) -> pd.DataFrame:
     """A classifier's predictions as a user reads them: ``label`` (the class name) and ``prob_<class>`` columns."""
-    probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    probs = torch.softmax(logits.detach().float(), dim=1).cpu().numpy()
     frame = pd.DataFrame({"label": [str(classes[i]) for i in probs.argmax(1)]})
     for i, name in enumerate(classes):
         frame[f"prob_{name}"] = probs[:, i]

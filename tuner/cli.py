@@ -280,7 +280,10 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
     # A task of the user's that does not import, a metric it never reports or a mode against the metric's
     # direction fails here, before Ray starts; a space that names no metric goes by its task's.
     task, constants = load_task(space.task), dict(space.constants)
-    metric, mode = resolve_objective(task, space.metric, space.mode, constants)
+    try:
+        metric, mode = resolve_objective(task, space.metric, space.mode, constants)
+    except TaskError as e:  # a space file's mistake: say which file
+        raise TaskError(f"{space.source or space.name}: {e}") from None
     settings = SearchSettings(
         space_name=space.name,
         space_file=space.source,

@@ -180,16 +180,20 @@ class ProgressTable(tune.Callback):
         if best := self.best(trials):
             head += f" | best {self.metric} {best[0]:.4f} ({best[1]})"
         head += self._clock(trials)
-        headers = ["trial", "status", *self.params, *(label for _, label in self.columns)]
+        ordered = sorted(trials, key=lambda t: str(t.trial_id))  # one order, before and after a --resume
+        results = {t.trial_id: self._result(t) for t in ordered}
+        # The epoch and the metric always; another score only once some trial reports it (no column of dashes).
+        columns = [c for i, c in enumerate(self.columns) if i < 2 or any(c[0] in r for r in results.values())]
+        headers = ["trial", "status", *self.params, *(label for _, label in columns)]
         rows = []
-        for t in trials:
-            r = self._result(t)
+        for t in ordered:
+            r = results[t.trial_id]
             # Random search still samples an inactive parameter: never show that value.
             config = mark_inactive(t.config, self.conditions) if self.conditions else t.config
             rows.append(
                 [t.trial_id, t.status.lower()]
                 + [_fmt(config.get(p)) for p in self.params]
-                + [_fmt(r.get(k)) for k, _ in self.columns]
+                + [_fmt(r.get(k)) for k, _ in columns]
             )
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
         lines = [head, "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]

@@ -168,7 +168,8 @@ def crown(client: Any, name: str, version: str, *, tags: dict[str, str], mode: s
     if held is not None and all(k in held.tags for k in COMPARABLE):
         differ = [k for k in COMPARABLE if held.tags[k] != tags.get(k)]
         if differ:
-            because = " and ".join(_DIFFERENT[k] for k in differ)
+            said = [_DIFFERENT[k] for k in differ]
+            because = said[0] if len(said) == 1 else ", ".join(said[:-1]) + " and " + said[-1]
             theirs = ", ".join(f"{k} {held.tags[k][:12]}" for k in differ)
             return holder, (
                 f"v{holder}, the champion, {because} ({theirs}), so the two are not compared; to make v{version} the "
@@ -183,7 +184,7 @@ def crown(client: Any, name: str, version: str, *, tags: dict[str, str], mode: s
     return version, ""
 
 
-_DIFFERENT = {"metric": "goes by another metric", "mode": "goes by another mode", "task": "has another task",
+_DIFFERENT = {"metric": "goes by another metric", "mode": "another mode", "task": "another task",
               "data_key": "was trained on other data"}  # fmt: skip
 
 

@@ -588,11 +588,11 @@ def cpu_notice(settings: SearchSettings, *, concurrency: int) -> str:
     b = settings.budget
     epochs = b.num_samples * schedulers.expected_epochs(settings.scheduler, b)
     return (
-        f"no GPU: the trials run on CPU, {concurrency} at a time. This search's budget ({b.num_samples} trials of up "
-        f"to {b.max_epochs} epochs, ~{epochs:.0f} trial-epochs under {schedulers.LABELS[settings.scheduler]}) "
-        f"takes long on CPU (hours for the cifar space); the first epoch gives an estimate. Quick ways: "
-        f"--smoke-test (make smoke) tries the whole search on a slice of the data in minutes; a GPU runs the "
-        f"real one much faster. Ctrl-C stops it, resumable."
+        f"no GPU: the trials run on CPU, {concurrency} at a time, ~{epochs:.0f} trial-epochs in all ({b.num_samples} "
+        f"trials of up to {b.max_epochs} epochs under {schedulers.LABELS[settings.scheduler]}); the first epoch's "
+        f"time gives an estimate of the whole search. A real budget can take hours on CPU (the cifar space's does): "
+        f"--smoke-test tries the whole search on a slice of the data in minutes, and a GPU runs the real one much "
+        f"faster. Ctrl-C stops it, resumable."
     )
 
 

@@ -123,7 +123,8 @@ def where_to_browse(uri: str, *, experiment_id: str | None, run_id: str | None) 
 
 def how_to_load(uri: str, registered: registry.Registered) -> str:
     """A line of Python that loads the registered model from any folder: the tracking URI is stated, absolute."""
-    ref = f"models:/{registered.name}@champion" if registered.champion else registered.uri
+    # @champion only when it is this version: otherwise it would load another search's model (other data, say).
+    ref = f"models:/{registered.name}@champion" if registered.champion == registered.version else registered.uri
     return (f'load it from anywhere: import mlflow; mlflow.set_tracking_uri("{redact(uri)}"); '
             f'model = mlflow.pyfunc.load_model("{ref}"); model.predict(raw_inputs)')  # fmt: skip
 

@@ -231,7 +231,7 @@ class TabularTask:
         out = model(x.to(next(model.parameters()).device)).float()
         if state["classes"]:
             return class_frame(out, state["classes"])
-        return pd.DataFrame({state["target"]: out.squeeze(1).cpu().numpy().astype(float)})
+        return pd.DataFrame({state["target"]: out.detach().squeeze(1).cpu().numpy().astype(float)})
 
     def build_model(self, state: dict[str, Any]) -> nn.Module:
         inputs, outputs = state["dims"]
