@@ -80,7 +80,8 @@ def _asleep(tmp_path, driver, *, timeout=240) -> set[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-        if (tmp_path / "asleep").exists():
+        # Asleep, and Tune has saved its state once (what a driver forced down resumes from).
+        if (tmp_path / "asleep").exists() and list((tmp_path / "runs" / "stuck").glob("experiment_state-*.json")):
             return descendants(driver.pid, table=process_table())
         time.sleep(1)
     raise AssertionError(f"no trial asleep after {timeout} s:\n" + (tmp_path / "driver.log").read_text()[-3000:])
@@ -133,4 +134,5 @@ def test_sigterm_stops_a_search_with_stuck_trials_within_the_bound_and_it_resume
                              env={**os.environ, "SLEEPER_WAKE": "1"}, timeout=600)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     frame = pd.read_csv(tmp_path / "runs" / "stuck" / "results.csv")
-    assert len(frame) == 2 and (frame["epochs"] == 2).all()
+    assert len(frame) == 2 and set(frame["status"]) <= {"completed", "stopped"}  # ASHA may stop the worse one
+    assert (frame["status"] == "completed").any()
