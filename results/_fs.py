@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 
@@ -46,7 +47,8 @@ def write_bytes(path: str, data: bytes) -> None:
     if not is_uri(path):
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(p.suffix + ".tmp")
+        # A name of its own: two writers of one file (two drivers taking a lease) never share a temporary.
+        tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(data)
         tmp.replace(p)  # readers never see a half-written file
         return
