@@ -27,7 +27,7 @@ from search_spaces import SearchSpace
 from trainables.task import TaskData
 from tuner.settings import SearchSettings
 from tuner.space import param_space
-from tuner.summary import _best_score, _trial_id
+from tuner.summary import _score, _trial_id
 
 CONFIRM_SEEDS = 3  # new seeds per config; with the search's own run, each config is judged over four
 CONFIRM_DIR = "confirm"
@@ -107,9 +107,8 @@ def confirm(
         )  # fmt: skip
     runs: dict[str, list[float]] = {}
     for result in tuner.fit():
-        history = result.metrics_dataframe
-        score = _best_score(history, metric=metric, mode=mode) if history is not None and metric in history else None
-        if result.error is None and score is not None and math.isfinite(score):  # a diverged seed adds no score
+        score = _score(result, metric=metric, mode=mode)
+        if result.error is None and math.isfinite(score):  # a diverged seed adds no score
             runs.setdefault(_key(result.config), []).append(score)
     found = [Confirmed(trial_id=row["trial_id"], rank=rank,
                        scores=[float(row[metric]), *runs.get(_key(configs[row["trial_id"]]), [])])

@@ -151,6 +151,14 @@ def _score(tags: dict[str, str]) -> float | None:
         return None
 
 
+def _champion(client: Any, name: str) -> Any:
+    """The version holding ``champion`` (None: no version does)."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except Exception:  # MLflow says "no such alias" with an error
+        return None
+
+
 def crown(client: Any, name: str, version: str, *, tags: dict[str, str], mode: str) -> tuple[str | None, str]:
     """Point ``champion`` at ``version`` when it may hold it; return (the version holding it now, why not this one).
 
@@ -158,10 +166,7 @@ def crown(client: Any, name: str, version: str, *, tags: dict[str, str], mode: s
     version holds it, when the holder predates these tags, or when the holder
     shares metric, mode, task and data with it and scored worse.
     """
-    try:
-        held = client.get_model_version_by_alias(name, CHAMPION)
-    except Exception:  # MLflow says "no such alias" with an error
-        held = None
+    held = _champion(client, name)
     holder = str(held.version) if held is not None else None  # an int or a string, by store
     if tags.get(SMOKE_TAG) == "true":
         return holder, SMOKE_REASON
@@ -210,10 +215,8 @@ def registered_by(client: Any, name: str, *, run_id: str) -> Registered | None:
     if not versions:
         return None
     version = versions[0]
-    try:
-        holder = str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except Exception:  # no champion
-        holder = None
+    held = _champion(client, name)
+    holder = str(held.version) if held is not None else None
     metric, score = champion_score(client, name, holder)
     smoke = version.tags.get(SMOKE_TAG) == "true" and holder != str(version.version)
     return Registered(name=name, version=str(version.version), metric=version.tags.get("metric", ""),

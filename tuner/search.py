@@ -34,7 +34,7 @@ from tuner.lease import Lease
 from tuner.progress import ProgressTable
 from tuner.settings import GPUS_AUTO, SearchSettings, tracking_unreachable
 from tuner.space import optuna_searcher, param_space, reference_point
-from tuner.stopping import StopBound
+from tuner.stopping import fit
 from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_histories, trial_rows
 from tuner.tracking import NOTE_TAG, MlflowTracker, describe_search, how_to_load, save_example, where_to_browse
 from tuner.trainable import trainable_for
@@ -79,26 +79,6 @@ def init_ray() -> bool:
     logging.getLogger("torch._export").setLevel(logging.ERROR)
     _stop_on_sigterm()  # after ray.init, whose own handler would exit at once
     return True
-
-
-def fit(tuner: tune.Tuner) -> tuple[tune.ResultGrid, bool]:
-    """``tuner.fit()``, and whether Ctrl-C (or SIGTERM, which raises it) stopped it.
-
-    Tune answers the signal by ending its loop, saving its state, and then
-    stopping every trial, which leaves them all TERMINATED: their statuses
-    cannot tell an interrupted search from a finished one. Tune's handler
-    puts back the SIGINT handler it found when it runs, and only then; after
-    a normal end its own handler is still installed (it is put back here).
-    """
-    catching = threading.current_thread() is threading.main_thread() and not os.environ.get(
-        "TUNE_DISABLE_SIGINT_HANDLER"
-    )
-    before = signal.getsignal(signal.SIGINT)
-    grid = tuner.fit()
-    stopped = catching and signal.getsignal(signal.SIGINT) is before
-    if catching:
-        signal.signal(signal.SIGINT, before)  # a Ctrl-C during the finish must not go to Tune's finished loop
-    return grid, stopped
 
 
 def _own_dashboard() -> dict[str, Any]:
@@ -466,8 +446,7 @@ def _search(
         flush=True,
     )
     progress_module.LAST_STATUSES.clear()
-    with StopBound(resume_command=resume_command(settings)):  # a stop signal ends the driver within a bound
-        grid, stopped = fit(tuner)
+    grid, stopped = fit(tuner, resume_command=resume_command(settings))  # a stop ends the driver within a bound
     if stopped or progress_module.interrupted(settings.budget.num_samples):
         tracker.end(status="KILLED")
         raise Interrupted(settings)

@@ -31,18 +31,14 @@ class StopBound:
     watches for that (from a thread: Tune owns the signal while it runs).
     """
 
-    def __init__(self, *, resume_command: str, bound_s: float | None = None) -> None:
+    def __init__(self, *, resume_command: str, before: Any, bound_s: float | None = None) -> None:
         self.resume_command = resume_command
         self.bound_s = STOP_BOUND_S if bound_s is None else bound_s
         self._done = threading.Event()
-        self._before: Any = None
-        self._thread: threading.Thread | None = None
+        self._before = before  # the SIGINT handler installed before Tune's: it comes back when Tune's runs
 
     def __enter__(self) -> StopBound:
-        if threading.current_thread() is threading.main_thread():
-            self._before = signal.getsignal(signal.SIGINT)
-            self._thread = threading.Thread(target=self._watch, name="stop-bound", daemon=True)
-            self._thread.start()
+        threading.Thread(target=self._watch, name="stop-bound", daemon=True).start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -70,6 +66,29 @@ class StopBound:
         )
         kill_descendants()
         os._exit(EXIT_INTERRUPTED)
+
+
+def fit(tuner: Any, *, resume_command: str) -> tuple[Any, bool]:
+    """``tuner.fit()`` under a ``StopBound``, and whether Ctrl-C (or SIGTERM, which raises it) stopped it.
+
+    Tune answers the signal by ending its loop, saving its state, and then
+    stopping every trial, which leaves them all TERMINATED: their statuses
+    cannot tell an interrupted search from a finished one. Tune's handler puts
+    back the SIGINT handler it found when it runs, and only then; after a
+    normal end its own handler is still installed (it is put back here, so a
+    Ctrl-C during the finish does not go to Tune's finished loop).
+    """
+    catching = threading.current_thread() is threading.main_thread() and not os.environ.get(
+        "TUNE_DISABLE_SIGINT_HANDLER"
+    )
+    if not catching:  # Tune installs no handler off the main thread: nothing to watch
+        return tuner.fit(), False
+    before = signal.getsignal(signal.SIGINT)
+    with StopBound(resume_command=resume_command, before=before):
+        grid = tuner.fit()
+    stopped = signal.getsignal(signal.SIGINT) is before
+    signal.signal(signal.SIGINT, before)
+    return grid, stopped
 
 
 def kill_descendants() -> None:
