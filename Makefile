@@ -27,7 +27,7 @@ lint: venv
 	$(PY) -m ruff check .
 
 test: lint  ## ruff, then the test suite
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=40
 
 mlflow-ui: venv  ## browse the local MLflow store on http://$(HOST):$(PORT); Ctrl-C stops it and all its workers
 	$(PY) -m tuner.mlflow_ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \

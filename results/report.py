@@ -204,7 +204,8 @@ def png_learning_curves(view: SearchView, path: Path) -> None:
 
     fig, (by_epoch, by_spend) = plt.subplots(1, 2, figsize=(12, 4.5))
     _, unit = view.spend
-    for c in _curves(view):
+    curves = _curves(view)
+    for c in curves:
         style = STOPPED_STYLE if c["status"] != "completed" else {}
         label = c["trial_id"] + ("" if c["status"] == "completed" else f" ({c['status']})")
         by_epoch.plot(c["epoch"], c["value"], marker="o", markersize=3, label=label, **style)
@@ -213,7 +214,7 @@ def png_learning_curves(view: SearchView, path: Path) -> None:
         by_epoch.axvline(rung, color="#d62728", alpha=0.3, linewidth=1)
     by_epoch.set(xlabel=f"epoch (red lines: {view.rungs_label})", ylabel=view.metric, title="learning curves")
     by_spend.set(xlabel=f"{unit} the trial had used", ylabel=view.metric, title=f"learning curves against {unit}")
-    if len(view.histories) <= 12:
+    if 0 < len(curves) <= 12:  # no curve (every trial failed before its first epoch): no legend
         by_epoch.legend(fontsize=7)
     _save(fig, path)
 

@@ -11,6 +11,7 @@ from search_spaces import SpaceError, format_spaces, get_space, is_path, space_n
 from trainables.data import DataError
 from trainables.task import TaskError, check_config_keys, load_task, resolve_objective
 from tuner.errors import UsageError
+from tuner.resources import DEFAULT_START_TIMEOUT_S
 from tuner.settings import (
     SCHEDULERS,
     SEARCH_ALGORITHMS,
@@ -25,7 +26,6 @@ from tuner.settings import (
     resolve_tracking_uri,
     resume_settings,
 )
-from tuner.stopping import EXIT_INTERRUPTED  # 130, as a shell reports Ctrl-C
 from tuner.warm import load_warm_start
 
 EXIT_USAGE = 2
@@ -116,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=1,
         help="DDP workers per trial (Ray Train); GPUs and CPUs per trial are split evenly among them",
+    )
+    res.add_argument(
+        "--worker-start-timeout",
+        type=_number,
+        default=DEFAULT_START_TIMEOUT_S,
+        metavar="SECONDS",
+        help="DDP trials: how long a trial's workers may wait for the cluster to place them before the trial fails "
+        "with what holds the resources (raise it where an autoscaler adds nodes)",
     )
     res.add_argument(
         "--max-concurrent",
@@ -275,6 +283,8 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
             f"--confirm is {args.confirm}, but must be between 0 and --num-samples ({budget.num_samples}): it "
             f"retrains that many of the search's best configs"
         )
+    if args.worker_start_timeout <= 0:
+        raise UsageError(f"--worker-start-timeout is {args.worker_start_timeout:g}, but must be > 0 (seconds)")
     if args.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial is {args.cpus_per_trial:g}, but must be > 0")
     # A task of the user's that does not import, a metric it never reports or a mode against the metric's
@@ -296,6 +306,7 @@ def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings
             cpus_per_trial=args.cpus_per_trial,
             workers_per_trial=args.workers_per_trial,
             max_concurrent=args.max_concurrent,
+            worker_start_timeout_s=args.worker_start_timeout,
         ),
         run=RunSettings(
             name=name,
@@ -381,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             best = run_search(settings)
         except Interrupted as e:
             print(f"\n{e}", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return e.exit_code
     except SpaceError as e:
         print(f"error: {e}", file=sys.stderr)
         if str(e).startswith("unknown search space"):

@@ -13,6 +13,7 @@ and continues on all ranks. Inside workers only ``ray.train.*`` is used.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ from search_spaces import drop_inactive
 from trainables import checkpoint
 from trainables.loop import format_metrics
 from trainables.task import Diverged, TrialContext, load_task
+from tuner.placement import not_placed
 from tuner.trial import DataRef, TrialSettings, early_end, exploit_note, prepare_device
 
 __all__ = ["run_ddp_trial", "train_worker"]
@@ -74,6 +76,8 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
 def run_ddp_trial(config: dict[str, Any], *, data: DataRef, settings: TrialSettings) -> None:
     """Run one trial on ``settings.workers`` Train workers and wait for it (inside a Tune function)."""
     trial_id = tune.get_context().get_trial_id()
+    # Train reads its start timeout from the environment; it passes this process's value on to its controller.
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(settings.worker_start_timeout_s)
     use_gpu = settings.gpus_per_worker > 0
     resources = {"CPU": settings.cpus_per_worker}
     if use_gpu:
@@ -94,9 +98,17 @@ def run_ddp_trial(config: dict[str, Any], *, data: DataRef, settings: TrialSetti
                 checkpoint_score_order=settings.mode,
             ),
             callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
+            # A worker group not placed in time fails the trial (Train's default retries it without end).
+            failure_config=ray.train.FailureConfig(max_failures=settings.max_failures, controller_failure_limit=0),
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as e:
+        # Train's ControllerError wraps its (internal) WorkerGroupStartupTimeoutError.
+        if type(getattr(e, "controller_failure", None)).__name__ == "WorkerGroupStartupTimeoutError":
+            raise not_placed(workers=settings.workers, per_worker=resources,
+                             timeout_s=settings.worker_start_timeout_s) from None  # fmt: skip
+        raise
     if result.error is not None:
         raise result.error

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from tuner.errors import UsageError
 
 COORDINATOR_CPUS = 0.01  # Tune cannot schedule a trial on nothing; the coordinator only waits
+# How long a DDP trial's workers may wait to be placed (--worker-start-timeout); an autoscaler adding a node may
+# need longer. Ray Train's own default waits 60 s and then retries without end.
+DEFAULT_START_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,11 @@ from tuner import progress as progress_module
 from tuner.confirm import confirm
 from tuner.errors import UsageError
 from tuner.lease import Lease
+from tuner.placement import PlacementWatch
 from tuner.progress import ProgressTable
 from tuner.settings import GPUS_AUTO, SearchSettings, tracking_unreachable
 from tuner.space import optuna_searcher, param_space, reference_point
-from tuner.stopping import fit
+from tuner.stopping import EXIT_INTERRUPTED, fit
 from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_histories, trial_rows
 from tuner.tracking import NOTE_TAG, MlflowTracker, describe_search, how_to_load, save_example, where_to_browse
 from tuner.trainable import trainable_for
@@ -46,11 +47,19 @@ CONFUSION_KEYS = ("confusion_matrix", "classes")  # what a classifier's evaluate
 
 
 class Interrupted(RuntimeError):
-    """The search was stopped (Ctrl-C) with its state saved; the message is the command that resumes it."""
+    """The search was stopped (Ctrl-C) with its state saved; the message is the command that resumes it.
 
-    def __init__(self, settings: SearchSettings) -> None:
+    ``reason``: why the search stopped itself (its exit status is then 1, not Ctrl-C's 130).
+    """
+
+    def __init__(self, settings: SearchSettings, *, reason: str | None = None) -> None:
         command = resume_command(settings)
-        super().__init__(f"search '{settings.name}' interrupted; its state is saved. Resume it with:\n  {command}")
+        self.exit_code = 1 if reason else EXIT_INTERRUPTED
+        if reason:
+            super().__init__(f"search '{settings.name}' stopped: {reason}\nIts state is saved; once that is "
+                             f"resolved, resume it with:\n  {command}")  # fmt: skip
+        else:
+            super().__init__(f"search '{settings.name}' interrupted; its state is saved. Resume it with:\n  {command}")
 
 
 def resume_command(settings: SearchSettings) -> str:
@@ -68,9 +77,6 @@ def init_ray() -> bool:
     # engine at verbose=0 prints nothing, and per-epoch checkpoints are intended here.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # DDP trials: Train gives its workers 60 s to start; on a loaded machine a worker
-    # importing torch can take longer. Ray's processes inherit this from the driver.
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     if ray.is_initialized():
         return False
     # No address: a local instance here, the job's cluster under `ray job submit`.
@@ -210,6 +216,7 @@ def make_trainable(
         compile=settings.compile,
         keep_checkpoints=keep,
         max_failures=settings.run.max_failures,
+        worker_start_timeout_s=settings.resources.worker_start_timeout_s,
         train_storage=_fs.join(settings.folder, "train"),
         checkpoint_epochs=checkpoint_epochs,
         metric=settings.metric,
@@ -437,7 +444,9 @@ def _search(
     warm = None if settings.run.resume else warm_start(settings, space)
     if warm:
         print(warm.describe(optuna=settings.search == "optuna"), file=out)
-    tuner = build_tuner(settings, space, dataset, [tracker, progress], concurrency=concurrency, warm=warm)
+    ddp = settings.resources.workers_per_trial > 1
+    watch = PlacementWatch(out=out, timeout_s=settings.resources.worker_start_timeout_s if ddp else None)
+    tuner = build_tuner(settings, space, dataset, [tracker, progress, watch], concurrency=concurrency, warm=warm)
     print(
         f"search '{settings.name}': {settings.budget.num_samples} trials, "
         f"{schedulers.LABELS[settings.scheduler]} over {settings.budget.max_epochs} epochs, "
@@ -449,7 +458,7 @@ def _search(
     grid, stopped = fit(tuner, resume_command=resume_command(settings))  # a stop ends the driver within a bound
     if stopped or progress_module.interrupted(settings.budget.num_samples):
         tracker.end(status="KILLED")
-        raise Interrupted(settings)
+        raise Interrupted(settings, reason=watch.not_placed)
     return finish(settings, space, grid, dataset, tracker, concurrency=concurrency, out=out)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from results import SEARCH_JSON, _fs
 from search_spaces import Budget, SearchSpace, check_budget, searched_space
 from tuner.errors import UsageError
-from tuner.resources import TrialShape, trial_shape
+from tuner.resources import DEFAULT_START_TIMEOUT_S, TrialShape, trial_shape
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SEARCH_ALGORITHMS = ("random", "optuna")
@@ -39,6 +39,7 @@ class Resources:
     cpus_per_trial: float = 1.0
     workers_per_trial: int = 1  # > 1: each trial is a DDP run on that many Ray Train workers
     max_concurrent: int | None = None
+    worker_start_timeout_s: float = DEFAULT_START_TIMEOUT_S  # DDP: how long a worker group may wait to be placed
 
     @property
     def pending(self) -> bool:

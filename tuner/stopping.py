@@ -68,6 +68,22 @@ class StopBound:
         os._exit(EXIT_INTERRUPTED)
 
 
+def _tune_catches() -> bool:
+    """Whether Tune answers SIGINT in this process (it installs its handler on the main thread only)."""
+    return threading.current_thread() is threading.main_thread() and not os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+
+
+def stop_fit() -> bool:
+    """From inside ``fit`` (a Tune callback): stop the search as Ctrl-C does, its state saved for ``--resume``.
+
+    False where Tune does not catch the signal: nothing is sent then.
+    """
+    if not _tune_catches():
+        return False
+    signal.raise_signal(signal.SIGINT)
+    return True
+
+
 def fit(tuner: Any, *, resume_command: str) -> tuple[Any, bool]:
     """``tuner.fit()`` under a ``StopBound``, and whether Ctrl-C (or SIGTERM, which raises it) stopped it.
 
@@ -78,10 +94,7 @@ def fit(tuner: Any, *, resume_command: str) -> tuple[Any, bool]:
     normal end its own handler is still installed (it is put back here, so a
     Ctrl-C during the finish does not go to Tune's finished loop).
     """
-    catching = threading.current_thread() is threading.main_thread() and not os.environ.get(
-        "TUNE_DISABLE_SIGINT_HANDLER"
-    )
-    if not catching:  # Tune installs no handler off the main thread: nothing to watch
+    if not _tune_catches():  # Tune installs no handler off the main thread: nothing to watch
         return tuner.fit(), False
     before = signal.getsignal(signal.SIGINT)
     with StopBound(resume_command=resume_command, before=before):

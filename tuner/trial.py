@@ -27,6 +27,7 @@ from search_spaces import drop_inactive
 from trainables import checkpoint
 from trainables.loop import format_metrics
 from trainables.task import Diverged, TrialContext, is_out_of_memory, load_task
+from tuner.resources import DEFAULT_START_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class TrialSettings:
     compile: bool = False
     keep_checkpoints: int = 2  # DDP trials: Train keeps this many (Tune keeps them otherwise)
     max_failures: int = 2  # DDP trials: restarts of the worker group after a worker dies
+    worker_start_timeout_s: float = DEFAULT_START_TIMEOUT_S  # DDP trials: how long workers may wait to be placed
     train_storage: str = ""  # DDP trials: where their Train runs write, under the search's folder
     checkpoint_epochs: tuple[int, ...] = ()  # always saved: the scheduler's rungs and the last epoch
     checkpoint_period_s: float = 0.0  # other epochs are saved once this long has passed (0: every epoch)

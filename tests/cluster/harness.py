@@ -114,7 +114,6 @@ def ray_env(token: str) -> dict[str, str]:
         RAY_AUTH_TOKEN=token,
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         RAY_USAGE_STATS_ENABLED="0",
-        RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="600",
     )
     return env
 

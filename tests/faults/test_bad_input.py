@@ -39,6 +39,7 @@
 | 35 | --warm-start from a folder that holds no finished search | the folder of a finished search |
 | 36 | a space whose mode is against its metric's direction | the mode to set |
 | 37 | a table's problem that does not report the space's metric | the metrics it reports, or leave both out |
+| 38 | --worker-start-timeout 0 | must be > 0, in seconds |
 
 An unreachable MLflow server is not bad input: the search runs without it
 (tests/faults/test_mlflow_down.py).
@@ -122,6 +123,8 @@ CASES = {
     "zero CPUs": (lambda t, c: ["--cpus-per-trial", "0"], ["--cpus-per-trial is 0", "> 0"]),
     "negative checkpoint period": (lambda t, c: ["--checkpoint-period", "-1"],
                                    ["--checkpoint-period is -1", "0: every epoch"]),
+    "zero worker start timeout": (lambda t, c: ["--worker-start-timeout", "0"],
+                                  ["--worker-start-timeout is 0", "> 0 (seconds)"]),
     "space file not YAML": (lambda t, c: ["--space", _space_file(t, "name: x\nparams: {lr: [\n")],
                             ["bad.yaml: not valid YAML at line", "fix the syntax"]),
     "space file, unknown task": (lambda t, c: ["--space", _space_file(t, _cifar_yaml().replace("task: cifar",
