@@ -31,7 +31,6 @@ good config.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import logging
@@ -44,17 +43,17 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from common import ROOT, machine, table
+from common import machine, table
 
 import results
 from results.cost import progress_curve, reached, scheduler_epochs
 from search_spaces import BUILTIN_DIR, get_space
 
-METHODS = {  # name -> the flags that make it
-    "random, full budget": ["--scheduler", "fifo"],
-    "ASHA (random)": ["--scheduler", "asha"],
-    "ASHA (Optuna TPE)": ["--scheduler", "asha", "--search", "optuna"],
-    "PBT": ["--scheduler", "pbt"],
+METHODS = {  # name -> the search's settings that make it (tuner.search keywords)
+    "random, full budget": {"scheduler": "fifo"},
+    "ASHA (random)": {"scheduler": "asha"},
+    "ASHA (Optuna TPE)": {"scheduler": "asha", "searcher": "optuna"},
+    "PBT": {"scheduler": "pbt"},
 }
 BASELINE = "random, full budget"
 SPACE_FILE = "cifar-no-reference.yaml"
@@ -63,7 +62,7 @@ GOAL = ("ASHA (random)", 4.0)  # ASHA should reach the target at least 4x sooner
 
 def trials_for(method: str, *, budget_epochs: int, max_epochs: int, grace_period: int, reduction_factor: int) -> int:
     """How many trials ``method`` gets so that it is expected to train ``budget_epochs`` epochs in all."""
-    scheduler = METHODS[method][1]
+    scheduler = METHODS[method]["scheduler"]
     per_trial = scheduler_epochs(scheduler, max_epochs=max_epochs, grace_period=grace_period,
                                  reduction_factor=reduction_factor)  # fmt: skip
     return max(2, round(budget_epochs / per_trial))
@@ -71,22 +70,17 @@ def trials_for(method: str, *, budget_epochs: int, max_epochs: int, grace_period
 
 def run_one(work: Path, data_dir: str, *, method: str, seed: int, trials: int, budget: dict, smoke: bool) -> dict:
     """One search, in this process (Ray already started); returns its folder and what it cost."""
-    from tuner.cli import build_parser, settings_from_args
-    from tuner.search import run_search
+    import tuner
 
     name = f"{''.join(c for c in method.lower() if c.isalnum())}-s{seed}"
-    argv = ["--space", str(work / SPACE_FILE), "--data-dir", data_dir, "--storage-path", str(work), "--name", name,
-            "--seed", str(seed),
-            "--mlflow-uri", f"sqlite:///{work / 'mlflow.db'}", "--num-samples", str(trials),
-            "--max-epochs", str(budget["max_epochs"]), "--grace-period", str(budget["grace_period"]),
-            "--reduction-factor", str(budget["reduction_factor"]), "--checkpoint-period", "30",
-            *METHODS[method], *(["--smoke-test"] if smoke else [])]  # fmt: skip
-    settings = settings_from_args(build_parser().parse_args(argv), cwd=ROOT)
-    log = io.StringIO()
-    with contextlib.redirect_stdout(log):  # the progress table too: one line per search here
-        run_search(settings, out=log)
+    log = io.StringIO()  # the progress table and the summary: one line per search here
+    result = tuner.search(str(work / SPACE_FILE), data_dir=data_dir, storage_path=str(work), name=name, seed=seed,
+                          mlflow_uri=f"sqlite:///{work / 'mlflow.db'}", num_samples=trials,
+                          max_epochs=budget["max_epochs"], grace_period=budget["grace_period"],
+                          reduction_factor=budget["reduction_factor"], checkpoint_period=30, smoke_test=smoke,
+                          out=log, **METHODS[method])  # fmt: skip
     (work / f"{name}.log").write_text(log.getvalue())
-    return {"method": method, "seed": seed, "trials": trials, "folder": settings.folder}
+    return {"method": method, "seed": seed, "trials": trials, "folder": result.folder}
 
 
 def measure(run: dict, *, target: float, metric: str, mode: str) -> tuple[dict, pd.DataFrame]:

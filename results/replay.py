@@ -186,7 +186,7 @@ def replay(folder: str, *, trial_id: str | None = None) -> Replay:
         if int(metrics["epoch"]) >= last:
             raise _Enough
 
-    context = TrialContext(device=device, report=report, compile=bool(settings.get("compile")))
+    context = TrialContext(device=device, reporter=report, compile=bool(settings.get("compile")))
     try:
         task.train(config, data.trial, context)
     except _Enough:

@@ -26,6 +26,7 @@ from search_spaces._schema import (
     drop_inactive,
     mark_inactive,
     parse_space,
+    smoke_of,
 )
 from search_spaces.exceptions import SpaceError
 from search_spaces.overrides import apply_overrides
@@ -93,7 +94,7 @@ def searched_space(ref: str, *, smoke_test: bool, params: list[str]) -> SearchSp
     ``--param`` overrides applied."""
     space = get_space(ref)
     if smoke_test:
-        space = apply_overrides(space, space.smoke.params)
+        space = apply_overrides(space, smoke_of(space).params)
     return apply_overrides(space, params)
 
 
@@ -145,5 +146,6 @@ __all__ = [
     "load_space_file",
     "parse_space",
     "searched_space",
+    "smoke_of",
     "space_names",
 ]

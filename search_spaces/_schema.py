@@ -34,7 +34,7 @@ class Param:
 
     name: str
     kind: str
-    description: str
+    description: str = ""
     unit: str = ""
     low: float | None = None
     high: float | None = None
@@ -102,7 +102,7 @@ class SearchSpace:
     params: tuple[Param, ...]
     constants: dict[str, Any]
     budget: Budget
-    smoke: Smoke
+    smoke: Smoke | None  # None: the file has no smoke section, and --smoke-test is refused
     reference: dict[str, Any] = field(default_factory=dict)  # a known-good config, tried first
     trials_per_gpu: int = 1  # trials sharing each GPU when --gpus-per-trial is not given
     task: str = "cifar"  # what trains a trial: one of TASKS
@@ -247,6 +247,17 @@ def check_budget(budget: Budget) -> None:
         raise SpaceError(f"--reduction-factor is {budget.reduction_factor}, but must be >= 2")
 
 
+def smoke_of(space: SearchSpace) -> Smoke:
+    """The space's smoke section, which ``--smoke-test`` runs; refused with the fix where the file has none."""
+    if space.smoke is None:
+        raise SpaceError(
+            f"--smoke-test runs the space's smoke section, and space '{space.name}' has none: add one to "
+            f"{space.source or 'the space'}, e.g. `smoke: {{budget: {{num_samples: 2, max_epochs: 2, grace_period: 1, "
+            f"reduction_factor: 2}}}}` (see search_spaces/cifar.yaml), or run without --smoke-test"
+        )
+    return space.smoke
+
+
 def parse_space(raw: dict[str, Any], *, source: str = "") -> SearchSpace:
     """Validate a space written as plain data (read from the file ``source``, if any) and return it typed."""
     raw = _check_keys(raw, SPACE_KEYS, where="the space")
@@ -265,19 +276,22 @@ def parse_space(raw: dict[str, Any], *, source: str = "") -> SearchSpace:
         if "when" in spec:
             when = _check_keys(spec["when"], None, where=f"space '{name}', parameter '{pname}': when")
             spec["when"] = {k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in when.items()}
-        if "kind" not in spec or "description" not in spec:
-            raise SpaceError(f"space '{name}', parameter '{pname}' needs a kind and a one-line description")
+        if "kind" not in spec:
+            raise SpaceError(f"space '{name}', parameter '{pname}' needs a kind (loguniform, uniform, int, choice "
+                             f"or fixed)")  # fmt: skip
         p = Param(name=pname, **spec)
         _check_param(p, space=name)
         params.append(p)
     if not params:
         raise SpaceError(f"space '{name}' has no params")
-    smoke_raw = _check_keys(raw.get("smoke", {}), SMOKE_KEYS, where=f"space '{name}': smoke")
-    smoke = Smoke(
-        budget=_parse_budget(smoke_raw.get("budget", {}), where=f"space '{name}': smoke budget"),
-        params=dict(_check_keys(smoke_raw.get("params", {}), None, where=f"space '{name}': smoke params")),
-        **{k: int(smoke_raw[k]) for k in ("train_size", "val_size", "test_size") if k in smoke_raw},
-    )
+    smoke = None
+    if raw.get("smoke") is not None:  # optional: without it, only --smoke-test is refused
+        smoke_raw = _check_keys(raw["smoke"], SMOKE_KEYS, where=f"space '{name}': smoke")
+        smoke = Smoke(
+            budget=_parse_budget(smoke_raw.get("budget", {}), where=f"space '{name}': smoke budget"),
+            params=dict(_check_keys(smoke_raw.get("params", {}), None, where=f"space '{name}': smoke params")),
+            **{k: int(smoke_raw[k]) for k in ("train_size", "val_size", "test_size") if k in smoke_raw},
+        )
     metric, mode = _parse_metric(raw, space=name)
     space = SearchSpace(
         name=name,
@@ -294,7 +308,7 @@ def parse_space(raw: dict[str, Any], *, source: str = "") -> SearchSpace:
         mode=mode,
         source=source,
     )
-    for pname in (*smoke.params, *space.reference):
+    for pname in (*(smoke.params if smoke else {}), *space.reference):
         space.param(pname)  # smoke overrides and the reference name real parameters
     return order_conditions(space)
 

@@ -125,3 +125,26 @@ def test_a_conditional_parameter_never_reaches_a_trial_where_it_is_inactive(tmp_
                                   filter_string="tags.`hpsearch.trial_id` != ''"):  # fmt: skip
         params = run.data.params
         assert (params["dropout"] == "inactive") == (params["layers"] == "1"), params
+
+
+def test_the_smallest_task_runs_through_the_same_machinery(tmp_path, monkeypatch):
+    """examples/minimal: a function task and a space of five keys, through the Python API (its own Ray)."""
+    import io
+
+    import tuner
+
+    monkeypatch.chdir(ROOT)  # the space names its task as examples.minimal.task:train
+    out = io.StringIO()
+    result = tuner.search(str(ROOT / "examples" / "minimal" / "space.yaml"), data_dir=".", name="minimal",
+                          storage_path=str(tmp_path / "runs"), mlflow_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                          num_samples=3, max_epochs=4, grace_period=1, out=out)  # fmt: skip
+    said = out.getvalue()
+    assert len(result.table) == 3 and result.best is not None and result.best.score > 0.5
+    assert set(result.table["status"]) <= {"completed", "stopped"}
+    assert result.best.test_scores == {} and result.model_uri is None  # no evaluate, no build_model
+    assert "no test score: the task has no evaluate" in said and "no registered model: the task has no" in said
+    # Its checkpoints hold what report(model=, optimizer=) saved: a resumed trial restores from them.
+    from trainables.checkpoint import load
+
+    state = load(result.best.checkpoint)
+    assert {"model", "optimizer", "epoch", "config"} <= set(state)

@@ -223,7 +223,11 @@ def test_inactive_parameters_show_as_inactive_not_their_sampled_value():
 def test_the_first_epoch_estimate_text():
     assert first_epoch_estimate(epoch_s=130.0, trial_epochs=48, concurrency=3) == (
         "first epoch: 2m10s on CPU; with 3 trial(s) at once the search's ~48 trial-epochs take about 34m40s here. "
-        "A quick try: make smoke (--smoke-test); the real search: a GPU."
+        "A quick try: --smoke-test (the space's smoke budget); the real search: a GPU."
+    )
+    # A search of minutes needs no advice.
+    assert first_epoch_estimate(epoch_s=3.0, trial_epochs=4, concurrency=2) == (
+        "first epoch: 3s on CPU; with 2 trial(s) at once the search's ~4 trial-epochs take about 6s here."
     )
 
 

@@ -143,7 +143,7 @@ def test_a_space_file_of_ones_own(tmp_path):
         ({"budjet": {}}, "unknown key 'budjet'; the keys allowed there are: name, description"),
         ({"params": {"lr": {"kind": "uniform", "low": 1, "hgh": 2, "description": "x"}}},
          "parameter 'lr': unknown key 'hgh'"),
-        ({"params": {"lr": {"kind": "uniform", "low": 1, "high": 2}}}, "parameter 'lr' needs a kind and a one-line"),
+        ({"params": {"lr": {"low": 1, "high": 2}}}, "parameter 'lr' needs a kind"),
         ({"params": {"bs": {"kind": "choice", "choices": 64, "description": "x"}}}, "choices must be a list"),
         ({"budget": {"num_samples": 4, "max_epochs": 2, "grace_period": 1}}, "budget lacks reduction_factor"),
         ({"budget": {"num_samples": "4", "max_epochs": 2, "grace_period": 1, "reduction_factor": 2}},

@@ -42,6 +42,8 @@ class AugmentDraw:
     def take(self, index: slice) -> AugmentDraw:
         return AugmentDraw(self.dy[index], self.dx[index], self.flip[index])
 
+    __getitem__ = take  # so that a rank's part is ``context.shard(draw)``, as for the batch's indices
+
     def with_flips(self, flip: torch.Tensor) -> AugmentDraw:
         return AugmentDraw(self.dy, self.dx, flip)
 

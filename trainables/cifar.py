@@ -26,6 +26,8 @@ from trainables.task import TaskData, TaskError, TrialContext, class_frame, on_d
 class CifarTask:
     """CIFAR-10 classification; reports ``val_acc``, ``val_loss``, ``train_loss`` and speed every epoch."""
 
+    supports_ddp = True  # trainables.loop shards every global batch over the ranks
+
     def load(self, *, data_dir: str, smoke: dict[str, int] | None, constants: dict[str, Any]) -> TaskData:
         """Read, validate and split CIFAR-10 (downloaded when absent); a slice of it for the smoke test."""
         try:

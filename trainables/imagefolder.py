@@ -175,6 +175,8 @@ MODELS = ("small_cnn", *TORCHVISION)
 class ImageFolderTask:
     """Classification of a folder of images per class; reports ``val_acc``, ``val_loss`` and ``train_loss``."""
 
+    supports_ddp = True  # each rank trains on its part of every global batch (context.shard)
+
     def load(self, *, data_dir: str, smoke: dict[str, int] | None, constants: dict[str, Any]) -> TaskData:
         root = Path(data_dir)
         channels, size = int(constants["channels"]), int(constants["image_size"])
@@ -275,22 +277,25 @@ class ImageFolderTask:
             first = int(context.start["epoch"]) + 1
         generator = torch.Generator(device=device)
         translate = int(config["translate"])
+        net = context.distributed(model)  # DDP at world size > 1: gradients averaged over the ranks
         for epoch in range(first, int(config["epochs"]) + 1):
             generator.manual_seed(int(config["seed"]) * 100_003 + epoch)  # the same order again after a resume
             order = torch.randperm(n, device=device, generator=generator)
             model.train()
             total = torch.zeros((), device=device)
             for step in range(steps):
+                # The global batch and its augmentation, drawn alike on every rank; each trains on its part.
                 idx = order[step * batch : (step + 1) * batch]
                 draw = augment.draw(len(idx), translate=translate, generator=generator, device=device)
+                idx, draw = context.shard(idx), context.shard(draw)
                 x = augment.apply(d["train_x"][idx].float(), draw, translate=translate, flip=bool(config["flip"]))
-                loss = F.cross_entropy(model(x), d["train_y"][idx], label_smoothing=float(config["label_smoothing"]))
+                loss = F.cross_entropy(net(x), d["train_y"][idx], label_smoothing=float(config["label_smoothing"]))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
                 total += loss.detach()
-            train_loss = total.item() / steps
+            train_loss = context.mean(total.item() / steps)
             if not math.isfinite(train_loss):
                 raise Diverged(epoch=epoch, loss=train_loss)
             val_loss, val_acc = self._scores(model, d["val_x"], d["val_y"])

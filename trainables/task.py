@@ -1,9 +1,21 @@
 """The task contract: what the service calls to train a user's model on a user's data.
 
-A task is any object (a class instance, or a module) with the four methods of
-``Task`` below. It imports neither Ray nor MLflow: the service owns scheduling,
+A task is a function ``train(config, context)``, or any object (a class
+instance, or a module) with the methods of ``Task`` below, of which only
+``train`` is required: without ``load`` the task reads its own data (``train``
+receives None), without ``evaluate`` the search gives no test score, and
+without ``build_model`` no model is registered; the summary says what was
+left out. A task imports neither Ray nor MLflow: the service owns scheduling,
 checkpoints, retries, resume, ASHA, MLflow and the results, and calls the task
-at four points.
+at these points.
+
+The smallest task (README, "Your own model and data")::
+
+    def train(config, context):
+        model, optimizer = ..., ...
+        for epoch in range(context.restore(model, optimizer), config["epochs"] + 1):
+            ...  # one epoch of training and validation
+            context.report({"epoch": epoch, "val_acc": acc}, model=model, optimizer=optimizer)
 
 1. ``load`` runs once per search, on the driver, with ``--data-dir``, the
    space's ``smoke`` sizes under ``--smoke-test`` (else None) and the space's
@@ -23,7 +35,11 @@ at four points.
    metric; ``state`` is a function returning everything needed to continue
    (a dict of tensors and plain values, called only when the service decides
    to checkpoint; the service adds ``epoch`` and ``config`` to what it saves,
-   so ``context.start["epoch"]`` is the last epoch done). Under
+   so ``context.start["epoch"]`` is the last epoch done). Or pass
+   ``model=`` (and ``optimizer=``) instead of ``state``: their state dicts are
+   saved, and ``context.restore(model, optimizer)`` puts them back and returns
+   the first epoch to train. Python's, NumPy's and PyTorch's generators are
+   seeded with ``config["seed"]`` before ``train`` runs. Under
    ``--scheduler pbt`` the start may be another trial's checkpoint and
    ``config`` may differ from ``context.start["config"]`` in the space's
    ``mutable`` parameters: continue the state with ``config``'s values (for
@@ -64,6 +80,7 @@ directory (see ``examples/``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -106,16 +123,99 @@ class TrialContext:
     """What ``Task.train`` is given beside the config and the data."""
 
     device: torch.device  # the GPU Ray assigned to this process, else the CPU
-    report: Reporter  # once per epoch, on every rank
+    reporter: Reporter  # the service's end of ``report``
     start: dict[str, Any] | None = None  # the last checkpoint's state, when the trial continues
     rank: int = 0
     world_size: int = 1
     compile: bool = False  # --compile: torch.compile the network
 
+    def report(self, metrics: dict[str, Any], state: Callable[[], dict[str, Any]] | None = None, *,
+               model: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:  # fmt: skip
+        """Once per epoch, on every rank: ``metrics`` holds ``epoch`` and the space's metric.
+
+        What a checkpoint saves, when the service decides to save one: ``state()``,
+        or the ``model``'s (and ``optimizer``'s) state dicts, which ``restore``
+        puts back. With neither, the trial saves no checkpoint: a retried or
+        resumed trial starts over, and no model is registered from it.
+        """
+        if state is None and model is not None:
+            state = functools.partial(_module_state, model, optimizer)
+        self.reporter(metrics, state)
+
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
+        """Put the last checkpoint (saved by ``report(model=..., optimizer=...)``) back; the first epoch to train.
+
+        1 on a fresh start. Under ``--scheduler pbt`` the checkpoint may be another
+        trial's and ``config`` may change a mutable value such as the learning rate:
+        set it on the optimizer after ``restore``.
+        """
+        if not self.start:
+            return 1
+        if "model" not in self.start:
+            raise TaskError("the checkpoint holds no 'model': restore() reads what report(model=...) saved")
+        _bare(model).load_state_dict(self.start["model"])
+        if optimizer is not None and "optimizer" in self.start:
+            optimizer.load_state_dict(self.start["optimizer"])
+        return int(self.start["epoch"]) + 1
+
+    # Data parallelism without Ray: what a task uses to train the same on one process or many
+    # (declare it with ``supports_ddp = True``). Every rank runs ``train`` with the same seed.
+
+    def distributed(self, model: nn.Module) -> nn.Module:
+        """``model`` as the trial trains it: wrapped in DDP at world size > 1 (gradients averaged over the
+        ranks after each backward), else itself. Save and restore go through the wrapper by themselves."""
+        if self.world_size == 1:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def shard(self, items: Any) -> Any:
+        """This rank's part of ``items`` (a tensor, an array, a list): every ``world_size``-th item from ``rank``.
+
+        Give it a global batch's indices, drawn the same on every rank (seeded): the
+        ranks then train on the batch one process would, each on its part. Batches
+        whose size the world size divides keep the parts equal, and DDP's average of
+        the ranks' mean losses equal to the batch's mean loss.
+        """
+        return items[self.rank :: self.world_size]
+
+    def mean(self, value: float | torch.Tensor) -> float:
+        """``value`` averaged over the ranks (itself at world size 1): a metric each rank computed on its part."""
+        if self.world_size == 1:
+            return float(value)
+        import torch.distributed as dist
+
+        where = self.device if self.device.type == "cuda" else torch.device("cpu")  # NCCL reduces on the GPU
+        total = torch.as_tensor(value, dtype=torch.float64).detach().to(where).reshape(())
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total.item() / self.world_size
+
+
+def _bare(model: nn.Module) -> nn.Module:
+    """The module itself, under DDP's and torch.compile's wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def _module_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    state: dict[str, Any] = {"model": _bare(model).state_dict()}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    return state
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, NumPy's and PyTorch's generators, seeded before ``train`` runs (the trial's ``seed``)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
 
 @runtime_checkable
 class Task(Protocol):
-    """The four methods a task provides (see the module docstring)."""
+    """The methods a task may provide (see the module docstring): ``train`` is the one it must."""
 
     def load(self, *, data_dir: str, smoke: dict[str, int] | None, constants: dict[str, Any]) -> TaskData: ...
 
@@ -307,16 +407,21 @@ def code_key(ref: str) -> str:
 
 def load_data(space: Any, *, data_dir: str, smoke_test: bool) -> TaskData:
     """What ``space``'s task loads from ``data_dir`` for a search (a slice of it for the smoke test)."""
-    s = space.smoke
-    smoke = {"train_size": s.train_size, "val_size": s.val_size, "test_size": s.test_size} if smoke_test else None
+    smoke = None
+    if smoke_test:
+        from search_spaces import smoke_of
+
+        s = smoke_of(space)
+        smoke = {"train_size": s.train_size, "val_size": s.val_size, "test_size": s.test_size}
     return load_task(space.task).load(data_dir=data_dir, smoke=smoke, constants=dict(space.constants))
 
 
-def load_task(ref: str) -> Task:
+def load_task(ref: str) -> LoadedTask:
     """The task ``ref`` names: a built-in's name, or ``package.module:attribute`` importable from here.
 
-    The attribute may be a task object, a module with the four methods, or a
-    class whose instances are tasks (it is called with no arguments).
+    The attribute may be a task object, a module with the methods, a class whose
+    instances are tasks (it is called with no arguments), or a plain function
+    ``train(config, context)``.
     """
     import importlib
     import inspect
@@ -337,10 +442,67 @@ def load_task(ref: str) -> Task:
         raise TaskError(f"task '{ref}': module {module_name} has no attribute '{attribute}'")
     if inspect.isclass(task):
         task = task()
-    missing = [m for m in ("load", "train", "evaluate", "build_model") if not callable(getattr(task, m, None))]
-    if missing:
+    if inspect.isfunction(task) or (callable(task) and not hasattr(task, "train")):
+        return LoadedTask(task, ref=ref, function=True)
+    if not callable(getattr(task, "train", None)):
         raise TaskError(
-            f"task '{ref}' lacks {', '.join(missing)}: a task has the methods load, train, evaluate and build_model "
-            f"(see trainables/task.py)"
+            f"task '{ref}' has no train: a task is a function train(config, context), or an object with the method "
+            f"train(config, data, context) and, optionally, load, evaluate and build_model (see trainables/task.py)"
         )
-    return task
+    return LoadedTask(task, ref=ref)
+
+
+class LoadedTask:
+    """A user's task with what it leaves out filled in: only ``train`` is required.
+
+    Without ``load`` the task reads its own data (``train`` receives None);
+    without ``evaluate`` the search has no test score; without ``build_model``
+    no model is registered (``skipped`` says so, for the summary). A plain
+    function ``train(config, context)`` is a task with ``train`` alone. Every
+    other attribute (``metrics``, ``objective``, ``predict``, ...) is the task's own.
+    """
+
+    def __init__(self, task: Any, *, ref: str, function: bool = False) -> None:
+        self.wrapped, self.ref, self.function = task, ref, function
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("wrapped", "ref", "function"):  # not set yet (copying, unpickling): no recursion
+            raise AttributeError(name)
+        if self.function:
+            raise AttributeError(f"task '{self.ref}' is a function: it has no {name}")
+        return getattr(self.wrapped, name)
+
+    @property
+    def supports_ddp(self) -> bool:
+        """Whether the task trains data-parallel at ``context.world_size > 1`` (it says so: ``supports_ddp = True``)."""
+        return bool(getattr(self.wrapped, "supports_ddp", False))
+
+    def provides(self, method: str) -> bool:
+        """Whether the task itself has ``method`` (``load``, ``evaluate``, ``build_model``, ...)."""
+        return not self.function and callable(getattr(self.wrapped, method, None))
+
+    def skipped(self) -> list[str]:
+        """What a search of this task leaves out, and why: one line each."""
+        said = {"evaluate": "no test score: the task has no evaluate(state, held_out, device=...)",
+                "build_model": "no registered model: the task has no build_model(state)"}  # fmt: skip
+        return [line for method, line in said.items() if not self.provides(method)]
+
+    def load(self, *, data_dir: str, smoke: dict[str, int] | None, constants: dict[str, Any]) -> TaskData:
+        if self.provides("load"):
+            return self.wrapped.load(data_dir=data_dir, smoke=smoke, constants=constants)
+        return TaskData(trial=None, held_out=None, description=f"data read by task {self.ref} itself", example=None)
+
+    def train(self, config: dict[str, Any], data: Any, context: TrialContext) -> None:
+        if self.function:
+            return self.wrapped(config, context)
+        return self.wrapped.train(config, data, context)
+
+    def evaluate(self, state: dict[str, Any], held_out: Any, *, device: torch.device) -> dict[str, Any]:
+        if not self.provides("evaluate"):
+            raise TaskError(f"task '{self.ref}' has no evaluate: it gives no test score")
+        return self.wrapped.evaluate(state, held_out, device=device)
+
+    def build_model(self, state: dict[str, Any]) -> nn.Module:
+        if not self.provides("build_model"):
+            raise TaskError(f"task '{self.ref}' has no build_model: its trained network cannot be rebuilt")
+        return self.wrapped.build_model(state)

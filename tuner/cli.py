@@ -7,26 +7,13 @@ import os
 import sys
 from pathlib import Path
 
-from search_spaces import SpaceError, format_spaces, get_space, is_path, space_names
+from search_spaces import SpaceError, format_spaces, get_space, space_names
 from trainables.data import DataError
-from trainables.task import TaskError, check_config_keys, load_task, resolve_objective
+from trainables.task import TaskError
+from tuner.config import make_settings
 from tuner.errors import UsageError
 from tuner.resources import DEFAULT_START_TIMEOUT_S
-from tuner.settings import (
-    SCHEDULERS,
-    SEARCH_ALGORITHMS,
-    Resources,
-    RunSettings,
-    SearchSettings,
-    budget_from,
-    check_name,
-    default_name,
-    parse_gpus_per_trial,
-    resolve_storage,
-    resolve_tracking_uri,
-    resume_settings,
-)
-from tuner.warm import load_warm_start
+from tuner.settings import SCHEDULERS, SEARCH_ALGORITHMS, SearchSettings
 
 EXIT_USAGE = 2
 
@@ -96,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "rung"),
     }
     for key, (flag, text) in flags.items():
-        full, smoke = getattr(default.budget, key), getattr(default.smoke.budget, key)
+        full, smoke = getattr(default.budget, key), getattr(default.smoke.budget, key)  # cifar's has one
         budget.add_argument(
             flag, type=_positive_int, default=None, help=f"{text} (default for cifar: {full}; smoke test: {smoke})"
         )
@@ -212,146 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_batch_split(settings: SearchSettings) -> None:
-    """Every batch size the search can draw must split evenly over the DDP workers."""
-    workers = settings.resources.workers_per_trial
-    space = settings.space()
-    if workers == 1 or not any(p.name == "batch_size" for p in space.params):  # a task may have no batches
-        return
-    p = space.param("batch_size")
-    sizes = p.choices if p.kind == "choice" else (p.value,) if p.kind == "fixed" else ()
-    uneven = [b for b in sizes if int(b) % workers]
-    if workers > 1 and uneven:
-        raise UsageError(
-            f"batch_size {', '.join(map(str, uneven))} cannot be split evenly over --workers-per-trial {workers}: "
-            f"use batch sizes that are multiples of {workers} (--param batch_size=...)"
-        )
-
-
-def check_scheduler(scheduler: str, *, space, budget, search: str, max_concurrent: int | None) -> None:
-    """Refuse a scheduler the space or the other flags leave nothing to do for, or that cannot run with them."""
-    if scheduler != "pbt":
-        return
-    if search != "random":
-        raise UsageError(
-            "--scheduler pbt makes its own configs (by perturbing its best trials'), so it cannot follow "
-            f"--search {search}: drop --search, or pick another --scheduler"
-        )
-    if not any(p.mutable for p in space.params):
-        raise UsageError(
-            f"--scheduler pbt perturbs the space's mutable parameters, and space '{space.name}' marks none: add "
-            "`mutable: true` to the parameters that may change in the middle of a trial (such as lr), or pick "
-            "another --scheduler"
-        )
-    if max_concurrent is not None:
-        raise UsageError(
-            "--scheduler pbt runs its whole population (--num-samples) together, taking turns where the cluster "
-            "cannot run them all at once: drop --max-concurrent, or lower --num-samples"
-        )
-    if budget.grace_period >= budget.max_epochs:
-        raise UsageError(
-            f"--scheduler pbt exploits every --grace-period epochs ({budget.grace_period}), which must be below "
-            f"--max-epochs ({budget.max_epochs}) for any exploit to happen: lower --grace-period"
-        )
-
-
 def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings:
-    """Validate every flag and resolve paths; touches nothing on disk."""
-    storage = resolve_storage(args.storage_path, cwd=cwd)
-    if args.resume:
-        if not args.name:
-            raise UsageError("--resume needs --name: the name of the search to continue")
-        return resume_settings(name=check_name(args.name), storage_path=storage)
-    space = get_space(str((cwd / args.space).resolve()) if is_path(args.space) else args.space)
-    name = check_name(args.name or default_name(space.name))
-    budget = budget_from(
-        space,
-        smoke_test=args.smoke_test,
-        given={
-            "num_samples": args.num_samples,
-            "max_epochs": args.max_epochs,
-            "grace_period": args.grace_period,
-            "reduction_factor": args.reduction_factor,
-        },
-    )
-    if args.max_failures < 0:
-        raise UsageError(f"--max-failures is {args.max_failures}, but must be >= 0 (0: never retry)")
-    if args.checkpoint_period < 0:
-        raise UsageError(f"--checkpoint-period is {args.checkpoint_period:g}, but must be >= 0 (0: every epoch)")
-    if not 0 <= args.confirm <= budget.num_samples:
-        raise UsageError(
-            f"--confirm is {args.confirm}, but must be between 0 and --num-samples ({budget.num_samples}): it "
-            f"retrains that many of the search's best configs"
-        )
-    if args.worker_start_timeout <= 0:
-        raise UsageError(f"--worker-start-timeout is {args.worker_start_timeout:g}, but must be > 0 (seconds)")
-    if args.cpus_per_trial <= 0:
-        raise UsageError(f"--cpus-per-trial is {args.cpus_per_trial:g}, but must be > 0")
-    # A task of the user's that does not import, a metric it never reports or a mode against the metric's
-    # direction fails here, before Ray starts; a space that names no metric goes by its task's.
-    task, constants = load_task(space.task), dict(space.constants)
-    try:
-        metric, mode = resolve_objective(task, space.metric, space.mode, constants)
-    except TaskError as e:  # a space file's mistake: say which file
-        raise TaskError(f"{space.source or space.name}: {e}") from None
-    settings = SearchSettings(
-        space_name=space.name,
-        space_file=space.source,
-        metric=metric,
-        mode=mode,
-        data_dir=str((cwd / args.data_dir).resolve()),
-        budget=budget,
-        resources=Resources(
-            gpus_per_trial=parse_gpus_per_trial(args.gpus_per_trial),
-            cpus_per_trial=args.cpus_per_trial,
-            workers_per_trial=args.workers_per_trial,
-            max_concurrent=args.max_concurrent,
-            worker_start_timeout_s=args.worker_start_timeout,
-        ),
-        run=RunSettings(
-            name=name,
-            storage_path=storage,
-            mlflow_uri=resolve_tracking_uri(args.mlflow_uri, cwd=cwd),
-            keep_checkpoints=args.keep_checkpoints,
-            keep_trials=args.keep_trials,
-            max_failures=args.max_failures,
-            checkpoint_period_s=args.checkpoint_period,
-        ),
-        search=args.search,
-        scheduler=args.scheduler,
-        seed=args.seed,
-        smoke_test=args.smoke_test,
-        compile=args.compile,
-        params=list(args.param),
-        target=args.target,
-        confirm=args.confirm,
-        warm_start=resolve_warm_start(args.warm_start, cwd=cwd),
-    )
-    # The overrides must make a valid space, one the scheduler can work with.
-    check_scheduler(
-        args.scheduler, space=settings.space(), budget=budget, search=args.search, max_concurrent=args.max_concurrent
-    )
-    check_config_keys(task, {p.name for p in space.params} | set(constants) | {"epochs", "seed"}, constants)
-    check_batch_split(settings)
-    if settings.warm_start:  # a folder that cannot seed the search is refused here, before Ray starts
-        load_warm_start(settings.warm_start, settings.space(), metric=settings.metric, mode=settings.mode)
-    if not settings.resources.pending:  # DDP workers need whole GPUs: refuse before starting Ray
-        settings.resources.shape()
-    from results import _fs
-
-    if _fs.exists(settings.folder):
-        raise UsageError(
-            f"a search named '{name}' already exists in {storage}: continue it with --resume, or pick another --name"
-        )
-    return settings
-
-
-def resolve_warm_start(folder: str | None, *, cwd: Path) -> str:
-    if folder is None:
-        return ""
-    from results import _fs
-
-    return folder if _fs.is_uri(folder) else str((cwd / folder).resolve())
+    """Validate every flag and resolve paths (``tuner.config.make_settings``); touches nothing on disk."""
+    return make_settings(
+        args.space, cwd=cwd, data_dir=args.data_dir, name=args.name, storage_path=args.storage_path,
+        mlflow_uri=args.mlflow_uri, resume=args.resume, num_samples=args.num_samples, max_epochs=args.max_epochs,
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor, params=list(args.param),
+        searcher=args.search, scheduler=args.scheduler, seed=args.seed, gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial, workers_per_trial=args.workers_per_trial,
+        max_concurrent=args.max_concurrent, worker_start_timeout=args.worker_start_timeout,
+        keep_checkpoints=args.keep_checkpoints, keep_trials=args.keep_trials, max_failures=args.max_failures,
+        checkpoint_period=args.checkpoint_period, smoke_test=args.smoke_test, compile=args.compile,
+        target=args.target, confirm=args.confirm, warm_start=args.warm_start,
+    )  # fmt: skip
 
 
 def sync_main(args: argparse.Namespace) -> int:
@@ -386,11 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         return sync_main(args)
     try:
         settings = settings_from_args(args, cwd=Path(os.getcwd()))
-        from tuner.search import Interrupted, run_search  # imports Ray: after the cheap checks
+        from tuner.api import SearchInterrupted, run  # imports Ray: after the cheap checks
 
         try:
-            best = run_search(settings)
-        except Interrupted as e:
+            result = run(settings, out=sys.stdout, handle_signals=True)
+        except SearchInterrupted as e:
             print(f"\n{e}", file=sys.stderr)
             return e.exit_code
     except SpaceError as e:
@@ -401,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DataError, TaskError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    if not best:
+    if result.best is None:
         print(
             "error: no trial produced a usable checkpoint; the diverged and failed trials are listed above",
             file=sys.stderr,

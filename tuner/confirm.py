@@ -74,7 +74,7 @@ def confirm(
     out: TextIO,
 ) -> list[Confirmed]:
     """Retrain the top ``settings.confirm`` trials' configs over new seeds; return them ranked by mean score."""
-    from tuner.search import make_trainable  # the search's Tune function: one way to train a trial
+    from tuner.runner import make_trainable  # the search's Tune function: one way to train a trial
 
     metric, mode, k = settings.metric, settings.mode, settings.confirm
     scored = [r for r in rows if r["status"] != "error" and r[metric] == r[metric]]  # NaN: no score

@@ -27,7 +27,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from search_spaces import drop_inactive
 from trainables import checkpoint
 from trainables.loop import format_metrics
-from trainables.task import Diverged, TrialContext, load_task
+from trainables.task import Diverged, TrialContext, load_task, seed_everything
 from tuner.placement import not_placed
 from tuner.trial import DataRef, TrialSettings, early_end, exploit_note, prepare_device
 
@@ -57,15 +57,17 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
         metrics = {**metrics, **note[0], **where, "reported_at": time.time()}
         note[0] = {}
         # Rank 0 alone asks the policy (and keeps its best score): it alone passes a checkpoint.
-        if rank != 0 or not policy.due(metrics["epoch"], score=metrics.get(settings.metric), mode=settings.mode):
+        due = rank == 0 and state is not None
+        if not due or not policy.due(metrics["epoch"], score=metrics.get(settings.metric), mode=settings.mode):
             ray.train.report(metrics)  # every rank reports: it is a barrier
             return
         print(format_metrics(metrics), flush=True)
         with checkpoint.saved(state(), epoch=metrics["epoch"], config=config, trial_id=trial_id) as folder:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
-    context = TrialContext(device=device, report=report, start=start, rank=rank, world_size=world_size,
+    context = TrialContext(device=device, reporter=report, start=start, rank=rank, world_size=world_size,
                            compile=settings.compile)  # fmt: skip
+    seed_everything(int(config.get("seed", 0)))  # the same on every rank: the same initial weights
     try:
         task.train(config, ray.get(data_ref), context)
     except Diverged as e:

@@ -174,7 +174,7 @@ def run_probe(task_ref: str, config: dict[str, Any], data: Any, *, seconds: floa
 
     # The first epoch pays for cuDNN autotuning and allocation; the window starts at its end.
     try:
-        load_task(task_ref).train({**config, "epochs": 1000}, data, TrialContext(device=device, report=report))
+        load_task(task_ref).train({**config, "epochs": 1000}, data, TrialContext(device=device, reporter=report))
     except _Done:
         pass
     return ProbeRun(

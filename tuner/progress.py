@@ -47,11 +47,11 @@ def _restored(trial: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 def first_epoch_estimate(*, epoch_s: float, trial_epochs: float, concurrency: int) -> str:
     """What a first search on a CPU will cost, said after its first epoch so a user can stop early."""
     total = epoch_s * trial_epochs / concurrency
-    return (
-        f"first epoch: {_duration(epoch_s)} on CPU; with {concurrency} trial(s) at once the search's "
-        f"~{trial_epochs:.0f} trial-epochs take about {_duration(total)} here. "
-        "A quick try: make smoke (--smoke-test); the real search: a GPU."
-    )
+    said = (f"first epoch: {_duration(epoch_s)} on CPU; with {concurrency} trial(s) at once the search's "
+            f"~{trial_epochs:.0f} trial-epochs take about {_duration(total)} here.")  # fmt: skip
+    if total < 600:  # minutes at most: no advice needed
+        return said
+    return f"{said} A quick try: --smoke-test (the space's smoke budget); the real search: a GPU."
 
 
 class ProgressTable(tune.Callback):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from results import SEARCH_JSON, _fs
-from search_spaces import Budget, SearchSpace, check_budget, searched_space
+from search_spaces import Budget, SearchSpace, check_budget, searched_space, smoke_of
 from tuner.errors import UsageError
 from tuner.resources import DEFAULT_START_TIMEOUT_S, TrialShape, trial_shape
 
@@ -263,7 +263,7 @@ def resume_settings(*, name: str, storage_path: str) -> SearchSettings:
 
 def budget_from(space: SearchSpace, *, smoke_test: bool, given: dict[str, Any]) -> Budget:
     """The space's default budget (or its smoke budget), with the flags the user gave on top."""
-    base = space.smoke.budget if smoke_test else space.budget
+    base = smoke_of(space).budget if smoke_test else space.budget
     values = dataclasses.asdict(base)
     values.update({k: v for k, v in given.items() if v is not None})
     budget = Budget(**values)

@@ -85,6 +85,8 @@ def artifact_location(uri: str) -> str | None:
 def save_example(folder: str, example: Any, *, shape: tuple[int, ...] | None = None) -> None:
     """Keep the task's example inputs (and the input ``shape`` its model accepts) with the search, for
     ``run_tune.py --sync`` to register the model later."""
+    if example is None:  # a task without load gives none
+        return
     if isinstance(example, pd.DataFrame):
         saved = {"frame": json.loads(example.to_json(orient="split", index=False)),
                  "dtypes": {str(k): str(v) for k, v in example.dtypes.items()}}  # fmt: skip

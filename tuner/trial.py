@@ -26,7 +26,7 @@ from ray import tune
 from search_spaces import drop_inactive
 from trainables import checkpoint
 from trainables.loop import format_metrics
-from trainables.task import Diverged, TrialContext, is_out_of_memory, load_task
+from trainables.task import Diverged, TrialContext, is_out_of_memory, load_task, seed_everything
 from tuner.resources import DEFAULT_START_TIMEOUT_S
 
 
@@ -146,13 +146,14 @@ def run_trial(config: dict[str, Any], *, data: Any, settings: TrialSettings) -> 
         note[0] = {}
         last_epoch[0] = metrics["epoch"]
         # A new best for the trial is always saved: the search registers the first trial's best epoch.
-        if not policy.due(metrics["epoch"], score=metrics.get(settings.metric), mode=settings.mode):
+        if state is None or not policy.due(metrics["epoch"], score=metrics.get(settings.metric), mode=settings.mode):
             tune.report(metrics)
             return
         with checkpoint.saved(state(), epoch=metrics["epoch"], config=config, trial_id=trial_id) as folder:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    context = TrialContext(device=device, report=report, start=start, compile=settings.compile)
+    context = TrialContext(device=device, reporter=report, start=start, compile=settings.compile)
+    seed_everything(int(config.get("seed", 0)))
     try:
         task.train(config, data, context)
     except Exception as e:

@@ -95,6 +95,8 @@ class Rescale(nn.Module):
 
 
 class TabularTask:
+    supports_ddp = True  # each rank trains on its part of every global batch (context.shard)
+
     """Regression or classification on a CSV table with an MLP."""
 
     def load(self, *, data_dir: str, smoke: dict[str, int] | None, constants: dict[str, Any]) -> TaskData:
@@ -191,15 +193,18 @@ class TabularTask:
                 group.update(lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
             first = int(context.start["epoch"]) + 1
         loss_fn = nn.functional.cross_entropy if problem == "classification" else nn.functional.mse_loss
-        batch = int(config["batch_size"])
+        batch = min(int(config["batch_size"]), len(y))
+        steps = max(1, len(y) // batch)  # whole batches only: each rank's part of one is the same size
         generator = torch.Generator().manual_seed(int(config["seed"]))
+        mlp = context.distributed(model[0])  # the MLP alone (regression trains on the standardised target)
         for epoch in range(first, int(config["epochs"]) + 1):
             generator.manual_seed(int(config["seed"]) * 1000 + epoch)  # the same order again after a resume
             model.train()
             total = 0.0
-            for idx in torch.randperm(len(y), generator=generator).split(batch):
-                idx = idx.to(device)
-                out = model[0](x[idx])  # the MLP alone: regression trains on the standardised target
+            order = torch.randperm(len(y), generator=generator)  # the same on every rank
+            for step in range(steps):
+                idx = context.shard(order[step * batch : (step + 1) * batch]).to(device)
+                out = mlp(x[idx])
                 if problem == "classification":
                     loss = loss_fn(out, y[idx])
                 else:
@@ -207,8 +212,8 @@ class TabularTask:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += loss.item() * len(idx)
-            train_loss = total / len(y)
+                total += loss.item()
+            train_loss = context.mean(total / steps)
             if not math.isfinite(train_loss):
                 raise Diverged(epoch=epoch, loss=train_loss)
             scores = self._scores(model, x_val, y_val, problem)

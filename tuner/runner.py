@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import pandas as pd
@@ -53,7 +54,8 @@ class Interrupted(RuntimeError):
     """
 
     def __init__(self, settings: SearchSettings, *, reason: str | None = None) -> None:
-        command = resume_command(settings)
+        command = (f"{resume_command(settings)}\n  (from Python: tuner.search(name={settings.name!r}, "
+                   f"storage_path={settings.run.storage_path!r}, resume=True))")  # fmt: skip
         self.exit_code = 1 if reason else EXIT_INTERRUPTED
         if reason:
             super().__init__(f"search '{settings.name}' stopped: {reason}\nIts state is saved; once that is "
@@ -71,7 +73,7 @@ def load_dataset(settings: SearchSettings, space: SearchSpace) -> TaskData:
     return load_data(space, data_dir=settings.data_dir, smoke_test=settings.smoke_test)
 
 
-def init_ray() -> bool:
+def init_ray(*, handle_signals: bool = True) -> bool:
     """Start (or join, under ``ray job submit``) a Ray instance; True when this call started it."""
     # Ray's console output is replaced by ProgressTable and the summary: the legacy
     # engine at verbose=0 prints nothing, and per-epoch checkpoints are intended here.
@@ -83,7 +85,8 @@ def init_ray() -> bool:
     ray.init(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True, **_own_dashboard())
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
     logging.getLogger("torch._export").setLevel(logging.ERROR)
-    _stop_on_sigterm()  # after ray.init, whose own handler would exit at once
+    if handle_signals:
+        _stop_on_sigterm()  # after ray.init, whose own handler would exit at once
     return True
 
 
@@ -264,7 +267,11 @@ def build_tuner(
                 f"search '{settings.name}' stopped before Tune saved its state, so it cannot be resumed: "
                 f"start it again under a new --name"
             )
-        return tune.Tuner.restore(settings.folder, trainable, resume_errored=True)
+        restored = tune.Tuner.restore(settings.folder, trainable, resume_errored=True)
+        # Tune brings back the callbacks pickled when the search started, streams and functions left out:
+        # this driver's own take their place (same order, so Tune hands each its saved state).
+        restored._local_tuner.get_run_config().callbacks = list(callbacks)
+        return restored
     # The known-good config first, then a finished search's best (--warm-start); the rest as sampled.
     point = reference_point(space)
     points = [point] if point else []
@@ -334,6 +341,8 @@ def test_scores(settings: SearchSettings, space: SearchSpace, checkpoint: tune.C
     One worker's, not the trial's: a DDP trial's CPUs and GPUs may span nodes, and
     one process asking for all of them would wait forever for a node that big.
     """
+    if not load_task(space.task).provides("evaluate"):
+        return {}  # the summary says the search has no test score
     shape = settings.resources.shape()
     task = _evaluate.options(num_cpus=shape.cpus_per_worker, num_gpus=shape.gpus_per_worker)
     return ray.get(task.remote(space.task, checkpoint, dataset.held_out))
@@ -364,12 +373,14 @@ def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[Search
     return settings, tracker
 
 
-def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[str, Any]:
+def run_search(settings: SearchSettings, *, out: TextIO | None = None, hooks: Sequence[tune.Callback] = (),
+               handle_signals: bool = True) -> dict[str, Any]:  # fmt: skip
     """Run (or resume) the search ``settings`` describes; return the best trial's record.
 
     One driver at a time: the search's lease (``tuner.lease``) refuses a second
     one within seconds while the first is alive, and lets ``--resume`` take
-    over from a driver that is gone.
+    over from a driver that is gone. ``hooks``: more Tune callbacks (``tuner.api``'s
+    ``on_result``). ``handle_signals``: SIGTERM stops the search as Ctrl-C does.
     """
     out = out or sys.stdout
     lease = Lease(settings.folder, name=settings.name)
@@ -378,7 +389,7 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None) -> dict[s
     try:
         if settings.run.resume and _fs.exists(_fs.join(settings.folder, results.RESULTS_CSV)):
             return _already_finished(settings, out=out)
-        return _run(settings, lease, out=out)
+        return _run(settings, lease, out=out, hooks=hooks, handle_signals=handle_signals)
     finally:
         lease.release()
 
@@ -390,11 +401,12 @@ def _already_finished(settings: SearchSettings, *, out: TextIO) -> dict[str, Any
     return results.load_best(settings.folder) if _fs.exists(_fs.join(settings.folder, results.BEST_CONFIG)) else {}
 
 
-def _run(settings: SearchSettings, lease: Lease, *, out: TextIO) -> dict[str, Any]:
+def _run(settings: SearchSettings, lease: Lease, *, out: TextIO, hooks: Sequence[tune.Callback],
+         handle_signals: bool) -> dict[str, Any]:  # fmt: skip
     space = settings.space()
     dataset = load_dataset(settings, space)
     print(f"data: {dataset.description} from {settings.data_dir}", file=out)
-    started = init_ray()
+    started = init_ray(handle_signals=handle_signals)
     try:
         if settings.resources.pending:
             settings = resolve_gpus(settings, space, dataset, out=out)
@@ -404,7 +416,7 @@ def _run(settings: SearchSettings, lease: Lease, *, out: TextIO) -> dict[str, An
         settings, tracker = start_tracking(settings, space)
         provenance.record(settings.folder, data=dataset.trial, task=space.task)  # what a replay checks
         try:
-            return _search(settings, space, dataset, tracker, concurrency=concurrency, out=out)
+            return _search(settings, space, dataset, tracker, concurrency=concurrency, out=out, hooks=hooks)
         except Interrupted:
             raise
         except BaseException as e:  # a crash, or a second Ctrl-C: the MLflow run must not stay RUNNING
@@ -423,6 +435,7 @@ def _search(
     *,
     concurrency: int,
     out: TextIO,
+    hooks: Sequence[tune.Callback] = (),
 ) -> dict[str, Any]:
     save_example(settings.folder, dataset.example, shape=dataset.example_shape)
     # A first run on a machine without a GPU: say now that the real budget is slow here, and how to try it quickly.
@@ -440,13 +453,15 @@ def _search(
         conditions=conditions(space),
         cpu_estimate=on_cpu,
         concurrency=concurrency,
+        out=out,
     )
     warm = None if settings.run.resume else warm_start(settings, space)
     if warm:
         print(warm.describe(optuna=settings.search == "optuna"), file=out)
     ddp = settings.resources.workers_per_trial > 1
     watch = PlacementWatch(out=out, timeout_s=settings.resources.worker_start_timeout_s if ddp else None)
-    tuner = build_tuner(settings, space, dataset, [tracker, progress, watch], concurrency=concurrency, warm=warm)
+    callbacks = [tracker, progress, watch, *hooks]
+    tuner = build_tuner(settings, space, dataset, callbacks, concurrency=concurrency, warm=warm)
     print(
         f"search '{settings.name}': {settings.budget.num_samples} trials, "
         f"{schedulers.LABELS[settings.scheduler]} over {settings.budget.max_epochs} epochs, "
@@ -474,6 +489,7 @@ def finish(
 ) -> dict[str, Any]:
     """Confirm the top trials (``--confirm``), evaluate the best on the test set, log to MLflow, write the results."""
     metric, mode = settings.metric, settings.mode
+    task = load_task(space.task)
     rows = trial_rows(
         grid, max_epochs=settings.budget.max_epochs, metric=metric, mode=mode, conditions=conditions(space)
     )
@@ -525,12 +541,13 @@ def finish(
             record["confirm"] = [{"trial_id": c.trial_id, "search_rank": c.rank, "confirmed_rank": c.confirmed_rank,
                                   "mean": c.mean, "std": c.std, "scores": c.scores, "held": c.held}
                                  for c in confirmed]  # fmt: skip
-        with checkpoint.as_directory() as folder:
-            registered = tracker.log_best(
-                checkpoint_dir=folder, task=space.task, example=dataset.example, record=record,
-                registered_name=f"{space.name}-best", data_key=provenance.data_key(settings.folder),
-                smoke=settings.smoke_test, example_shape=dataset.example_shape,
-            )  # fmt: skip
+        if task.provides("build_model"):  # else nothing could rebuild the network: no model is registered
+            with checkpoint.as_directory() as folder:
+                registered = tracker.log_best(
+                    checkpoint_dir=folder, task=space.task, example=dataset.example, record=record,
+                    registered_name=f"{space.name}-best", data_key=provenance.data_key(settings.folder),
+                    smoke=settings.smoke_test, example_shape=dataset.example_shape,
+                )  # fmt: skip
         if registered is not None:
             record["model_uri"] = registered.uri
             record["registered"] = registered.describe()
@@ -565,9 +582,11 @@ def finish(
     if record and registered is not None:  # the deliverable, last: which version, who is champion, how to load it
         print(record["registered"], file=out)
         print(how_to_load(settings.run.mlflow_uri, registered), file=out)
-    elif record:
+    elif record and task.provides("build_model"):
         print(f"not registered: MLflow did not answer or refused it (the warnings above say which); register it "
               f"with: python run_tune.py --sync {settings.folder}", file=out)  # fmt: skip
+    for line in task.skipped():  # what a lighter task leaves out
+        print(line, file=out)
     return record or {}
 
 
