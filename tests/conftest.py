@@ -29,3 +29,14 @@ def ray_local():
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def houses_csv(tmp_path_factory) -> Path:
+    """The tabular example's synthetic house prices: 1,200 rows of a CSV table."""
+    sys.path.insert(0, str(ROOT / "examples" / "tabular"))
+    from make_data import houses
+
+    path = tmp_path_factory.mktemp("table") / "houses.csv"
+    houses(1200, seed=0).to_csv(path, index=False)
+    return path

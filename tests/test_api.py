@@ -23,16 +23,6 @@ pytestmark = pytest.mark.slow
 SPACE = str(ROOT / "examples" / "tabular" / "space.yaml")
 
 
-@pytest.fixture(scope="module")
-def houses_csv(tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "examples" / "tabular"))
-    from make_data import houses
-
-    path = tmp_path_factory.mktemp("table") / "houses.csv"
-    houses(800, seed=0).to_csv(path, index=False)
-    return path
-
-
 def _state() -> dict:
     """What a search must leave as it found it."""
     path = [p for p in sys.path if "site-packages" not in p]  # what an imported package adds for itself stays

@@ -54,17 +54,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_gloo_workers_match_one_process(tmp_path):
-    one, two = tmp_path / "one.json", tmp_path / "two.json"
-    _run(0, 1, 0, str(one))
-    mp.spawn(_run, args=(2, _free_port(), str(two)), nprocs=2, join=True)
-    single, ddp = json.loads(one.read_text()), json.loads(two.read_text())
+def _same_curves(single: list[dict], ddp: list[dict]) -> None:
+    """Three epochs each, the losses within TOLERANCE of each other, and the DDP run learning."""
     assert len(single) == len(ddp) == 3
     for a, b in zip(single, ddp, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=TOLERANCE)
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=TOLERANCE)
     assert ddp[-1]["train_loss"] < ddp[0]["train_loss"]
+
+
+@pytest.mark.slow
+def test_two_gloo_workers_match_one_process(tmp_path):
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    _run(0, 1, 0, str(one))
+    mp.spawn(_run, args=(2, _free_port(), str(two)), nprocs=2, join=True)
+    _same_curves(json.loads(one.read_text()), json.loads(two.read_text()))
 
 
 # The other tasks at 2 gloo workers against 1 process, through their own train and the context's DDP helpers.
@@ -138,9 +142,4 @@ def test_each_ddp_task_at_two_gloo_workers_matches_one_process(tmp_path, task_da
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     _run_task(0, 1, 0, name, str(task_data[name]), str(one))
     mp.spawn(_run_task, args=(2, _free_port(), name, str(task_data[name]), str(two)), nprocs=2, join=True)
-    single, ddp = json.loads(one.read_text()), json.loads(two.read_text())
-    assert len(single) == len(ddp) == 3
-    for a, b in zip(single, ddp, strict=True):
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=TOLERANCE)
-        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=TOLERANCE)
-    assert ddp[-1]["train_loss"] < ddp[0]["train_loss"]
+    _same_curves(json.loads(one.read_text()), json.loads(two.read_text()))

@@ -1,7 +1,6 @@
 """The examples run through the service like a built-in task: a user's own tabular task on a CSV."""
 
 import json
-import sys
 
 import mlflow
 import pandas as pd
@@ -14,16 +13,6 @@ from tuner.cli import main
 
 pytestmark = pytest.mark.slow
 SPACE = str(ROOT / "examples" / "tabular" / "space.yaml")
-
-
-@pytest.fixture(scope="module")
-def houses_csv(tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "examples" / "tabular"))
-    from make_data import houses
-
-    path = tmp_path_factory.mktemp("table") / "houses.csv"
-    houses(1200, seed=0).to_csv(path, index=False)
-    return path
 
 
 def argv(tmp_path, csv, name, *extra):
