@@ -28,6 +28,7 @@ from trainables.task import TaskData
 from tuner.settings import SearchSettings
 from tuner.space import param_space
 from tuner.summary import _score, _trial_id
+from tuner.trainable import make_trainable
 
 CONFIRM_SEEDS = 3  # new seeds per config; with the search's own run, each config is judged over four
 CONFIRM_DIR = "confirm"
@@ -74,8 +75,6 @@ def confirm(
     out: TextIO,
 ) -> list[Confirmed]:
     """Retrain the top ``settings.confirm`` trials' configs over new seeds; return them ranked by mean score."""
-    from tuner.runner import make_trainable  # the search's Tune function: one way to train a trial
-
     metric, mode, k = settings.metric, settings.mode, settings.confirm
     scored = [r for r in rows if r["status"] != "error" and r[metric] == r[metric]]  # NaN: no score
     # The search's order (results.table.ranked: best score, then the smaller trial id), as results.csv has it.

@@ -16,35 +16,30 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-import pandas as pd
 import ray
 from ray import tune
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 import results
 from results import _fs
-from results import cost as cost_module
-from results.report import HTML, REPORT_DIR, make_report
-from search_spaces import SearchSpace, conditions, mark_inactive
-from trainables.task import TaskData, load_data, load_task
-from tuner import packing, provenance, resources, schedulers
+from search_spaces import SearchSpace, conditions
+from trainables.task import TaskData, load_data
 from tuner import progress as progress_module
-from tuner.confirm import confirm
+from tuner import provenance, resources, schedulers
 from tuner.errors import UsageError
+from tuner.finish import finish
+from tuner.gpus import resolve_gpus
 from tuner.lease import Lease
 from tuner.placement import PlacementWatch
 from tuner.progress import ProgressTable
-from tuner.settings import GPUS_AUTO, SearchSettings, tracking_unreachable
+from tuner.settings import SearchSettings, tracking_unreachable
 from tuner.space import optuna_searcher, param_space, reference_point
 from tuner.stopping import EXIT_INTERRUPTED, fit
-from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_histories, trial_rows
-from tuner.tracking import NOTE_TAG, MlflowTracker, describe_search, how_to_load, save_example, where_to_browse
-from tuner.trainable import trainable_for
-from tuner.trial import DataRef, TrialSettings
+from tuner.tracking import NOTE_TAG, MlflowTracker, describe_search, save_example
+from tuner.trainable import make_trainable
 from tuner.warm import WarmStart, load_warm_start
 
 log = logging.getLogger(__name__)
-CONFUSION_KEYS = ("confusion_matrix", "classes")  # what a classifier's evaluate may add to its test metrics
 
 
 class Interrupted(RuntimeError):
@@ -126,119 +121,11 @@ def check_resources(settings: SearchSettings) -> int:
     )
 
 
-@ray.remote(max_calls=1)  # its process exits afterwards: no CUDA context left holding GPU memory
-def _probe(task: str, config: dict[str, Any], data: Any) -> packing.ProbeRun:
-    return packing.run_probe(task, config, data)
-
-
-def measure_packing(space: SearchSpace, settings: SearchSettings, dataset: TaskData, *, out: TextIO) -> int:
-    """Run 1, 2, 4, ... probes at once on one GPU (``packing``); return the trials per GPU to use."""
-    from ray.util.placement_group import placement_group, remove_placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    config = packing.probe_config(space, max_epochs=settings.budget.max_epochs, seed=settings.seed)
-    arrays = ray.put(dataset.trial)
-    node_cpus = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive"))
-    measured: dict[int, float] = {}
-    runs: list[packing.ProbeRun] = []
-    for k in packing.PACKINGS:
-        if k * settings.resources.cpus_per_trial > node_cpus or (runs and not packing.fits(k, runs)):
-            break
-        # One bundle holds one GPU: the k probes share it, as k trials would.
-        group = placement_group([{"GPU": 1, "CPU": k * settings.resources.cpus_per_trial}])
-        ray.get(group.ready())
-        try:
-            strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
-            task = _probe.options(
-                num_gpus=packing.fraction_for(k),
-                num_cpus=settings.resources.cpus_per_trial,
-                scheduling_strategy=strategy,
-            )
-            runs = ray.get([task.remote(space.task, config, arrays) for _ in range(k)])
-        finally:
-            remove_placement_group(group)
-        rate = packing.throughput(runs)
-        print(f"  {k} probe(s) at once: {rate or 0:.2f} epochs/s", file=out, flush=True)
-        if rate is None:
-            break
-        measured[k] = rate
-        if k > 1 and rate < packing.MIN_GAIN * measured[k // 2]:
-            break
-    if not measured:
-        print("  the probes never trained at the same time: 1 trial per GPU", file=out, flush=True)
-        return 1
-    trials = packing.choose(measured)
-    print(packing.describe(measured, runs, trials), file=out, flush=True)
-    return trials
-
-
-def resolve_gpus(settings: SearchSettings, space: SearchSpace, dataset: TaskData, *, out: TextIO) -> SearchSettings:
-    """Turn ``--gpus-per-trial auto`` (a probe's measure) or its absence (the space's default) into a number.
-
-    The decision is printed, and saved in search.json with the other settings,
-    so that ``--resume`` keeps it.
-    """
-    flag = "--gpus-per-trial auto" if settings.resources.gpus_per_trial == GPUS_AUTO else "--gpus-per-trial not given"
-    if not ray.cluster_resources().get("GPU", 0):
-        print(f"{flag}: no GPU in this cluster, trials run on CPU", file=out)
-        return settings.with_gpus(0.0)
-    if settings.resources.workers_per_trial > 1:
-        print(f"{flag}: one GPU for each of the {settings.resources.workers_per_trial} DDP workers", file=out)
-        return settings.with_gpus(float(settings.resources.workers_per_trial))
-    if settings.resources.gpus_per_trial == GPUS_AUTO:
-        print(f"{flag}: measuring how many trials one GPU runs best at once", file=out, flush=True)
-        trials = measure_packing(space, settings, dataset, out=out)
-    else:
-        trials = space.trials_per_gpu
-        print(
-            f"{flag}: {trials} trial(s) per GPU, the {space.name} space's default (--gpus-per-trial "
-            f"{packing.fraction_for(trials):g}); --gpus-per-trial auto measures one trial to decide, 0 runs on CPU",
-            file=out,
-            flush=True,
-        )
-    return settings.with_gpus(packing.fraction_for(trials))
-
-
 def warm_start(settings: SearchSettings, space: SearchSpace) -> WarmStart | None:
     """What ``--warm-start`` brings (None without it)."""
     if not settings.warm_start:
         return None
     return load_warm_start(settings.warm_start, space, metric=settings.metric, mode=settings.mode)
-
-
-def make_trainable(
-    settings: SearchSettings, space: SearchSpace, dataset: TaskData, *, keep: int, checkpoint_epochs: tuple[int, ...]
-) -> Any:
-    """The search's Tune function with its data, trial settings and resources (a search's, or a confirmation's)."""
-    shape = settings.resources.shape()
-    trial_settings = TrialSettings(
-        tracking_uri=settings.run.mlflow_uri,
-        workers=shape.workers,
-        cpus_per_worker=shape.cpus_per_worker,
-        gpus_per_worker=shape.gpus_per_worker,
-        compile=settings.compile,
-        keep_checkpoints=keep,
-        max_failures=settings.run.max_failures,
-        worker_start_timeout_s=settings.resources.worker_start_timeout_s,
-        train_storage=_fs.join(settings.folder, "train"),
-        checkpoint_epochs=checkpoint_epochs,
-        metric=settings.metric,
-        mode=settings.mode,
-        task=space.task,
-        conditions=conditions(space),
-        checkpoint_period_s=settings.run.checkpoint_period_s,
-    )
-    data: Any = dataset.trial
-    if shape.workers > 1:
-        # The trial's own process only coordinates; Ray Train schedules the workers,
-        # which read the dataset from the one copy put here.
-        trial_resources = {"cpu": shape.coordinator_cpus}
-        data = DataRef(ray.put(dataset.trial))
-    else:
-        trial_resources = {"cpu": shape.cpus, "gpu": shape.gpus}
-    return tune.with_resources(
-        tune.with_parameters(trainable_for(space.name), data=data, settings=trial_settings), trial_resources
-    )
 
 
 def build_tuner(
@@ -320,32 +207,6 @@ def build_tuner(
             verbose=0,  # the ProgressTable callback prints instead
         ),
     )
-
-
-@ray.remote(max_calls=1)  # its process exits afterwards: no CUDA context left holding GPU memory
-def _evaluate(task: str, checkpoint: tune.Checkpoint, held_out: Any) -> dict[str, Any]:
-    from trainables.checkpoint import load
-    from tuner.trial import trial_device
-
-    device = trial_device()
-    with checkpoint.as_directory() as folder:
-        state = load(folder, map_location=device)
-    scores = load_task(task).evaluate(state, held_out, device=device)
-    # Metrics as floats; a classifier's confusion matrix and class names (for the report) as they are.
-    return {k: v if k in CONFUSION_KEYS else float(v) for k, v in scores.items()}
-
-
-def test_scores(settings: SearchSettings, space: SearchSpace, checkpoint: tune.Checkpoint, dataset: TaskData) -> dict:
-    """The held-out data, used once: the best checkpoint evaluated in one worker's slot of the cluster.
-
-    One worker's, not the trial's: a DDP trial's CPUs and GPUs may span nodes, and
-    one process asking for all of them would wait forever for a node that big.
-    """
-    if not load_task(space.task).provides("evaluate"):
-        return {}  # the summary says the search has no test score
-    shape = settings.resources.shape()
-    task = _evaluate.options(num_cpus=shape.cpus_per_worker, num_gpus=shape.gpus_per_worker)
-    return ray.get(task.remote(space.task, checkpoint, dataset.held_out))
 
 
 def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[SearchSettings, MlflowTracker]:
@@ -477,119 +338,6 @@ def _search(
     return finish(settings, space, grid, dataset, tracker, concurrency=concurrency, out=out)
 
 
-def finish(
-    settings: SearchSettings,
-    space: SearchSpace,
-    grid: tune.ResultGrid,
-    dataset: TaskData,
-    tracker: MlflowTracker,
-    *,
-    concurrency: int = 1,
-    out: TextIO,
-) -> dict[str, Any]:
-    """Confirm the top trials (``--confirm``), evaluate the best on the test set, log to MLflow, write the results."""
-    metric, mode = settings.metric, settings.mode
-    task = load_task(space.task)
-    rows = trial_rows(
-        grid, max_epochs=settings.budget.max_epochs, metric=metric, mode=mode, conditions=conditions(space)
-    )
-    gpus, cpus = float(settings.resources.gpus_per_trial), settings.resources.cpus_per_trial
-    cost_module.add_trial_costs(rows, gpus_per_trial=gpus, cpus_per_trial=cpus)
-    histories = trial_histories(grid)
-    cost = cost_module.search_cost(
-        rows, histories, metric=metric, mode=mode, gpus_per_trial=gpus, cpus_per_trial=cpus,
-        num_samples=settings.budget.num_samples, max_epochs=settings.budget.max_epochs, target=settings.target,
-    )  # fmt: skip
-    tracker.log_trial_costs(rows)
-    tracker.log_metrics(cost_module.mlflow_metrics(cost))
-    confirmed = []
-    if settings.confirm:  # the top configs over more seeds: the registered model is the best by mean
-        confirmed = confirm(settings, space, grid, rows, dataset, concurrency=concurrency, out=out)
-    if confirmed:
-        by_id = {c.trial_id: c for c in confirmed}
-        for row in rows:
-            c = by_id.get(row["trial_id"])
-            if c is not None:
-                row.update(confirmed=c.describe(), confirmed_mean=round(c.mean, 6), confirmed_std=round(c.std, 6),
-                           confirmed_runs=len(c.scores), held=c.held)  # fmt: skip
-        tracker.log_confirmation({c.trial_id: c.describe() for c in confirmed})
-        winner = confirmed[0]
-        tracker.log_metrics({f"confirmed_{metric}_mean": winner.mean, f"confirmed_{metric}_std": winner.std})
-    best = best_trial(grid, metric=metric, mode=mode, only=confirmed[0].trial_id if confirmed else None)
-    record: dict[str, Any] | None = None
-    registered = None
-    if best is not None:
-        checkpoint, metrics, result = best
-        scores = test_scores(settings, space, checkpoint, dataset)
-        confusion = {k: scores.pop(k) for k in CONFUSION_KEYS if k in scores}
-        record = {
-            "search": settings.name,
-            "trial_id": metrics.get("trial_id"),
-            "metric": metric,
-            "mode": mode,
-            metric: metrics[metric],
-            **scores,
-            "test_metrics": list(scores),
-            "epoch": metrics.get("epoch"),
-            # As results.csv shows it: a conditional parameter that did not hold is "inactive", never a value.
-            "config": mark_inactive(result.config or {}, conditions(space)),
-            "checkpoint": checkpoint.path,
-            "cost": cost,
-            **confusion,
-        }
-        if confirmed:
-            record["confirm"] = [{"trial_id": c.trial_id, "search_rank": c.rank, "confirmed_rank": c.confirmed_rank,
-                                  "mean": c.mean, "std": c.std, "scores": c.scores, "held": c.held}
-                                 for c in confirmed]  # fmt: skip
-        if task.provides("build_model"):  # else nothing could rebuild the network: no model is registered
-            with checkpoint.as_directory() as folder:
-                registered = tracker.log_best(
-                    checkpoint_dir=folder, task=space.task, example=dataset.example, record=record,
-                    registered_name=f"{space.name}-best", data_key=provenance.data_key(settings.folder),
-                    smoke=settings.smoke_test, example_shape=dataset.example_shape,
-                )  # fmt: skip
-        if registered is not None:
-            record["model_uri"] = registered.uri
-            record["registered"] = registered.describe()
-        tracker.log_metrics({f"best_{metric}": record[metric], **scores})
-    frame = results.write(settings.folder, rows, record, metric=metric, mode=mode)
-    try:
-        report = make_report(settings.folder, histories=histories)
-    except Exception as e:  # a picture that cannot be drawn must not cost the search its results
-        print(f"warning: the report could not be drawn ({type(e).__name__}: {e}); try again with: "
-              f"python -m results report {settings.folder}", file=sys.stderr)  # fmt: skip
-    else:
-        tracker.log_report(str(report), note=describe_search(settings, space))
-    pruned = prune_checkpoints(
-        rows, folder=settings.folder, keep_trials=settings.run.keep_trials, metric=metric, mode=mode
-    )
-    if pruned:
-        print(f"removed the checkpoints of {len(pruned)} trial(s) outside the top {settings.run.keep_trials}", file=out)
-    tracker.end(status="FINISHED" if record else "FAILED")
-    print_summary(settings, rows, frame, record, grid, out=out)
-    if confirmed:
-        w = confirmed[0]
-        held = ", ".join(f"{c.trial_id} #{c.rank} -> #{c.confirmed_rank}{' (held)' if c.held else ''}"
-                         for c in confirmed)  # fmt: skip
-        print(f"confirmed over {len(w.scores)} seeds: {w.trial_id} (#{w.rank} in the search) has the best mean "
-              f"{metric} {w.mean:.4f} ± {w.std:.4f} and is the registered model; {held}", file=out)  # fmt: skip
-    print(cost_module.describe(cost, metric=metric), file=out)
-    print(f"report: {_fs.join(settings.folder, REPORT_DIR, HTML)} (opens from disk)", file=out)
-    print(
-        where_to_browse(settings.run.mlflow_uri, experiment_id=tracker.experiment_id, run_id=tracker.parent_run_id),
-        file=out,
-    )
-    if record and registered is not None:  # the deliverable, last: which version, who is champion, how to load it
-        print(record["registered"], file=out)
-        print(how_to_load(settings.run.mlflow_uri, registered), file=out)
-    elif record and task.provides("build_model"):
-        print(f"not registered: MLflow did not answer or refused it (the warnings above say which); register it "
-              f"with: python run_tune.py --sync {settings.folder}", file=out)  # fmt: skip
-    for line in task.skipped():  # what a lighter task leaves out
-        print(line, file=out)
-    return record or {}
-
-
 def cpu_notice(settings: SearchSettings, *, concurrency: int) -> str:
     """What a search on CPU says before its first trial: the budget, that it is slow here, and the quick ways."""
     b = settings.budget
@@ -600,39 +348,4 @@ def cpu_notice(settings: SearchSettings, *, concurrency: int) -> str:
         f"time gives an estimate of the whole search. A real budget can take hours on CPU (the cifar space's does): "
         f"--smoke-test tries the whole search on a slice of the data in minutes, and a GPU runs the real one much "
         f"faster. Ctrl-C stops it, resumable."
-    )
-
-
-def print_summary(
-    settings: SearchSettings,
-    rows: list[dict],
-    frame: pd.DataFrame,
-    record: dict | None,
-    grid: tune.ResultGrid,
-    *,
-    out: TextIO,
-) -> None:
-    board = results.leaderboard(frame, metric=settings.metric, mode=settings.mode, folder=settings.folder)
-    print(f"\nleaderboard ({len(rows)} trials, best first):\n{board}", file=out)
-    for status, why in (("diverged", "diverged (training loss not finite)"),
-                        ("infeasible", "ran out of GPU memory (configuration infeasible)")):  # fmt: skip
-        ended = ended_early(rows, status)
-        if ended:
-            listed = ", ".join(f"{tid} (epoch {epoch})" for tid, epoch in ended)
-            print(f"\n{len(ended)} trial(s) {why}, stopped: {listed}", file=out)
-    failed = failed_trials(grid)
-    if failed:
-        print(f"\n{len(failed)} trial(s) failed:", file=out)
-        for trial_id, error, log_path in failed:
-            print(f"  {trial_id}: {error}\n    error log: {log_path}", file=out)
-    if record:
-        print(
-            f"\nbest trial {record['trial_id']}: {settings.metric} {record[settings.metric]:.4f}, "
-            + "".join(f"{k} {record[k]:.4f}, " for k in record["test_metrics"])
-            + f"epoch {record['epoch']}",
-            file=out,
-        )
-    print(
-        f"results: {_fs.join(settings.folder, results.RESULTS_CSV)}, {_fs.join(settings.folder, results.BEST_CONFIG)}",
-        file=out,
     )

@@ -1,12 +1,17 @@
-"""The Tune function of a search: one per task, for single-process and DDP trials alike."""
+"""The Tune function of a search: one per task, for single-process and DDP trials alike, with its resources."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tuner.trial import TrialSettings, run_trial
+from tuner.trial import DataRef, TrialSettings, run_trial
+
+if TYPE_CHECKING:
+    from search_spaces import SearchSpace
+    from trainables.task import TaskData
+    from tuner.settings import SearchSettings
 
 
 def trainable_for(space: str) -> Callable[..., None]:
@@ -27,3 +32,44 @@ def trainable_for(space: str) -> Callable[..., None]:
     name = "train_" + "".join(c if c.isalnum() else "_" for c in space)
     trainable.__name__ = trainable.__qualname__ = name
     return trainable
+
+
+def make_trainable(
+    settings: SearchSettings, space: SearchSpace, dataset: TaskData, *, keep: int, checkpoint_epochs: tuple[int, ...]
+) -> Any:
+    """The search's Tune function with its data, trial settings and resources (a search's, or a confirmation's)."""
+    import ray
+    from ray import tune
+
+    from results import _fs
+    from search_spaces import conditions
+
+    shape = settings.resources.shape()
+    trial_settings = TrialSettings(
+        tracking_uri=settings.run.mlflow_uri,
+        workers=shape.workers,
+        cpus_per_worker=shape.cpus_per_worker,
+        gpus_per_worker=shape.gpus_per_worker,
+        compile=settings.compile,
+        keep_checkpoints=keep,
+        max_failures=settings.run.max_failures,
+        worker_start_timeout_s=settings.resources.worker_start_timeout_s,
+        train_storage=_fs.join(settings.folder, "train"),
+        checkpoint_epochs=checkpoint_epochs,
+        metric=settings.metric,
+        mode=settings.mode,
+        task=space.task,
+        conditions=conditions(space),
+        checkpoint_period_s=settings.run.checkpoint_period_s,
+    )
+    data: Any = dataset.trial
+    if shape.workers > 1:
+        # The trial's own process only coordinates; Ray Train schedules the workers,
+        # which read the dataset from the one copy put here.
+        trial_resources = {"cpu": shape.coordinator_cpus}
+        data = DataRef(ray.put(dataset.trial))
+    else:
+        trial_resources = {"cpu": shape.cpus, "gpu": shape.gpus}
+    return tune.with_resources(
+        tune.with_parameters(trainable_for(space.name), data=data, settings=trial_settings), trial_resources
+    )
