@@ -123,9 +123,9 @@ def test_packing_bench_needs_a_gpu(cifar_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_the_efficiency_benchmark_prints_its_ratios(tmp_path: Path) -> None:
-    """Its small form: four methods, two seeds, one epoch budget, on CPU; the ratios printed and saved."""
+    """Its small form: four methods, one seed, one epoch budget, on CPU; the ratios printed and saved."""
     out = tmp_path / "efficiency.json"
-    argv = ["--smoke", "--seeds", "2", "--max-epochs", "4", "--budget-epochs", "8", "--cpus", "4", "--out", str(out)]
+    argv = ["--smoke", "--seeds", "1", "--max-epochs", "4", "--budget-epochs", "8", "--cpus", "4", "--out", str(out)]
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "bench/efficiency.py", *argv], cwd=root, capture_output=True, text=True,
                           timeout=1800)  # fmt: skip
@@ -133,7 +133,7 @@ def test_the_efficiency_benchmark_prints_its_ratios(tmp_path: Path) -> None:
     saved = json.loads(out.read_text())
     methods = [row["method"] for row in saved["summary"]]
     assert methods == ["random, full budget", "ASHA (random)", "ASHA (Optuna TPE)", "PBT"]
-    assert len(saved["runs"]) == 8 and {r["seed"] for r in saved["runs"]} == {0, 1}
+    assert len(saved["runs"]) == 4 and {r["seed"] for r in saved["runs"]} == {0}
     baseline = saved["summary"][0]
     assert baseline["x_sooner"] == 1.0 and baseline["epochs"] == 8  # 2 trials of 4 epochs, per seed
     assert all(row["x_sooner"] >= 0 and 0 <= row["best_at_same_cost"] <= 1 for row in saved["summary"])

@@ -11,7 +11,7 @@ from tests.test_end_to_end import search_args
 from tuner.cli import main
 
 pytestmark = pytest.mark.slow
-TRIALS, KEEP_CHECKPOINTS, KEEP_TRIALS = 20, 1, 3
+TRIALS, KEEP_CHECKPOINTS, KEEP_TRIALS = 10, 1, 3
 SMALL_FILES = 512 * 1024  # per trial: params, progress, results, logs (a few KB each, with room)
 
 
@@ -23,7 +23,7 @@ def _size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
-def test_twenty_trials_stay_under_the_bound(tmp_path, cifar_dir, ray_local):
+def test_ten_trials_stay_under_the_bound(tmp_path, cifar_dir, ray_local):
     folder = tmp_path / "runs" / "disk"
     most_seen, stop = [0], threading.Event()
 

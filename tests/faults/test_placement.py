@@ -24,7 +24,7 @@ from tests.servers import stop_group
 from tests.test_end_to_end import search_args
 
 pytestmark = pytest.mark.slow
-TIMEOUT_S = 30  # --worker-start-timeout
+TIMEOUT_S = 20  # --worker-start-timeout
 
 HOLDER = textwrap.dedent("""
     import sys, time

@@ -17,7 +17,8 @@ NUM_SAMPLES = 4
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_a_search_with_each_scheduler_survives_a_killed_driver(tmp_path, cifar_dir, ray_local, scheduler):
-    max_epochs = 8 if scheduler == "pbt" else 6  # PBT: exploits at epochs 2, 4 and 6
+    # PBT: exploits at epochs 2, 4 and 6; FIFO trains every trial its whole budget, so a short one
+    max_epochs = {"pbt": 8, "fifo": 4}.get(scheduler, 6)
     argv = search_args(tmp_path, cifar_dir, "killed", "--scheduler", scheduler, "--num-samples", str(NUM_SAMPLES),
                        "--max-epochs", str(max_epochs), "--grace-period", "2", "--reduction-factor", "2",
                        "--checkpoint-period", "0", "--cpus-per-trial", "0.5")  # fmt: skip
