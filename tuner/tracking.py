@@ -60,6 +60,16 @@ REFUSALS = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALRE
 MAX_PENDING = 100_000  # calls kept for the server's return; beyond that, --sync has the rest
 
 
+def fail_fast() -> None:
+    """One failed call to an MLflow server costs seconds, not the minutes of MLflow's own retries with backoff.
+
+    The tracker retries and waits out outages itself (RETRY_DELAYS_S, RECONNECT_S);
+    ``--sync`` to a server that is down says so at once.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
 def _tracked(method):
     """A tracking call that never fails the search (see ``MlflowTracker._call``)."""
 
@@ -187,10 +197,7 @@ class MlflowTracker(tune.Callback):
         conditions: dict | None = None,
         resume: bool = False,
     ) -> None:
-        # The tracker retries and waits out outages itself (RETRY_DELAYS_S, RECONNECT_S): one failed
-        # call should cost seconds, not the minutes of MLflow's own retries with backoff.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        fail_fast()
         self.uri = uri
         self.conditions = conditions or {}  # conditional params: logged as "inactive" where they do not hold
         self.metric = metric
@@ -218,6 +225,7 @@ class MlflowTracker(tune.Callback):
     @staticmethod
     def find_parent(uri: str, *, experiment: str, search_name: str) -> str | None:
         """The parent run of the search ``search_name``, if the store at ``uri`` has one (None if unreachable)."""
+        fail_fast()
         try:
             client = MlflowClient(tracking_uri=uri)
             found = client.get_experiment_by_name(experiment)
