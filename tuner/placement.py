@@ -62,18 +62,14 @@ def describe_holders(*, waiting: dict[str, float] | None = None) -> str:
     free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
     total = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
     this_job = ray.get_runtime_context().get_job_id()
-    held: dict[str, list[dict[str, float]]] = defaultdict(list)
+    held: dict[str, list[dict[str, float]]] = defaultdict(list)  # job -> the bundles of its created groups
     for pg in ray.util.placement_group_table().values():
         if pg.get("state") == "CREATED":
             held[_job(pg["placement_group_id"])].append(_total(pg["bundles"]))
     parts = []
     for job, groups in sorted(held.items(), key=lambda kv: kv[0] != this_job):
         who = "this search" if job == this_job else f"job {job}"
-        summed: dict[str, float] = defaultdict(float)
-        for g in groups:
-            for k, v in g.items():
-                summed[k] += v
-        parts.append(f"{who}: {len(groups)} placement group(s) holding {_fmt(summed)}")
+        parts.append(f"{who}: {len(groups)} placement group(s) holding {_fmt(_total(dict(enumerate(groups))))}")
     need = f"it needs {_fmt(waiting)}; " if waiting else ""
     free_line = ", ".join(f"{k} {free.get(k, 0):g} of {total[k]:g}" for k in sorted(total))
     holders = "; ".join(parts) if parts else "no placement group holds any (tasks or actors outside groups do)"
