@@ -30,7 +30,7 @@ test: lint  ## ruff, then the test suite
 	$(PY) -m pytest -q --durations=40
 
 mlflow-ui: venv  ## browse the local MLflow store on http://$(HOST):$(PORT); Ctrl-C stops it and all its workers
-	$(PY) -m tuner.mlflow_ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+	$(PY) -m tuner.tracking.mlflow_ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host $(HOST) --port $(PORT)
 
 clean:

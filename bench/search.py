@@ -27,7 +27,7 @@ from common import ROOT, default_recipe, load_splits, machine, table
 from search_spaces import get_space
 from trainables.data import write_cifar_layout
 from trainables.loop import DeviceData, train
-from tuner.packing import UtilisationSampler
+from tuner.packing.probe import UtilisationSampler
 
 
 def first_result_watcher(folder: Path, found: dict) -> threading.Thread:

@@ -20,7 +20,7 @@ from results import _fs
 RESULTS_CSV = "results.csv"
 BEST_CONFIG = "best_config.json"
 SEARCH_JSON = "search.json"
-PROVENANCE_JSON = "provenance.json"  # the keys of a search's data and training code (tuner.provenance)
+PROVENANCE_JSON = "provenance.json"  # the keys of a search's data and training code (tuner.driver.provenance)
 DEFAULT_OBJECTIVE = ("val_acc", "max")  # searches from before spaces named their metric
 DEFAULT_TOP = 20  # rows of the leaderboard; python -m results FOLDER --all shows every one
 
@@ -147,7 +147,7 @@ def leaderboard(
     """The trials best first (``ranked``), at most ``top`` of them (None: every one): config, metric, epochs, seconds.
 
     The first row is the trial ranked first, whose checkpoint the search registers
-    as its best (``tuner.summary.best_trial``). When some trials are left out, the
+    as its best (``tuner.driver.summary.best_trial``). When some trials are left out, the
     last line says how many are shown of how many and, given the search's
     ``folder``, the command that shows every one.
     """

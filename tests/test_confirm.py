@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.test_end_to_end import search_args
 from tuner.cli import main
-from tuner.confirm import CONFIRM_SEEDS
+from tuner.driver.confirm import CONFIRM_SEEDS
 
 pytestmark = pytest.mark.slow
 

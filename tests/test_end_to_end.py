@@ -306,7 +306,7 @@ def test_diverging_trials_end_quietly_as_diverged(tmp_path, cifar_dir, ray_local
 def test_failed_trials_are_listed_with_their_error_logs(tmp_path):
     from types import SimpleNamespace
 
-    from tuner.summary import failed_trials
+    from tuner.driver.summary import failed_trials
 
     grid = [
         SimpleNamespace(error=RuntimeError("Traceback...\nValueError: boom"), metrics={"trial_id": "t1"},

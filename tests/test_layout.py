@@ -39,9 +39,19 @@ def test_each_layer_imports_only_what_is_below_it(package):
     assert {f: names for f, names in wrong.items() if names} == {}
 
 
-def _module_imports(path: Path, package: str) -> set[str]:
-    """The modules of ``package`` that ``path`` imports, at any depth (a lazy import is an edge too), except under
-    ``if TYPE_CHECKING:``, which imports nothing at run time."""
+def _name(path: Path) -> str:
+    """``tuner/config/checks.py`` -> ``tuner.config.checks``; a package's ``__init__.py`` -> the package."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_name(p): p for p in sorted((ROOT / "tuner").rglob("*.py"))}
+
+
+def _module_imports(path: Path, modules: set[str]) -> set[str]:
+    """The modules among ``modules`` that ``path`` imports, at any depth (a lazy import is an edge too), except under
+    ``if TYPE_CHECKING:``, which imports nothing at run time. ``from a.b import c`` is an edge to ``a.b.c`` when that
+    is a module, else to ``a.b``."""
     tree = ast.parse(path.read_text(), filename=str(path))
     guards = [n for n in ast.walk(tree) if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]
     typing_only = {id(n) for guard in guards for n in ast.walk(guard)}
@@ -49,24 +59,22 @@ def _module_imports(path: Path, package: str) -> set[str]:
     for node in ast.walk(tree):
         if id(node) in typing_only:
             continue
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == package:
-                found |= {f"{package}.{alias.name}" for alias in node.names}
-            elif node.module.startswith(package + "."):
-                found.add(node.module)
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in modules:
+            for alias in node.names:
+                found.add(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module)
         elif isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith(package + ".")}
+            found |= {alias.name for alias in node.names if alias.name in modules}
     return found
 
 
 def test_no_module_of_tuner_imports_itself_back():
     """An import circle between tuner's modules (a imports b imports a) is a seam in the wrong place."""
-    graph = {f"tuner.{p.stem}": _module_imports(p, "tuner") for p in (ROOT / "tuner").glob("*.py")}
+    graph = {name: _module_imports(path, set(MODULES)) - {name} for name, path in MODULES.items()}
     done: set[str] = set()
     circles = []
 
     def visit(module: str, path: list[str]) -> None:  # depth first; a module on the current path closes a circle
-        for nxt in sorted(graph.get(module, ()) & set(graph)):
+        for nxt in sorted(graph.get(module, ())):
             if nxt in path:
                 circles.append(" -> ".join([*path[path.index(nxt):], nxt]))
             elif nxt not in done:
@@ -77,3 +85,26 @@ def test_no_module_of_tuner_imports_itself_back():
         if module not in done:
             visit(module, [module])
     assert circles == []
+
+
+MAX_LINES = 400
+PACKAGES = ("tuner", "trainables", "search_spaces", "results")
+
+
+def test_no_module_is_over_400_lines():
+    """A module past 400 lines holds more than one concern: split it by concern, not by line count."""
+    files = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
+    long = {str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def test_each_package_says_what_it_offers():
+    """Every package's ``__init__`` opens with a docstring that names each of its modules."""
+    for init in sorted(ROOT.glob("*/**/__init__.py")):
+        package = init.parent
+        if package.parts[len(ROOT.parts)] not in PACKAGES:
+            continue
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        missing = [p.stem for p in sorted(package.glob("*.py")) if p.stem != "__init__" and p.stem not in doc]
+        missing += [p.name for p in sorted(package.iterdir()) if (p / "__init__.py").exists() and p.name not in doc]
+        assert doc and not missing, f"{init.relative_to(ROOT)}: the docstring does not name {missing}"

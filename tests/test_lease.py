@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tuner import lease as lease_module
-from tuner.lease import FILENAME, Lease, SearchBusy, read
+from tuner.driver import lease as lease_module
+from tuner.driver.lease import FILENAME, Lease, SearchBusy, read
 
 
 def test_a_second_driver_is_refused_naming_the_first_and_how_to_stop_it(tmp_path):

@@ -198,7 +198,7 @@ def test_checkpoint_roundtrip_reproduces_val_acc(tmp_path, tiny_data):
 def test_the_recipe_comes_from_the_config_alone(tiny_data):
     from search_spaces import get_space
     from trainables.loop import RECIPE_KEYS
-    from tuner.space import param_space
+    from tuner.driver.space import param_space
 
     lacking = {k: v for k, v in CONFIG.items() if k not in ("translate", "tta")}
     with pytest.raises(ValueError, match="the config lacks tta, translate: .*search_spaces/cifar.yaml"):
@@ -263,7 +263,7 @@ def test_compile_is_timed_apart_and_changes_nothing(tiny_data):
 def test_errors_that_end_a_trial_for_good():
     import math
 
-    from tuner.trial import early_end
+    from tuner.trial.run import early_end
 
     diverged = early_end(Diverged(epoch=3, loss=float("nan")), epoch=3, metric="val_acc")
     assert diverged["diverged"] == 1 and math.isnan(diverged["val_acc"])  # no score
@@ -277,7 +277,7 @@ def test_errors_that_end_a_trial_for_good():
 def test_an_out_of_memory_trial_is_recorded_as_infeasible():
     import pandas as pd
 
-    from tuner.summary import _best_score, _ended
+    from tuner.driver.summary import _best_score, _ended
 
     history = pd.DataFrame({"epoch": [1, 2, 3], "val_acc": [0.5, 0.6, 0.0], "infeasible": [None, None, 1]})
     assert _ended(history) == "infeasible"

@@ -1,4 +1,4 @@
-"""``python -m tuner.mlflow_ui`` as a real process: a stop signal ends mlflow ui and every process it started."""
+"""``python -m tuner.tracking.mlflow_ui`` as a real process: a stop signal ends it and every process it started."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def _alive(pids: dict[int, int]) -> dict[int, str]:
 
 def _start(tmp_path: Path, port: int) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / "mlflow_ui.log"
-    command = [sys.executable, "-m", "tuner.mlflow_ui", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
+    command = [sys.executable, "-m", "tuner.tracking.mlflow_ui", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
                "--default-artifact-root", str(tmp_path / "mlartifacts"), "--port", str(port)]  # fmt: skip
     with open(log, "w") as out:  # own group: the test plays a terminal whose foreground group is the wrapper's
         return subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True), log

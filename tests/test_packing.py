@@ -5,10 +5,10 @@ import torch
 
 from search_spaces import apply_overrides, get_space
 from tests.test_end_to_end import search_args
-from tuner import packing
 from tuner.cli import main
-from tuner.packing import ProbeRun
-from tuner.trial import device_for
+from tuner.packing import probe as packing
+from tuner.packing.probe import ProbeRun
+from tuner.trial.run import device_for
 
 GIB = 1024**3
 

@@ -3,7 +3,7 @@ import math
 from types import SimpleNamespace
 
 from results.cost import asha_epochs
-from tuner.progress import ProgressTable, first_epoch_estimate
+from tuner.driver.progress import ProgressTable, first_epoch_estimate
 
 
 def _trial(tid, status, lr):
@@ -62,7 +62,7 @@ class _Terminal(io.StringIO):
 
 
 def test_elapsed_gpu_seconds_and_eta_and_redrawing_on_a_terminal(monkeypatch):
-    import tuner.progress as progress
+    import tuner.driver.progress as progress
 
     now = [100.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
@@ -165,7 +165,7 @@ def test_a_table_unpickled_with_stale_results_shows_the_trials_own():
 
 
 def test_the_eta_after_resume_uses_this_drivers_pace_and_all_epochs_done(monkeypatch):
-    import tuner.progress as progress
+    import tuner.driver.progress as progress
 
     now = [100.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])

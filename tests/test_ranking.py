@@ -11,7 +11,7 @@ import pytest
 import results
 from results.table import ranked
 from tests.conftest import ROOT
-from tuner.summary import best_trial, prune_checkpoints
+from tuner.driver.summary import best_trial, prune_checkpoints
 
 
 def _row(trial_id: str, score: float, **extra) -> dict:

@@ -99,7 +99,7 @@ def test_trials_per_gpu_is_part_of_the_space():
 
 
 def test_smoke_overrides_and_param_space():
-    from tuner.space import param_space
+    from tuner.driver.space import param_space
 
     space = get_space("cifar")
     smoke = apply_overrides(space, space.smoke.params)
@@ -214,7 +214,7 @@ def test_bad_conditions_are_refused(changes, message):
 def test_optuna_suggests_a_conditional_parameter_only_where_it_is_active():
     import optuna
 
-    from tuner.space import OptunaSpace, param_space
+    from tuner.driver.space import OptunaSpace, param_space
 
     space = get_space("imagefolder")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

@@ -8,8 +8,8 @@ import pytest
 
 from search_spaces import SpaceError
 from tuner.cli import build_parser, settings_from_args
+from tuner.config.settings import SearchSettings, check_gpus_per_trial, resolve_storage, resolve_tracking_uri
 from tuner.errors import UsageError
-from tuner.settings import SearchSettings, check_gpus_per_trial, resolve_storage, resolve_tracking_uri
 
 
 def test_tracking_uri_is_always_absolute(tmp_path):
@@ -23,7 +23,7 @@ def test_tracking_uri_is_always_absolute(tmp_path):
 
 
 def test_unreachable_server_is_detected_fast():
-    from tuner.settings import tracking_unreachable
+    from tuner.config.settings import tracking_unreachable
 
     start = time.monotonic()
     assert tracking_unreachable("http://127.0.0.1:9", timeout=2)
@@ -46,7 +46,7 @@ def test_reachable_server_is_accepted(tmp_path):
     try:
         uri = f"http://127.0.0.1:{server.server_port}"
         assert resolve_tracking_uri(uri, cwd=tmp_path) == uri
-        from tuner.settings import tracking_unreachable
+        from tuner.config.settings import tracking_unreachable
 
         assert tracking_unreachable(uri) is None
     finally:
@@ -144,6 +144,6 @@ def test_existing_name_needs_resume(tmp_path):
     ],
 )
 def test_credentials_never_reach_logs(uri, shown):
-    from tuner.settings import redact
+    from tuner.config.settings import redact
 
     assert redact(uri) == shown

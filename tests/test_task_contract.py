@@ -109,7 +109,7 @@ def test_the_readme_shows_the_smallest_task_as_it_is_and_it_is_short():
 
 
 def test_a_task_that_does_not_say_it_trains_data_parallel_is_refused_at_two_workers(tmp_path, monkeypatch):
-    from tuner.config import make_settings
+    from tuner.config.checks import make_settings
     from tuner.errors import UsageError
 
     monkeypatch.chdir(ROOT)

@@ -8,8 +8,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.servers import MlflowServer
-from tuner import registry, tracking
-from tuner.tracking import OUTCOME_TAG, TRIAL_TAG, MlflowTracker, where_to_browse
+from tuner.tracking import registry
+from tuner.tracking import runs as tracking
+from tuner.tracking.runs import OUTCOME_TAG, TRIAL_TAG, MlflowTracker, where_to_browse
 
 
 @dataclass

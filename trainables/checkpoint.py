@@ -73,7 +73,7 @@ class CheckpointPolicy:
     trial ends, so on a GPU, where an epoch takes a fraction of a second, saving
     every epoch mostly costs time. An epoch that beats the trial's best score so
     far is saved too, so that the trial ranked first has the checkpoint of the
-    epoch it ranks by (``tuner.summary.best_trial`` registers it). ``period_s``
+    epoch it ranks by (``tuner.driver.summary.best_trial`` registers it). ``period_s``
     bounds what a killed trial can lose (it resumes from its last checkpoint);
     0 saves every epoch.
     """

@@ -3,7 +3,7 @@
 Both give a ``SearchResult``: the results table as a DataFrame, the best trial
 (config, score, test scores, checkpoint), the cost, the registered model's URI,
 the report and the folder. ``search`` takes the command line's settings as
-keyword arguments, validated before anything starts (``tuner.config``); it
+keyword arguments, validated before anything starts (``tuner.config.checks``); it
 prints its progress to ``out`` (or nothing with ``quiet=True``), calls
 ``on_result`` with every epoch any trial reports, and leaves the process as it
 found it: environment variables, log levels and signal handlers are put back
@@ -39,10 +39,10 @@ from ray import tune
 import results
 from results import _fs
 from results.report import HTML, REPORT_DIR
-from tuner.config import make_settings
-from tuner.resources import DEFAULT_START_TIMEOUT_S
-from tuner.runner import Interrupted, run_search
-from tuner.settings import SearchSettings
+from tuner.config.checks import make_settings
+from tuner.config.resources import DEFAULT_START_TIMEOUT_S
+from tuner.config.settings import SearchSettings
+from tuner.driver.runner import Interrupted, run_search
 
 __all__ = ["BestTrial", "SearchInterrupted", "SearchResult", "TrialUpdate", "load", "run", "search"]
 
@@ -210,7 +210,7 @@ def run(
     on_result: Callable[[TrialUpdate], Any] | None = None,
     handle_signals: bool = False,
 ) -> SearchResult:
-    """Run (or resume) the search ``settings`` describes (``tuner.config.make_settings``); return its result."""
+    """Run (or resume) the search ``settings`` describes (``tuner.config.checks.make_settings``); return its result."""
     stream = io.StringIO() if quiet else (out or sys.stdout)
     hooks = [_OnResult(on_result)] if on_result is not None else []
     with _as_found():

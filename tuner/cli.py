@@ -10,10 +10,10 @@ from pathlib import Path
 from search_spaces import SpaceError, format_spaces, get_space, space_names
 from trainables.data import DataError
 from trainables.task import TaskError
-from tuner.config import make_settings
+from tuner.config.checks import make_settings
+from tuner.config.resources import DEFAULT_START_TIMEOUT_S
+from tuner.config.settings import SCHEDULERS, SEARCH_ALGORITHMS, SearchSettings
 from tuner.errors import UsageError
-from tuner.resources import DEFAULT_START_TIMEOUT_S
-from tuner.settings import SCHEDULERS, SEARCH_ALGORITHMS, SearchSettings
 
 EXIT_USAGE = 2
 
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace, *, cwd: Path) -> SearchSettings:
-    """Validate every flag and resolve paths (``tuner.config.make_settings``); touches nothing on disk."""
+    """Validate every flag and resolve paths (``tuner.config.checks.make_settings``); touches nothing on disk."""
     return make_settings(
         args.space, cwd=cwd, data_dir=args.data_dir, name=args.name, storage_path=args.storage_path,
         mlflow_uri=args.mlflow_uri, resume=args.resume, num_samples=args.num_samples, max_epochs=args.max_epochs,
@@ -223,7 +223,7 @@ def sync_main(args: argparse.Namespace) -> int:
         print(f"error: --sync takes only --mlflow-uri; drop {flags}", file=sys.stderr)
         return EXIT_USAGE
     from results import ResultsError
-    from tuner.sync import SyncError, sync  # MLflow and the model code: only for this command
+    from tuner.tracking.sync import SyncError, sync  # MLflow and the model code: only for this command
 
     try:
         sync(args.sync, uri=args.mlflow_uri)

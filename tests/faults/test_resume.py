@@ -170,12 +170,12 @@ def test_ctrl_c_saves_the_search_and_prints_the_resume_command(tmp_path, cifar_d
 
 
 def test_a_search_that_crashes_ends_its_mlflow_run_as_failed(tmp_path, cifar_dir, ray_local, monkeypatch):
-    import tuner.runner
+    import tuner.driver.runner
 
     def crash(*args, **kwargs):
         raise RuntimeError("the driver crashed after the trials")
 
-    monkeypatch.setattr(tuner.runner, "finish", crash)
+    monkeypatch.setattr(tuner.driver.runner, "finish", crash)
     argv = search_args(tmp_path, cifar_dir, "crashed", "--num-samples", "2", "--max-epochs", "1",
                        "--grace-period", "1")  # fmt: skip
     with pytest.raises(RuntimeError, match="the driver crashed"):

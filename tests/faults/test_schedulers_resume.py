@@ -8,8 +8,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.faults.test_resume import kill_after_checkpoints
 from tests.test_end_to_end import search_args
-from tuner.schedulers import state_file
-from tuner.settings import SCHEDULERS
+from tuner.config.settings import SCHEDULERS
+from tuner.schedulers.registry import state_file
 
 pytestmark = pytest.mark.slow
 NUM_SAMPLES = 4

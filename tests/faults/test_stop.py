@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 from tuner.processes import descendants, process_table
 
 pytestmark = pytest.mark.slow
-BOUND_S = 30  # tuner.stopping.STOP_BOUND_S
+BOUND_S = 30  # tuner.driver.stopping.STOP_BOUND_S
 
 SLEEPER = '''
 import os, time

@@ -1,12 +1,12 @@
 """The Ray side of a trial, written once for every task: settings, device, checkpoints, early ends.
 
-``run_trial`` (called by ``tuner.trainable``'s Tune function) loads the
+``run_trial`` (called by ``tuner.trial.trainable``'s Tune function) loads the
 space's task (``trainables.task``), fetches the task's data from Ray's object
 store (put there once per search by ``tune.with_parameters``), picks the
 device Ray assigned, continues from Tune's checkpoint when there is one, and
 turns each ``context.report`` of the task into one ``tune.report``, with a
 checkpoint when the checkpoint policy says so. A diverged trial or one out of
-GPU memory ends quietly with its flag; DDP trials run through ``tuner.ddp``.
+GPU memory ends quietly with its flag; DDP trials run through ``tuner.trial.ddp``.
 Inside Tune functions only ``ray.tune.*`` is used (``ray.train.report`` raises
 there).
 """
@@ -27,7 +27,7 @@ from search_spaces import drop_inactive
 from trainables import checkpoint
 from trainables.loop import format_metrics
 from trainables.task import Diverged, TrialContext, is_out_of_memory, load_task, seed_everything
-from tuner.resources import DEFAULT_START_TIMEOUT_S
+from tuner.config.resources import DEFAULT_START_TIMEOUT_S
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from typing import Any
 
 from results import SEARCH_JSON, _fs
 from search_spaces import Budget, SearchSpace, check_budget, searched_space, smoke_of
+from tuner.config.resources import DEFAULT_START_TIMEOUT_S, TrialShape, trial_shape
 from tuner.errors import UsageError
-from tuner.resources import DEFAULT_START_TIMEOUT_S, TrialShape, trial_shape
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SEARCH_ALGORITHMS = ("random", "optuna")
-SCHEDULERS = ("asha", "hyperband", "median", "pbt", "fifo")  # tuner.schedulers
+SCHEDULERS = ("asha", "hyperband", "median", "pbt", "fifo")  # tuner.schedulers.registry
 GPUS_AUTO, GPUS_DEFAULT = "auto", "default"  # --gpus-per-trial values resolved once Ray has started
 
 

@@ -17,9 +17,8 @@ from typing import Any
 from results import _fs
 from search_spaces import Budget, SearchSpace, get_space, is_path
 from trainables.task import TaskError, check_config_keys, load_task, resolve_objective
-from tuner.errors import UsageError
-from tuner.resources import DEFAULT_START_TIMEOUT_S
-from tuner.settings import (
+from tuner.config.resources import DEFAULT_START_TIMEOUT_S
+from tuner.config.settings import (
     SCHEDULERS,
     SEARCH_ALGORITHMS,
     Resources,
@@ -33,7 +32,8 @@ from tuner.settings import (
     resolve_tracking_uri,
     resume_settings,
 )
-from tuner.warm import load_warm_start
+from tuner.driver.warm import load_warm_start
+from tuner.errors import UsageError
 
 __all__ = ["check_batch_split", "check_scheduler", "make_settings", "param_specs"]
 

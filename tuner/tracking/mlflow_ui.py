@@ -1,7 +1,7 @@
-"""``python -m tuner.mlflow_ui``: the MLflow UI on the local store, stopped with everything it started.
+"""``python -m tuner.tracking.mlflow_ui``: the MLflow UI on the local store, stopped with everything it started.
 
-    python -m tuner.mlflow_ui                      # sqlite:///$PWD/mlflow.db, $PWD/mlartifacts, 127.0.0.1:5000
-    python -m tuner.mlflow_ui --port 5001          # `make mlflow-ui PORT=5001`
+    python -m tuner.tracking.mlflow_ui                      # sqlite:///$PWD/mlflow.db, $PWD/mlartifacts, 127.0.0.1:5000
+    python -m tuner.tracking.mlflow_ui --port 5001          # `make mlflow-ui PORT=5001`
 
 ``mlflow ui`` (3.17) starts uvicorn with its workers and a job runner with several
 huey consumers; stopping only its main PID leaves them running, and a second
@@ -141,7 +141,7 @@ def port_in_use(host: str, *, port: int) -> bool:
 def _parser() -> argparse.ArgumentParser:
     here = Path.cwd()
     parser = argparse.ArgumentParser(
-        prog="python -m tuner.mlflow_ui",
+        prog="python -m tuner.tracking.mlflow_ui",
         description="The MLflow UI on a local store; Ctrl-C stops it and every process it started.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

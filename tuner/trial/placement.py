@@ -5,7 +5,7 @@ per worker). On a machine or cluster shared with other jobs, or where a group
 was leaked, it may never be placed. Ray Train would wait, time out and retry
 without end; here the wait is bounded (``--worker-start-timeout``), the trial
 fails with what held the resources, and the driver says so while it waits.
-The search's own trials always fit together (``tuner.resources`` caps how many
+The search's own trials always fit together (``tuner.config.resources`` caps how many
 run at once), so what holds the resources is outside it: a trial that still
 cannot be placed after its retries stops the search as Ctrl-C does, its state
 saved, rather than failing the trials after it one by one; ``--resume``
@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import ray
 from ray import tune
 
-from tuner.stopping import stop_fit
+from tuner.driver.stopping import stop_fit
 
 __all__ = ["PlacementWatch", "WorkersNotPlaced", "describe_holders", "not_placed"]
 

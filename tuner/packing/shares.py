@@ -1,7 +1,7 @@
 """How much of a GPU each trial gets: the space's default share, or ``--gpus-per-trial auto``, measured.
 
 ``auto`` runs 1, 2, 4, ... probes of the space's reference config at once on
-one GPU (``tuner.packing``) and keeps the count with the best throughput.
+one GPU (``tuner.packing.probe``) and keeps the count with the best throughput.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import ray
 
 from search_spaces import SearchSpace
 from trainables.task import TaskData
-from tuner import packing
-from tuner.settings import GPUS_AUTO, SearchSettings
+from tuner.config.settings import GPUS_AUTO, SearchSettings
+from tuner.packing import probe as packing
 
 
 @ray.remote(max_calls=1)  # its process exits afterwards: no CUDA context left holding GPU memory

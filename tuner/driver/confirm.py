@@ -25,10 +25,10 @@ from results import _fs
 from results.table import ranked
 from search_spaces import SearchSpace
 from trainables.task import TaskData
-from tuner.settings import SearchSettings
-from tuner.space import param_space
-from tuner.summary import _score, _trial_id
-from tuner.trainable import make_trainable
+from tuner.config.settings import SearchSettings
+from tuner.driver.space import param_space
+from tuner.driver.summary import _score, _trial_id
+from tuner.trial.trainable import make_trainable
 
 CONFIRM_SEEDS = 3  # new seeds per config; with the search's own run, each config is judged over four
 CONFIRM_DIR = "confirm"

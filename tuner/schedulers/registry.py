@@ -44,7 +44,7 @@ from results import _fs
 from results.cost import hyperband_brackets, scheduler_epochs, scheduler_rungs
 from results.table import EARLY_END_FLAGS
 from search_spaces import Budget, Param, SearchSpace
-from tuner.settings import SCHEDULERS
+from tuner.config.settings import SCHEDULERS
 
 LABELS = {"asha": "ASHA", "hyperband": "HyperBand", "median": "the median stopping rule", "pbt": "PBT",
           "fifo": "no early stopping"}  # fmt: skip
@@ -228,7 +228,7 @@ class PersistentPBT(_Saved, PopulationBasedTraining):
     """
 
     def __init__(self, *, state_path: str, mutable: list[Param], seed: int, max_t: int, **kwargs: Any) -> None:
-        from tuner.space import domain
+        from tuner.driver.space import domain
 
         super().__init__(
             hyperparam_mutations={p.name: list(p.choices) if p.kind == "choice" else domain(p) for p in mutable},

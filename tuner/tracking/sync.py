@@ -21,9 +21,9 @@ import results
 from results import _fs
 from results.report import make_report
 from results.table import EARLY_END_FLAGS
-from tuner import provenance
-from tuner.settings import SearchSettings, redact
-from tuner.tracking import MODEL_TAG, MlflowTracker, describe_search, load_example
+from tuner.config.settings import SearchSettings, redact
+from tuner.driver import provenance
+from tuner.tracking.runs import MODEL_TAG, MlflowTracker, describe_search, load_example
 
 
 class SyncError(RuntimeError):

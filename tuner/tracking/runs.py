@@ -30,9 +30,9 @@ from ray import tune
 from results import _fs
 from results.table import EARLY_END_FLAGS, trial_status
 from search_spaces import SearchSpace, mark_inactive
-from tuner import registry
-from tuner.schedulers import LABELS
-from tuner.settings import SearchSettings, redact, tracking_unreachable
+from tuner.config.settings import SearchSettings, redact, tracking_unreachable
+from tuner.schedulers.registry import LABELS
+from tuner.tracking import registry
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")  # and the space's metric
 TRIAL_TAG = "hpsearch.trial_id"
@@ -142,7 +142,7 @@ def how_to_load(uri: str, registered: registry.Registered) -> str:
 
 
 def describe_exploit(result: dict[str, Any]) -> str:
-    """``from trial X at epoch 4: lr 11.5 -> 13.8, ...`` for a result that carries a PBT exploit (``tuner.trial``)."""
+    """``from trial X at epoch 4: lr 11.5 -> 13.8, ...`` for a result that carries a PBT exploit."""
     changes = json.loads(result["exploit"])
     values = ", ".join(f"{k} {_short(old)} -> {_short(new)}" for k, (old, new) in changes.items()) or "no value changed"
     return f"from trial {result['exploited_from']} at epoch {result['exploit_epoch']}: {values}"
@@ -388,7 +388,7 @@ class MlflowTracker(tune.Callback):
 
         ``record`` is the best trial's entry of ``best_config.json``: the version
         is tagged with it, with ``task``, the ``data_key`` and ``smoke``, by which
-        the champion rule compares versions (``tuner.registry``). ``example`` is a
+        the champion rule compares versions (``tuner.tracking.registry``). ``example`` is a
         few raw inputs from the data.
         """
         found = registry.registered_by(self.client, registered_name, run_id=str(self.parent_run_id))

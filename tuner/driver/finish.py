@@ -20,11 +20,11 @@ from results import cost as cost_module
 from results.report import HTML, REPORT_DIR, make_report
 from search_spaces import SearchSpace, conditions, mark_inactive
 from trainables.task import TaskData, load_task
-from tuner import provenance
-from tuner.confirm import confirm
-from tuner.settings import SearchSettings
-from tuner.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_histories, trial_rows
-from tuner.tracking import MlflowTracker, describe_search, how_to_load, where_to_browse
+from tuner.config.settings import SearchSettings
+from tuner.driver import provenance
+from tuner.driver.confirm import confirm
+from tuner.driver.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_histories, trial_rows
+from tuner.tracking.runs import MlflowTracker, describe_search, how_to_load, where_to_browse
 
 CONFUSION_KEYS = ("confusion_matrix", "classes")  # what a classifier's evaluate may add to its test metrics
 
@@ -32,7 +32,7 @@ CONFUSION_KEYS = ("confusion_matrix", "classes")  # what a classifier's evaluate
 @ray.remote(max_calls=1)  # its process exits afterwards: no CUDA context left holding GPU memory
 def _evaluate(task: str, checkpoint: tune.Checkpoint, held_out: Any) -> dict[str, Any]:
     from trainables.checkpoint import load
-    from tuner.trial import trial_device
+    from tuner.trial.run import trial_device
 
     device = trial_device()
     with checkpoint.as_directory() as folder:

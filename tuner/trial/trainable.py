@@ -6,12 +6,12 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tuner.trial import DataRef, TrialSettings, run_trial
+from tuner.trial.run import DataRef, TrialSettings, run_trial
 
 if TYPE_CHECKING:
     from search_spaces import SearchSpace
     from trainables.task import TaskData
-    from tuner.settings import SearchSettings
+    from tuner.config.settings import SearchSettings
 
 
 def trainable_for(space: str) -> Callable[..., None]:
@@ -23,7 +23,7 @@ def trainable_for(space: str) -> Callable[..., None]:
     def trainable(config: dict[str, Any], *, data: Any, settings: TrialSettings) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
         if settings.workers > 1:
-            from tuner.ddp import run_ddp_trial  # Ray Train: imported only where it runs
+            from tuner.trial.ddp import run_ddp_trial  # Ray Train: imported only where it runs
 
             run_ddp_trial(config, data=data, settings=settings)
         else:

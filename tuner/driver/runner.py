@@ -24,20 +24,22 @@ import results
 from results import _fs
 from search_spaces import SearchSpace, conditions
 from trainables.task import TaskData, load_data
-from tuner import progress as progress_module
-from tuner import provenance, resources, schedulers
+from tuner.config import resources
+from tuner.config.settings import SearchSettings, tracking_unreachable
+from tuner.driver import progress as progress_module
+from tuner.driver import provenance
+from tuner.driver.finish import finish
+from tuner.driver.lease import Lease
+from tuner.driver.progress import ProgressTable
+from tuner.driver.space import optuna_searcher, param_space, reference_point
+from tuner.driver.stopping import EXIT_INTERRUPTED, fit
+from tuner.driver.warm import WarmStart, load_warm_start
 from tuner.errors import UsageError
-from tuner.finish import finish
-from tuner.gpus import resolve_gpus
-from tuner.lease import Lease
-from tuner.placement import PlacementWatch
-from tuner.progress import ProgressTable
-from tuner.settings import SearchSettings, tracking_unreachable
-from tuner.space import optuna_searcher, param_space, reference_point
-from tuner.stopping import EXIT_INTERRUPTED, fit
-from tuner.tracking import NOTE_TAG, MlflowTracker, describe_search, save_example
-from tuner.trainable import make_trainable
-from tuner.warm import WarmStart, load_warm_start
+from tuner.packing.shares import resolve_gpus
+from tuner.schedulers import registry as schedulers
+from tuner.tracking.runs import NOTE_TAG, MlflowTracker, describe_search, save_example
+from tuner.trial.placement import PlacementWatch
+from tuner.trial.trainable import make_trainable
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +240,7 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None, hooks: Se
                handle_signals: bool = True) -> dict[str, Any]:  # fmt: skip
     """Run (or resume) the search ``settings`` describes; return the best trial's record.
 
-    One driver at a time: the search's lease (``tuner.lease``) refuses a second
+    One driver at a time: the search's lease (``tuner.driver.lease``) refuses a second
     one within seconds while the first is alive, and lets ``--resume`` take
     over from a driver that is gone. ``hooks``: more Tune callbacks (``tuner.api``'s
     ``on_result``). ``handle_signals``: SIGTERM stops the search as Ctrl-C does.

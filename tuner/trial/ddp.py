@@ -1,6 +1,6 @@
 """DDP trials: a Tune trial that runs its task's ``train`` on N Ray Train workers.
 
-The Tune function (``tuner.trainable``) builds a ``TorchTrainer`` and waits for
+The Tune function (``tuner.trial.trainable``) builds a ``TorchTrainer`` and waits for
 it; the workers run the task's training as single-process trials do, with
 world size N (gloo on CPU, NCCL on GPU). Every rank calls ``ray.train.report``
 each epoch (it is a barrier); rank 0 passes the checkpoint. Ray's
@@ -28,8 +28,8 @@ from search_spaces import drop_inactive
 from trainables import checkpoint
 from trainables.loop import format_metrics
 from trainables.task import Diverged, TrialContext, load_task, seed_everything
-from tuner.placement import not_placed
-from tuner.trial import DataRef, TrialSettings, early_end, exploit_note, prepare_device
+from tuner.trial.placement import not_placed
+from tuner.trial.run import DataRef, TrialSettings, early_end, exploit_note, prepare_device
 
 __all__ = ["run_ddp_trial", "train_worker"]
 
