@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from results import _fs
+from results import storage
 from results.table import BEST_CONFIG, PROVENANCE_JSON, SEARCH_JSON, ResultsError, load, load_histories, scored_epochs
 
 GPU_TOLERANCE = 0.01  # absolute difference allowed in each epoch's metric (and training loss) on a GPU
@@ -85,10 +85,10 @@ class _Enough(Exception):
 
 
 def _read_json(folder: str, name: str, *, missing: str) -> dict[str, Any]:
-    path = _fs.join(folder, name)
-    if not _fs.exists(path):
+    path = storage.join(folder, name)
+    if not storage.exists(path):
         raise ReplayRefused(missing)
-    return json.loads(_fs.read_text(path))
+    return json.loads(storage.read_text(path))
 
 
 def _pick_trial(folder: str, frame: pd.DataFrame, trial_id: str | None) -> dict[str, Any]:
@@ -111,10 +111,10 @@ def _recorded(history: pd.DataFrame, metric: str, epochs: int) -> tuple[list[int
 
 
 def _refuse_if_exploited(folder: str, trial_id: str) -> None:
-    path = _fs.join(folder, "pbt.state")
-    if not _fs.exists(path):
+    path = storage.join(folder, "pbt.state")
+    if not storage.exists(path):
         return
-    for exploit in json.loads(_fs.read_text(path)).get("exploits", []):
+    for exploit in json.loads(storage.read_text(path)).get("exploits", []):
         if exploit["trial_id"] == trial_id:
             raise ReplayRefused(
                 f"trial {trial_id} continued trial {exploit['from']}'s checkpoint at epoch {exploit['epoch']} (PBT): "
@@ -140,10 +140,10 @@ def replay(folder: str, *, trial_id: str | None = None) -> Replay:
         raise ReplayRefused(f"trial {trial_id} was a DDP trial on {resources['workers_per_trial']} workers, whose "
                             "numbers depend on that many processes; replay covers single-process trials")  # fmt: skip
     _refuse_if_exploited(folder, trial_id)
-    params_path = _fs.join(str(row["path"]), "params.json")
-    if not _fs.exists(params_path):
+    params_path = storage.join(str(row["path"]), "params.json")
+    if not storage.exists(params_path):
         raise ReplayRefused(f"trial {trial_id} has no params.json in {row['path']}: its config is not recorded")
-    config = json.loads(_fs.read_text(params_path))
+    config = json.loads(storage.read_text(params_path))
 
     gpus = resources.get("gpus_per_trial", 0)
     on_gpu = isinstance(gpus, (int, float)) and gpus > 0

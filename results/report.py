@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from results import _fs, cost
+from results import cost, storage
 from results.table import (
     BEST_CONFIG,
     RESULTS_CSV,
@@ -100,10 +100,10 @@ def load_view(folder: str, *, histories: dict[str, pd.DataFrame] | None = None) 
     """The search in ``folder``; ``histories`` (trial id -> per-epoch reports) when the caller holds them already."""
     folder = str(folder)
     frame = load(folder)
-    saved = _fs.join(folder, SEARCH_JSON)
-    settings = json.loads(_fs.read_text(saved)) if _fs.exists(saved) else {}
-    best_path = _fs.join(folder, BEST_CONFIG)
-    best = json.loads(_fs.read_text(best_path)) if _fs.exists(best_path) else None
+    saved = storage.join(folder, SEARCH_JSON)
+    settings = json.loads(storage.read_text(saved)) if storage.exists(saved) else {}
+    best_path = storage.join(folder, BEST_CONFIG)
+    best = json.loads(storage.read_text(best_path)) if storage.exists(best_path) else None
     if histories is None:
         histories = load_histories(frame)
     name = settings.get("run", {}).get("name") or settings.get("name") or Path(folder).name
@@ -404,7 +404,7 @@ def make_report(folder: str, *, histories: dict[str, pd.DataFrame] | None = None
     storage, a temporary folder whose files are then copied there.
     """
     view = load_view(folder, histories=histories)
-    remote = _fs.is_uri(str(folder))
+    remote = storage.is_uri(str(folder))
     local = Path(tempfile.mkdtemp(prefix="hpsearch-report-")) if remote else Path(folder) / REPORT_DIR
     local.mkdir(parents=True, exist_ok=True)
     scores = importances(view)
@@ -417,7 +417,7 @@ def make_report(folder: str, *, histories: dict[str, pd.DataFrame] | None = None
     (local / HTML).write_text(html_report(view, scores))
     if remote:
         for path in sorted(local.iterdir()):
-            _fs.write_bytes(_fs.join(str(folder), REPORT_DIR, path.name), path.read_bytes())
+            storage.write_bytes(storage.join(str(folder), REPORT_DIR, path.name), path.read_bytes())
     return local
 
 

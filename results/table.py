@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from results import _fs
+from results import storage
 
 RESULTS_CSV = "results.csv"
 BEST_CONFIG = "best_config.json"
@@ -81,8 +81,8 @@ def ranked(frame: pd.DataFrame, *, metric: str, mode: str) -> pd.DataFrame:
 
 def objective(folder: str) -> tuple[str, str]:
     """The metric and mode a search went by, from its ``search.json``."""
-    path = _fs.join(str(folder), SEARCH_JSON)
-    saved = json.loads(_fs.read_text(path)) if _fs.exists(path) else {}
+    path = storage.join(str(folder), SEARCH_JSON)
+    saved = json.loads(storage.read_text(path)) if storage.exists(path) else {}
     return saved.get("metric", DEFAULT_OBJECTIVE[0]), saved.get("mode", DEFAULT_OBJECTIVE[1])
 
 
@@ -94,38 +94,38 @@ def write(
     Returns the table as written, best first by ``metric`` and ``mode``.
     """
     frame = ranked(pd.DataFrame(rows), metric=metric, mode=mode)
-    _fs.write_text(_fs.join(folder, RESULTS_CSV), frame.to_csv(index=False))
+    storage.write_text(storage.join(folder, RESULTS_CSV), frame.to_csv(index=False))
     if best is not None:
-        _fs.write_text(_fs.join(folder, BEST_CONFIG), json.dumps(best, indent=2, default=str) + "\n")
+        storage.write_text(storage.join(folder, BEST_CONFIG), json.dumps(best, indent=2, default=str) + "\n")
     return frame
 
 
 def load(folder: str) -> pd.DataFrame:
     """A finished search's trials as a DataFrame, best first."""
-    path = _fs.join(str(folder), RESULTS_CSV)
-    if not _fs.exists(path):
-        if _fs.exists(str(folder)):
+    path = storage.join(str(folder), RESULTS_CSV)
+    if not storage.exists(path):
+        if storage.exists(str(folder)):
             raise ResultsError(
                 f"{folder} has no {RESULTS_CSV}: the search did not finish; "
                 f"continue it with: python run_tune.py --name <name> --resume"
             )
         raise ResultsError(f"no search folder at {folder}: pass the folder a search wrote, e.g. ray_results/<name>")
-    return pd.read_csv(io.StringIO(_fs.read_text(path)))
+    return pd.read_csv(io.StringIO(storage.read_text(path)))
 
 
 def load_histories(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Each trial's progress.csv, from the trial folders results.csv names."""
     histories = {}
     for row in frame.to_dict("records"):
-        path = _fs.join(str(row.get("path", "")), "progress.csv")
-        if row.get("path") and _fs.exists(path):
-            histories[str(row["trial_id"])] = pd.read_csv(io.StringIO(_fs.read_text(path)))
+        path = storage.join(str(row.get("path", "")), "progress.csv")
+        if row.get("path") and storage.exists(path):
+            histories[str(row["trial_id"])] = pd.read_csv(io.StringIO(storage.read_text(path)))
     return histories
 
 
 def load_best(folder: str) -> dict[str, Any]:
     """The contents of ``best_config.json``."""
-    return json.loads(_fs.read_text(_fs.join(str(folder), BEST_CONFIG)))
+    return json.loads(storage.read_text(storage.join(str(folder), BEST_CONFIG)))
 
 
 def _fmt(value: Any) -> str:

@@ -37,7 +37,7 @@ import pandas as pd
 from ray import tune
 
 import results
-from results import _fs
+from results import storage
 from results.report import HTML, REPORT_DIR
 from tuner.config.checks import make_settings
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S
@@ -114,20 +114,20 @@ class SearchResult:
 def load(folder: str | os.PathLike) -> SearchResult:
     """A finished search's results, read from its folder (a path or a URI)."""
     folder = str(folder)
-    if not _fs.is_uri(folder):
+    if not storage.is_uri(folder):
         folder = str(Path(folder).resolve())
-    saved = _fs.join(folder, results.SEARCH_JSON)
-    if not _fs.exists(saved):
+    saved = storage.join(folder, results.SEARCH_JSON)
+    if not storage.exists(saved):
         raise results.ResultsError(f"{folder} holds no search ({results.SEARCH_JSON} is missing): give the folder "
                                    "of a search, <storage_path>/<name>")  # fmt: skip
-    settings = SearchSettings.from_json(_fs.read_text(saved))
-    if not _fs.exists(_fs.join(folder, results.RESULTS_CSV)):
+    settings = SearchSettings.from_json(storage.read_text(saved))
+    if not storage.exists(storage.join(folder, results.RESULTS_CSV)):
         raise results.ResultsError(f"search '{settings.name}' has not finished: continue it with "
                                    f"tuner.search(name={settings.name!r}, storage_path={settings.run.storage_path!r}, "
                                    f"resume=True)")  # fmt: skip
     table = results.load_results(folder)
-    record = (json.loads(_fs.read_text(_fs.join(folder, results.BEST_CONFIG)))
-              if _fs.exists(_fs.join(folder, results.BEST_CONFIG)) else {})  # fmt: skip
+    record = (json.loads(storage.read_text(storage.join(folder, results.BEST_CONFIG)))
+              if storage.exists(storage.join(folder, results.BEST_CONFIG)) else {})  # fmt: skip
     metric, mode = settings.metric, settings.mode
     best = None
     if record.get("trial_id") is not None:
@@ -139,11 +139,11 @@ def load(folder: str | os.PathLike) -> SearchResult:
             test_scores={k: float(record[k]) for k in record.get("test_metrics", []) if k in record},
             checkpoint=str(record.get("checkpoint", "")),
         )
-    report = _fs.join(folder, REPORT_DIR, HTML)
+    report = storage.join(folder, REPORT_DIR, HTML)
     return SearchResult(
         name=settings.name, folder=folder, space=settings.space_name, metric=metric, mode=mode, table=table,
         best=best, cost=dict(record.get("cost") or {}), model_uri=record.get("model_uri"),
-        registered=record.get("registered"), report=report if _fs.exists(report) else None,
+        registered=record.get("registered"), report=report if storage.exists(report) else None,
         mlflow_uri=settings.run.mlflow_uri, settings=settings,
     )  # fmt: skip
 

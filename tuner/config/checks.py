@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from results import _fs
+from results import storage
 from search_spaces import Budget, SearchSpace, get_space, is_path
 from trainables.task import TaskError, check_config_keys, load_task, resolve_objective
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S
@@ -183,7 +183,7 @@ def make_settings(
         load_warm_start(settings.warm_start, settings.space(), metric=settings.metric, mode=settings.mode)
     if not settings.resources.pending:  # DDP workers need whole GPUs: refuse before starting Ray
         settings.resources.shape()
-    if _fs.exists(settings.folder):
+    if storage.exists(settings.folder):
         raise UsageError(
             f"a search named '{name}' already exists in {storage}: continue it with --resume, or pick another --name"
         )
@@ -193,7 +193,7 @@ def make_settings(
 def _resolve(folder: str | None, *, cwd: Path) -> str:
     if folder is None:
         return ""
-    return folder if _fs.is_uri(folder) else str((cwd / folder).resolve())
+    return folder if storage.is_uri(folder) else str((cwd / folder).resolve())
 
 
 def _check_values(budget: Budget, *, searcher: str, scheduler: str, seed: Any, cpus_per_trial: Any,

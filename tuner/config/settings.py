@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from results import SEARCH_JSON, _fs
+from results import SEARCH_JSON, storage
 from search_spaces import Budget, SearchSpace, check_budget, searched_space, smoke_of
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S, TrialShape, trial_shape
 from tuner.errors import UsageError
@@ -72,7 +72,7 @@ class RunSettings:
     @property
     def folder(self) -> str:
         """Where Tune writes this search: ``<storage_path>/<name>``."""
-        return _fs.join(self.storage_path, self.name)
+        return storage.join(self.storage_path, self.name)
 
 
 _PARTS = {"budget": Budget, "resources": Resources, "run": RunSettings}
@@ -179,7 +179,7 @@ def check_gpus_per_trial(value: float) -> float:
 
 def resolve_storage(storage_path: str, *, cwd: Path) -> str:
     """An absolute path (or a URI as given) whose nearest existing folder is writable."""
-    if _fs.is_uri(storage_path):
+    if storage.is_uri(storage_path):
         return storage_path
     path = (cwd / storage_path).resolve()
     probe = path
@@ -250,15 +250,15 @@ def check_name(name: str) -> str:
 
 def resume_settings(*, name: str, storage_path: str) -> SearchSettings:
     """The settings an interrupted search started with, read from its ``search.json``."""
-    folder = _fs.join(storage_path, name)
-    saved = _fs.join(folder, SEARCH_JSON)
-    if not _fs.exists(saved):
-        where = "no search" if not _fs.exists(folder) else f"no {SEARCH_JSON} for search"
+    folder = storage.join(storage_path, name)
+    saved = storage.join(folder, SEARCH_JSON)
+    if not storage.exists(saved):
+        where = "no search" if not storage.exists(folder) else f"no {SEARCH_JSON} for search"
         raise UsageError(
             f"--resume: {where} '{name}' in {storage_path}; check --name and --storage-path "
             f"(existing searches are the folders of {storage_path})"
         )
-    return SearchSettings.from_json(_fs.read_text(saved)).with_run(resume=True)
+    return SearchSettings.from_json(storage.read_text(saved)).with_run(resume=True)
 
 
 def budget_from(space: SearchSpace, *, smoke_test: bool, given: dict[str, Any]) -> Budget:

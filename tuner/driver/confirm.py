@@ -21,7 +21,7 @@ import pandas as pd
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
-from results import _fs
+from results import storage
 from results.table import ranked
 from search_spaces import SearchSpace
 from trainables.task import TaskData
@@ -85,7 +85,7 @@ def confirm(
     print(f"\nconfirming the top {len(top)} config(s) over {len(seeds)} more seed(s) each ({len(points)} trials of "
           f"{settings.budget.max_epochs} epochs, no early stopping)", file=out, flush=True)  # fmt: skip
     trainable = make_trainable(settings, space, dataset, keep=1, checkpoint_epochs=(settings.budget.max_epochs,))
-    path = _fs.join(settings.folder, CONFIRM_DIR)
+    path = storage.join(settings.folder, CONFIRM_DIR)
     if tune.Tuner.can_restore(path):  # the search was resumed while it confirmed
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:

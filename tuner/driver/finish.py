@@ -15,8 +15,8 @@ import ray
 from ray import tune
 
 import results
-from results import _fs
 from results import cost as cost_module
+from results import storage
 from results.report import HTML, REPORT_DIR, make_report
 from search_spaces import SearchSpace, conditions, mark_inactive
 from trainables.task import TaskData, load_task
@@ -152,7 +152,7 @@ def finish(
         print(f"confirmed over {len(w.scores)} seeds: {w.trial_id} (#{w.rank} in the search) has the best mean "
               f"{metric} {w.mean:.4f} ± {w.std:.4f} and is the registered model; {held}", file=out)  # fmt: skip
     print(cost_module.describe(cost, metric=metric), file=out)
-    print(f"report: {_fs.join(settings.folder, REPORT_DIR, HTML)} (opens from disk)", file=out)
+    print(f"report: {storage.join(settings.folder, REPORT_DIR, HTML)} (opens from disk)", file=out)
     print(
         where_to_browse(settings.run.mlflow_uri, experiment_id=tracker.experiment_id, run_id=tracker.parent_run_id),
         file=out,
@@ -198,6 +198,7 @@ def print_summary(
             file=out,
         )
     print(
-        f"results: {_fs.join(settings.folder, results.RESULTS_CSV)}, {_fs.join(settings.folder, results.BEST_CONFIG)}",
+        f"results: {storage.join(settings.folder, results.RESULTS_CSV)}, "
+        f"{storage.join(settings.folder, results.BEST_CONFIG)}",
         file=out,
     )

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from results import _fs
+from results import storage
 from tuner.errors import UsageError
 
 FILENAME = "driver.lease"
@@ -66,11 +66,11 @@ class SearchBusy(UsageError):
 
 
 def read(folder: str) -> Holder | None:
-    path = _fs.join(folder, FILENAME)
-    if not _fs.exists(path):
+    path = storage.join(folder, FILENAME)
+    if not storage.exists(path):
         return None
     try:
-        return Holder(**json.loads(_fs.read_text(path)))
+        return Holder(**json.loads(storage.read_text(path)))
     except (ValueError, TypeError):  # half-written by a driver that died writing it: nobody holds it
         return None
 
@@ -112,7 +112,7 @@ class Lease:
 
     def _write(self) -> None:
         self.holder = Holder(**{**asdict(self.holder), "heartbeat_at": time.time()})
-        _fs.write_text(_fs.join(self.folder, FILENAME), json.dumps(asdict(self.holder)))
+        storage.write_text(storage.join(self.folder, FILENAME), json.dumps(asdict(self.holder)))
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
@@ -131,7 +131,7 @@ class Lease:
             self._thread.join(timeout=5)
         held = read(self.folder)
         if held is not None and held.token == self.holder.token:
-            _fs.remove_file(_fs.join(self.folder, FILENAME))
+            storage.remove_file(storage.join(self.folder, FILENAME))
 
     def __enter__(self) -> Lease:
         return self.acquire()

@@ -49,23 +49,23 @@ def git_commit(root: Path = PROJECT_ROOT) -> str:
 
 def record(folder: str, *, data: Any, task: str) -> dict[str, Any]:
     """Write ``provenance.json`` into the search's ``folder`` unless it is there (a resumed search); return it."""
-    from results import _fs
+    from results import storage
     from results.table import PROVENANCE_JSON
     from trainables.task import code_key, data_key
 
-    path = _fs.join(folder, PROVENANCE_JSON)
-    if _fs.exists(path):
-        return json.loads(_fs.read_text(path))
+    path = storage.join(folder, PROVENANCE_JSON)
+    if storage.exists(path):
+        return json.loads(storage.read_text(path))
     saved = {"data_key": data_key(data), "code_key": code_key(task), "git_commit": git_commit(),
              "versions": versions()}  # fmt: skip
-    _fs.write_text(path, json.dumps(saved, indent=2) + "\n")
+    storage.write_text(path, json.dumps(saved, indent=2) + "\n")
     return saved
 
 
 def data_key(folder: str) -> str:
     """The key of the data the search in ``folder`` trained on, as ``provenance.json`` holds it ("" without one)."""
-    from results import _fs
+    from results import storage
     from results.table import PROVENANCE_JSON
 
-    path = _fs.join(folder, PROVENANCE_JSON)
-    return str(json.loads(_fs.read_text(path)).get("data_key", "")) if _fs.exists(path) else ""
+    path = storage.join(folder, PROVENANCE_JSON)
+    return str(json.loads(storage.read_text(path)).get("data_key", "")) if storage.exists(path) else ""

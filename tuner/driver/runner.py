@@ -21,7 +21,7 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 import results
-from results import _fs
+from results import storage
 from search_spaces import SearchSpace, conditions
 from trainables.task import TaskData, load_data
 from tuner.config import resources
@@ -225,7 +225,7 @@ def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[Search
         folder=settings.folder,
     )
     settings = settings.with_run(mlflow_run_id=tracker.parent_run_id)
-    _fs.write_text(_fs.join(settings.folder, results.SEARCH_JSON), settings.to_json())
+    storage.write_text(storage.join(settings.folder, results.SEARCH_JSON), settings.to_json())
     params = settings.mlflow_params()
     params.update({f"space.{p.name}": p.describe() for p in space.params})
     tags = {f"version.{k}": v for k, v in provenance.versions().items()}
@@ -250,7 +250,7 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None, hooks: Se
     if settings.run.resume:  # the folder exists: hold it before anything else, so a second driver learns at once
         lease.acquire()
     try:
-        if settings.run.resume and _fs.exists(_fs.join(settings.folder, results.RESULTS_CSV)):
+        if settings.run.resume and storage.exists(storage.join(settings.folder, results.RESULTS_CSV)):
             return _already_finished(settings, out=out)
         return _run(settings, lease, out=out, hooks=hooks, handle_signals=handle_signals)
     finally:
@@ -261,7 +261,8 @@ def _already_finished(settings: SearchSettings, *, out: TextIO) -> dict[str, Any
     board = results.leaderboard(results.load_results(settings.folder), metric=settings.metric, mode=settings.mode,
                                 folder=settings.folder)  # fmt: skip
     print(f"search '{settings.name}' already finished (nothing to run, nothing registered again):\n{board}", file=out)
-    return results.load_best(settings.folder) if _fs.exists(_fs.join(settings.folder, results.BEST_CONFIG)) else {}
+    best = storage.join(settings.folder, results.BEST_CONFIG)
+    return results.load_best(settings.folder) if storage.exists(best) else {}
 
 
 def _run(settings: SearchSettings, lease: Lease, *, out: TextIO, hooks: Sequence[tune.Callback],

@@ -9,7 +9,7 @@ import pandas as pd
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY  # set for DDP trials' checkpoints
 
-from results import _fs
+from results import storage
 from results.table import EARLY_END_FLAGS, ranked, scored_epochs, seconds_spent, trial_status
 from search_spaces import mark_inactive
 
@@ -103,7 +103,7 @@ def _checkpoints(result: tune.Result) -> list[tuple[tune.Checkpoint, dict[str, A
         return []
     kept = []
     for row in history.dropna(subset=[CHECKPOINT_PATH_KEY]).to_dict("records"):
-        if _fs.exists(row[CHECKPOINT_PATH_KEY]):  # Train deletes all but the best few
+        if storage.exists(row[CHECKPOINT_PATH_KEY]):  # Train deletes all but the best few
             kept.append((tune.Checkpoint(row[CHECKPOINT_PATH_KEY]), row))
     return kept
 
@@ -163,10 +163,10 @@ def prune_checkpoints(
     pruned = []
     for row in order.iloc[keep_trials:].to_dict("records"):
         trial_id = row["trial_id"]
-        targets = _fs.subfolders(row["path"], prefix="checkpoint_")
-        targets += _fs.subfolders(_fs.join(folder, "train", f"train-{trial_id}"), prefix="checkpoint_")
+        targets = storage.subfolders(row["path"], prefix="checkpoint_")
+        targets += storage.subfolders(storage.join(folder, "train", f"train-{trial_id}"), prefix="checkpoint_")
         for target in targets:
-            _fs.remove_tree(target)
+            storage.remove_tree(target)
         if targets:
             pruned.append(trial_id)
     return pruned

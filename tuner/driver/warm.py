@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 import results
-from results import _fs
+from results import storage
 from results.table import ranked
 from search_spaces import INACTIVE, Param, SearchSpace
 from tuner.errors import UsageError
@@ -65,7 +65,7 @@ def _fit(row: dict[str, Any], searched: list[Param]) -> tuple[dict[str, Any] | N
 
 def load_warm_start(folder: str, space: SearchSpace, *, metric: str, mode: str, top: int = TOP) -> WarmStart:
     """What the finished search in ``folder`` gives a new search of ``space``; refuse a folder that cannot."""
-    if not _fs.exists(_fs.join(folder, results.RESULTS_CSV)):
+    if not storage.exists(storage.join(folder, results.RESULTS_CSV)):
         raise UsageError(
             f"--warm-start {folder}: no {results.RESULTS_CSV} there; pass the folder of a finished search "
             f"(resume it first if it was interrupted)"

@@ -40,7 +40,7 @@ from ray.tune.schedulers import (
     TrialScheduler,
 )
 
-from results import _fs
+from results import storage
 from results.cost import hyperband_brackets, scheduler_epochs, scheduler_rungs
 from results.table import EARLY_END_FLAGS
 from search_spaces import Budget, Param, SearchSpace
@@ -85,16 +85,16 @@ class _Saved:
         """What the file held when this instance first looked (empty for a new search)."""
         if self._saved is None:
             path = self.state_path
-            if not _fs.exists(path) and path.endswith("asha.state"):
+            if not storage.exists(path) and path.endswith("asha.state"):
                 path = path.removesuffix("asha.state") + LEGACY_STATE_FILE
-            self._saved = json.loads(_fs.read_text(path)) if _fs.exists(path) else {}
+            self._saved = json.loads(storage.read_text(path)) if storage.exists(path) else {}
         return self._saved
 
     def state(self) -> dict[str, Any]:
         raise NotImplementedError
 
     def _save(self) -> None:
-        _fs.write_text(self.state_path, json.dumps(self.state()))
+        storage.write_text(self.state_path, json.dumps(self.state()))
 
     def __getstate__(self) -> dict[str, Any]:
         # A restored instance is unpickled from when the search began: it reads the file again.
@@ -315,7 +315,7 @@ def mutable_params(space: SearchSpace) -> list[Param]:
 
 def build_scheduler(name: str, *, budget: Budget, space: SearchSpace, folder: str, seed: int) -> TrialScheduler:
     """The scheduler ``name`` (one of ``SCHEDULERS``) for a search of ``budget``, its state kept in ``folder``."""
-    path = _fs.join(folder, state_file(name))
+    path = storage.join(folder, state_file(name))
     common = {"time_attr": "epoch"}  # the metric and mode reach it from TuneConfig (giving both raises)
     if name in ("asha", "hyperband"):
         brackets = 1

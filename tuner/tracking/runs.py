@@ -27,7 +27,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from results import _fs
+from results import storage
 from results.table import EARLY_END_FLAGS, trial_status
 from search_spaces import SearchSpace, mark_inactive
 from tuner.config.settings import SearchSettings, redact, tracking_unreachable
@@ -104,12 +104,12 @@ def save_example(folder: str, example: Any, *, shape: tuple[int, ...] | None = N
         example = np.asarray(example)
         saved = {"dtype": str(example.dtype), "shape": list(example.shape), "values": example.ravel().tolist()}
     saved["accepts"] = list(shape) if shape else None
-    _fs.write_text(_fs.join(folder, EXAMPLE_FILE), json.dumps(saved))
+    storage.write_text(storage.join(folder, EXAMPLE_FILE), json.dumps(saved))
 
 
 def load_example(folder: str) -> tuple[Any, tuple[int, ...] | None]:
     """The example inputs ``save_example`` kept, and the input shape the model accepts (None: the example's)."""
-    saved = json.loads(_fs.read_text(_fs.join(folder, EXAMPLE_FILE)))
+    saved = json.loads(storage.read_text(storage.join(folder, EXAMPLE_FILE)))
     accepts = tuple(saved["accepts"]) if saved.get("accepts") else None
     if "frame" in saved:
         frame = pd.DataFrame(saved["frame"]["data"], columns=saved["frame"]["columns"])
@@ -432,8 +432,8 @@ class MlflowTracker(tune.Callback):
         text, self._said = self._said.getvalue(), io.StringIO()
         if not text or not self.folder:
             return
-        path = _fs.join(self.folder, TRACKING_LOG)
-        _fs.write_text(path, (_fs.read_text(path) if _fs.exists(path) else "") + text)
+        path = storage.join(self.folder, TRACKING_LOG)
+        storage.write_text(path, (storage.read_text(path) if storage.exists(path) else "") + text)
 
     @_tracked
     def _end(self, *, status: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 import results
-from results import _fs
+from results import storage
 from results.report import make_report
 from results.table import EARLY_END_FLAGS
 from tuner.config.settings import SearchSettings, redact
@@ -31,8 +31,8 @@ class SyncError(RuntimeError):
 
 
 def _history(trial_path: str) -> pd.DataFrame:
-    path = _fs.join(trial_path, "progress.csv")
-    return pd.read_csv(io.StringIO(_fs.read_text(path))) if _fs.exists(path) else pd.DataFrame()
+    path = storage.join(trial_path, "progress.csv")
+    return pd.read_csv(io.StringIO(storage.read_text(path))) if storage.exists(path) else pd.DataFrame()
 
 
 def _sync_trial(tracker: MlflowTracker, row: dict[str, Any]) -> int:
@@ -56,10 +56,10 @@ def _sync_trial(tracker: MlflowTracker, row: dict[str, Any]) -> int:
 def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> dict[str, int]:
     """Push the search in ``folder`` to MLflow at ``uri`` (default: the one it ran with)."""
     out = out or sys.stdout
-    saved = _fs.join(folder, results.SEARCH_JSON)
-    if not _fs.exists(saved):
+    saved = storage.join(folder, results.SEARCH_JSON)
+    if not storage.exists(saved):
         raise SyncError(f"no {results.SEARCH_JSON} in {folder}: pass the folder of a search, e.g. ray_results/<name>")
-    settings = SearchSettings.from_json(_fs.read_text(saved))
+    settings = SearchSettings.from_json(storage.read_text(saved))
     frame = results.load_results(folder)
     uri = uri or settings.run.mlflow_uri
     parent = MlflowTracker.find_parent(uri, experiment=settings.space_name, search_name=settings.name)
@@ -81,7 +81,7 @@ def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> d
 
 
 def _sync_best(tracker: MlflowTracker, folder: str, settings: SearchSettings, *, out: TextIO) -> None:
-    if not _fs.exists(_fs.join(folder, results.BEST_CONFIG)):
+    if not storage.exists(storage.join(folder, results.BEST_CONFIG)):
         return
     best = results.load_best(folder)
     parent = tracker.client.get_run(tracker.parent_run_id)

@@ -41,7 +41,7 @@ def make_trainable(
     import ray
     from ray import tune
 
-    from results import _fs
+    from results import storage
     from search_spaces import conditions
 
     shape = settings.resources.shape()
@@ -54,7 +54,7 @@ def make_trainable(
         keep_checkpoints=keep,
         max_failures=settings.run.max_failures,
         worker_start_timeout_s=settings.resources.worker_start_timeout_s,
-        train_storage=_fs.join(settings.folder, "train"),
+        train_storage=storage.join(settings.folder, "train"),
         checkpoint_epochs=checkpoint_epochs,
         metric=settings.metric,
         mode=settings.mode,

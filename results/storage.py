@@ -1,4 +1,11 @@
-"""Small file helpers that work on local paths and on URIs (``s3://``, ``gs://``)."""
+"""Where a search's files live: the same calls for a local folder and a URI (``s3://``, ``gs://``, through pyarrow).
+
+A search's folder (``--storage-path``) may be on a bucket, so everything that
+reads or writes in it (results, report, scheduler state, lease, provenance)
+goes through these functions rather than ``open`` or ``pathlib``:
+``join``, ``exists``, ``read_text``, ``write_text``, ``write_bytes``,
+``subfolders``, ``remove_file``, ``remove_tree``, and ``is_uri`` to tell the two apart.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,12 @@ from pathlib import Path
 
 
 def is_uri(path: str) -> bool:
+    """Whether ``path`` is a URI (``scheme://...``) rather than a local path."""
     return "://" in str(path)
 
 
 def join(base: str, *parts: str) -> str:
+    """``base`` and ``parts`` joined with ``/`` for a URI, as ``pathlib`` joins them for a local path."""
     if is_uri(base):
         return "/".join([str(base).rstrip("/"), *parts])
     return str(Path(base, *parts))
