@@ -25,14 +25,12 @@ from typing import Any
 import pandas as pd
 
 from results import storage
-from results.table import BEST_CONFIG, PROVENANCE_JSON, SEARCH_JSON, ResultsError, load, load_histories, scored_epochs
+from results.table import BEST_CONFIG, PROVENANCE_JSON, SEARCH_JSON, load, load_histories, scored_epochs
+from search_spaces.exceptions import ReplayRefused
 
 GPU_TOLERANCE = 0.01  # absolute difference allowed in each epoch's metric (and training loss) on a GPU
 COMPARED = ("train_loss",)  # compared beside the space's metric, where the trial reported them
 
-
-class ReplayRefused(ResultsError):
-    """The trial cannot be replayed faithfully here; the message says why and what would make it possible."""
 
 
 @dataclass

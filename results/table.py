@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from results import storage
+from search_spaces.exceptions import ResultsError
 
 RESULTS_CSV = "results.csv"
 BEST_CONFIG = "best_config.json"
@@ -55,9 +56,6 @@ def trial_status(*, failed: bool, ended: str | None, epochs: int, max_epochs: in
         return ended
     return "completed" if epochs >= max_epochs else "stopped"
 
-
-class ResultsError(RuntimeError):
-    """A search folder has no readable results; the message says what to do."""
 
 
 def _rank_key(column: pd.Series) -> pd.Series:

@@ -16,8 +16,8 @@ import ray
 
 import tuner
 from search_spaces import SpaceError
+from search_spaces.exceptions import UsageError
 from tests.conftest import ROOT
-from tuner.errors import UsageError
 
 pytestmark = pytest.mark.slow
 SPACE = str(ROOT / "examples" / "tabular" / "space.yaml")

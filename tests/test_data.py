@@ -6,8 +6,9 @@ import tarfile
 import numpy as np
 import pytest
 
+from search_spaces.exceptions import DataError
 from trainables import data
-from trainables.data import DataError, synthetic_images
+from trainables.data import synthetic_images
 
 
 def _copy_layout(tmp_path, n=500):

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
+from search_spaces.exceptions import SearchBusy
 from tuner.driver import lease as lease_module
-from tuner.driver.lease import FILENAME, Lease, SearchBusy, read
+from tuner.driver.lease import FILENAME, Lease, read
 
 
 def test_a_second_driver_is_refused_naming_the_first_and_how_to_stop_it(tmp_path):

@@ -9,7 +9,8 @@ import sys
 import pandas as pd
 import pytest
 
-from results.replay import ReplayRefused, replay
+from results.replay import replay
+from search_spaces.exceptions import ReplayRefused
 from tests.conftest import ROOT
 from tests.test_end_to_end import search_args
 from tuner.cli import main

@@ -1,7 +1,7 @@
 import pytest
 
+from search_spaces.exceptions import UsageError
 from tuner.config.resources import COORDINATOR_CPUS, check_fit, trial_shape
-from tuner.errors import UsageError
 
 ONE_GPU_NODE = [{"CPU": 16.0, "GPU": 1.0}]
 EIGHT_GPU_NODES = [{"CPU": 64.0, "GPU": 8.0}, {"CPU": 64.0, "GPU": 8.0}]

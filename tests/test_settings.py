@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from search_spaces import SpaceError
+from search_spaces.exceptions import UsageError
 from tuner.cli import build_parser, settings_from_args
 from tuner.config.settings import SearchSettings, check_gpus_per_trial, resolve_storage, resolve_tracking_uri
-from tuner.errors import UsageError
 
 
 def test_tracking_uri_is_always_absolute(tmp_path):

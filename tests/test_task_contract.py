@@ -109,8 +109,8 @@ def test_the_readme_shows_the_smallest_task_as_it_is_and_it_is_short():
 
 
 def test_a_task_that_does_not_say_it_trains_data_parallel_is_refused_at_two_workers(tmp_path, monkeypatch):
+    from search_spaces.exceptions import UsageError
     from tuner.config.checks import make_settings
-    from tuner.errors import UsageError
 
     monkeypatch.chdir(ROOT)
     common = dict(cwd=ROOT, storage_path=str(tmp_path / "runs"), mlflow_uri=f"sqlite:///{tmp_path}/m.db")

@@ -6,9 +6,9 @@ import pytest
 
 import results
 from search_spaces import apply_overrides, get_space
+from search_spaces.exceptions import UsageError
 from tuner.driver.space import optuna_searcher
 from tuner.driver.warm import load_warm_start
-from tuner.errors import UsageError
 
 
 def _finished(folder, *, metric="val_acc", mode="max"):

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from search_spaces.exceptions import DataError
+
 log = logging.getLogger(__name__)
 
 FOLDER = "cifar-10-batches-py"
@@ -38,9 +40,6 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 SPLIT_SEED = 0  # the validation split is the same for every search
 
-
-class DataError(RuntimeError):
-    """The dataset is missing, unreadable or malformed; the message names the fix."""
 
 
 @dataclass(frozen=True)

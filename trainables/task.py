@@ -90,20 +90,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from search_spaces.exceptions import Diverged as Diverged  # raised by tasks: importable from here
+from search_spaces.exceptions import TaskError as TaskError
+
 # report(metrics, state): state() builds the dict a checkpoint saves.
 Reporter = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 
 
-class TaskError(RuntimeError):
-    """The task's data or settings are unusable; the message says what to change."""
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite: more epochs cannot help, and the trial ends."""
-
-    def __init__(self, *, epoch: int, loss: float) -> None:
-        super().__init__(f"training loss is {loss} at epoch {epoch}")
-        self.epoch, self.loss = epoch, loss
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BestTrial", "SearchInterrupted", "SearchResult", "TrialUpdate", "load", "search"]
+__all__ = ["BestTrial", "HpsearchError", "SearchInterrupted", "SearchResult", "TrialUpdate", "load", "search"]
 
 
 def __getattr__(name: str) -> Any:

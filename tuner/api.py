@@ -39,12 +39,13 @@ from ray import tune
 import results
 from results import storage
 from results.report import HTML, REPORT_DIR
+from search_spaces.exceptions import HpsearchError, Interrupted
 from tuner.config.checks import make_settings
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S
 from tuner.config.settings import SearchSettings
-from tuner.driver.runner import Interrupted, run_search
+from tuner.driver.runner import run_search
 
-__all__ = ["BestTrial", "SearchInterrupted", "SearchResult", "TrialUpdate", "load", "run", "search"]
+__all__ = ["BestTrial", "HpsearchError", "SearchInterrupted", "SearchResult", "TrialUpdate", "load", "run", "search"]
 
 SearchInterrupted = Interrupted  # the search stopped with its state saved; the message says how to resume it
 

@@ -8,12 +8,10 @@ import sys
 from pathlib import Path
 
 from search_spaces import SpaceError, format_spaces, get_space, space_names
-from trainables.data import DataError
-from trainables.task import TaskError
+from search_spaces.exceptions import HpsearchError, Interrupted
 from tuner.config.checks import make_settings
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S
 from tuner.config.settings import SCHEDULERS, SEARCH_ALGORITHMS, SearchSettings
-from tuner.errors import UsageError
 
 EXIT_USAGE = 2
 
@@ -222,14 +220,13 @@ def sync_main(args: argparse.Namespace) -> int:
         flags = ", ".join("--" + k.replace("_", "-") for k in extra)
         print(f"error: --sync takes only --mlflow-uri; drop {flags}", file=sys.stderr)
         return EXIT_USAGE
-    from results import ResultsError
-    from tuner.tracking.sync import SyncError, sync  # MLflow and the model code: only for this command
+    from tuner.tracking.sync import sync  # MLflow and the model code: only for this command
 
     try:
         sync(args.sync, uri=args.mlflow_uri)
-    except (SyncError, ResultsError) as e:
+    except HpsearchError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     return 0
 
 
@@ -246,21 +243,17 @@ def main(argv: list[str] | None = None) -> int:
         return sync_main(args)
     try:
         settings = settings_from_args(args, cwd=Path(os.getcwd()))
-        from tuner.api import SearchInterrupted, run  # imports Ray: after the cheap checks
+        from tuner.api import run  # imports Ray: after the cheap checks
 
-        try:
-            result = run(settings, out=sys.stdout, handle_signals=True)
-        except SearchInterrupted as e:
-            print(f"\n{e}", file=sys.stderr)
-            return e.exit_code
-    except SpaceError as e:
+        result = run(settings, out=sys.stdout, handle_signals=True)
+    except Interrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        return e.exit_code
+    except HpsearchError as e:  # a space, flag, path, server, dataset or task that cannot work: the message says why
         print(f"error: {e}", file=sys.stderr)
-        if str(e).startswith("unknown search space"):
+        if isinstance(e, SpaceError) and str(e).startswith("unknown search space"):
             print(f"known spaces: {', '.join(space_names())} (see --list-spaces)", file=sys.stderr)
-        return EXIT_USAGE
-    except (UsageError, DataError, TaskError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return e.exit_code
     if result.best is None:
         print(
             "error: no trial produced a usable checkpoint; the diverged and failed trials are listed above",

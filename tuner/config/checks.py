@@ -16,6 +16,7 @@ from typing import Any
 
 from results import storage
 from search_spaces import Budget, SearchSpace, get_space, is_path
+from search_spaces.exceptions import UsageError
 from trainables.task import TaskError, check_config_keys, load_task, resolve_objective
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S
 from tuner.config.settings import (
@@ -33,7 +34,6 @@ from tuner.config.settings import (
     resume_settings,
 )
 from tuner.driver.warm import load_warm_start
-from tuner.errors import UsageError
 
 __all__ = ["check_batch_split", "check_scheduler", "make_settings", "param_specs"]
 
@@ -115,11 +115,11 @@ def make_settings(
     ``space``: a built-in space's name, the path of a space file, or a ``SearchSpace``.
     ``resume``: continue the search ``name`` with the settings it started with (the others are ignored).
     """
-    storage = resolve_storage(storage_path, cwd=cwd)
+    root = resolve_storage(storage_path, cwd=cwd)
     if resume:
         if not name:
             raise UsageError("--resume needs --name: the name of the search to continue")
-        return resume_settings(name=check_name(name), storage_path=storage)
+        return resume_settings(name=check_name(name), storage_path=root)
     if isinstance(space, SearchSpace):
         if not space.source:
             raise UsageError(f"space '{space.name}' was not read from a file: pass its name or the path of its file")
@@ -155,7 +155,7 @@ def make_settings(
         resources=Resources(gpus_per_trial=gpus, cpus_per_trial=float(cpus_per_trial),
                             workers_per_trial=workers_per_trial, max_concurrent=max_concurrent,
                             worker_start_timeout_s=float(worker_start_timeout)),  # fmt: skip
-        run=RunSettings(name=name, storage_path=storage, mlflow_uri=resolve_tracking_uri(mlflow_uri, cwd=cwd),
+        run=RunSettings(name=name, storage_path=root, mlflow_uri=resolve_tracking_uri(mlflow_uri, cwd=cwd),
                         keep_checkpoints=keep_checkpoints, keep_trials=keep_trials, max_failures=max_failures,
                         checkpoint_period_s=float(checkpoint_period)),  # fmt: skip
         search=searcher,
@@ -185,7 +185,7 @@ def make_settings(
         settings.resources.shape()
     if storage.exists(settings.folder):
         raise UsageError(
-            f"a search named '{name}' already exists in {storage}: continue it with --resume, or pick another --name"
+            f"a search named '{name}' already exists in {root}: continue it with --resume, or pick another --name"
         )
     return settings
 

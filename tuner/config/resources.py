@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tuner.errors import UsageError
+from search_spaces.exceptions import UsageError
 
 COORDINATOR_CPUS = 0.01  # Tune cannot schedule a trial on nothing; the coordinator only waits
 # How long a DDP trial's workers may wait to be placed (--worker-start-timeout); an autoscaler adding a node may

@@ -20,8 +20,8 @@ from typing import Any
 
 from results import SEARCH_JSON, storage
 from search_spaces import Budget, SearchSpace, check_budget, searched_space, smoke_of
+from search_spaces.exceptions import UsageError
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S, TrialShape, trial_shape
-from tuner.errors import UsageError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SEARCH_ALGORITHMS = ("random", "optuna")

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from results import storage
-from tuner.errors import UsageError
+from search_spaces.exceptions import SearchBusy
 
 FILENAME = "driver.lease"
 HEARTBEAT_S = 10.0  # how often the running driver renews its lease
@@ -60,9 +60,6 @@ class Holder:
         started = time.ctime(self.started_at)
         return f"driver PID {self.pid} on {self.host} (started {started}, heartbeat {age:.0f} s ago)"
 
-
-class SearchBusy(UsageError):
-    """Another driver holds the search: the message names it and how to stop it."""
 
 
 def read(folder: str) -> Holder | None:

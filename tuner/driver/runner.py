@@ -23,6 +23,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 import results
 from results import storage
 from search_spaces import SearchSpace, conditions
+from search_spaces.exceptions import Interrupted, UsageError
 from trainables.task import TaskData, load_data
 from tuner.config import resources
 from tuner.config.settings import SearchSettings, tracking_unreachable
@@ -34,7 +35,6 @@ from tuner.driver.progress import ProgressTable
 from tuner.driver.space import optuna_searcher, param_space, reference_point
 from tuner.driver.stopping import EXIT_INTERRUPTED, fit
 from tuner.driver.warm import WarmStart, load_warm_start
-from tuner.errors import UsageError
 from tuner.packing.shares import resolve_gpus
 from tuner.schedulers import registry as schedulers
 from tuner.tracking.runs import NOTE_TAG, MlflowTracker, describe_search, save_example
@@ -44,21 +44,18 @@ from tuner.trial.trainable import make_trainable
 log = logging.getLogger(__name__)
 
 
-class Interrupted(RuntimeError):
-    """The search was stopped (Ctrl-C) with its state saved; the message is the command that resumes it.
+def interrupted(settings: SearchSettings, *, reason: str | None = None) -> Interrupted:
+    """The search stopped with its state saved: the message is the command that resumes it.
 
     ``reason``: why the search stopped itself (its exit status is then 1, not Ctrl-C's 130).
     """
-
-    def __init__(self, settings: SearchSettings, *, reason: str | None = None) -> None:
-        command = (f"{resume_command(settings)}\n  (from Python: tuner.search(name={settings.name!r}, "
-                   f"storage_path={settings.run.storage_path!r}, resume=True))")  # fmt: skip
-        self.exit_code = 1 if reason else EXIT_INTERRUPTED
-        if reason:
-            super().__init__(f"search '{settings.name}' stopped: {reason}\nIts state is saved; once that is "
-                             f"resolved, resume it with:\n  {command}")  # fmt: skip
-        else:
-            super().__init__(f"search '{settings.name}' interrupted; its state is saved. Resume it with:\n  {command}")
+    command = (f"{resume_command(settings)}\n  (from Python: tuner.search(name={settings.name!r}, "
+               f"storage_path={settings.run.storage_path!r}, resume=True))")  # fmt: skip
+    if reason:
+        return Interrupted(f"search '{settings.name}' stopped: {reason}\nIts state is saved; once that is "
+                           f"resolved, resume it with:\n  {command}", exit_code=1)  # fmt: skip
+    return Interrupted(f"search '{settings.name}' interrupted; its state is saved. Resume it with:\n  {command}",
+                       exit_code=EXIT_INTERRUPTED)  # fmt: skip
 
 
 def resume_command(settings: SearchSettings) -> str:
@@ -337,7 +334,7 @@ def _search(
     grid, stopped = fit(tuner, resume_command=resume_command(settings))  # a stop ends the driver within a bound
     if stopped or progress_module.interrupted(settings.budget.num_samples):
         tracker.end(status="KILLED")
-        raise Interrupted(settings, reason=watch.not_placed)
+        raise interrupted(settings, reason=watch.not_placed)
     return finish(settings, space, grid, dataset, tracker, concurrency=concurrency, out=out)
 
 

@@ -22,7 +22,7 @@ import results
 from results import storage
 from results.table import ranked
 from search_spaces import INACTIVE, Param, SearchSpace
-from tuner.errors import UsageError
+from search_spaces.exceptions import UsageError
 
 TOP = 5  # configs of the old search tried first
 

@@ -21,13 +21,10 @@ import results
 from results import storage
 from results.report import make_report
 from results.table import EARLY_END_FLAGS
+from search_spaces.exceptions import SyncError
 from tuner.config.settings import SearchSettings, redact
 from tuner.driver import provenance
 from tuner.tracking.runs import MODEL_TAG, MlflowTracker, describe_search, load_example
-
-
-class SyncError(RuntimeError):
-    """The search cannot be pushed; the message says why."""
 
 
 def _history(trial_path: str) -> pd.DataFrame:

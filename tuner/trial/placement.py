@@ -24,15 +24,13 @@ from typing import Any, TextIO
 import ray
 from ray import tune
 
+from search_spaces.exceptions import WorkersNotPlaced
 from tuner.driver.stopping import stop_fit
 
 __all__ = ["PlacementWatch", "WorkersNotPlaced", "describe_holders", "not_placed"]
 
 REPORT_AFTER_S = 30.0  # a group waiting this long is reported (once) with what holds the resources
 
-
-class WorkersNotPlaced(RuntimeError):
-    """A DDP trial's workers could not be placed within the start timeout."""
 
 
 def _fmt(resources: dict[str, float]) -> str:
