@@ -1,4 +1,4 @@
-"""Wall-clock, best test accuracy and GPU utilisation of ``run_tune.py --space cifar`` with its defaults.
+"""Wall-clock, best test accuracy and GPU utilisation of the ``cifar`` search with its defaults (``run_tune.py``'s).
 
 The baseline, measured in the same run, is one trial of the default recipe
 trained alone for the same number of epochs: the search's wall-clock is
@@ -13,16 +13,12 @@ the search runs; "after start-up" counts from the first reported epoch.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import torch
-from common import ROOT, default_recipe, load_splits, machine, table
+from common import default_recipe, load_splits, machine, table
 
 from search_spaces import get_space
 from trainables.data import write_cifar_layout
@@ -30,45 +26,33 @@ from trainables.loop import DeviceData, train
 from tuner.packing.probe import UtilisationSampler
 
 
-def first_result_watcher(folder: Path, found: dict) -> threading.Thread:
-    """Records when the first trial reports its first epoch (a row in some progress.csv)."""
-
-    def watch() -> None:
-        while "t" not in found and not found.get("stop"):
-            for progress in folder.glob("*/progress.csv"):
-                if len(progress.read_text().splitlines()) > 1:
-                    found["t"] = time.monotonic()
-                    return
-            time.sleep(0.2)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 def run_search(work: Path, data_dir: str, extra: list[str]) -> dict:
-    cmd = [sys.executable, str(ROOT / "run_tune.py"), "--space", "cifar", "--data-dir", data_dir,
-           "--storage-path", str(work / "runs"), "--mlflow-uri", f"sqlite:///{work}/mlflow.db", "--name", "bench",
-           *extra]  # fmt: skip
-    found: dict = {}
+    """The search ``run_tune.py --space cifar [extra]`` would run, through the Python API, timed in this process.
+
+    The flags go through the command line's parser and checks (``tuner.cli``), so ``extra`` means what it means
+    to run_tune.py; the first epoch any trial reports is seen by ``on_result``.
+    """
+    from tuner.api import run
+    from tuner.cli import build_parser, settings_from_args
+
+    argv = ["--space", "cifar", "--data-dir", data_dir, "--storage-path", str(work / "runs"),
+            "--mlflow-uri", f"sqlite:///{work}/mlflow.db", "--name", "bench", *extra]  # fmt: skip
+    settings = settings_from_args(build_parser().parse_args(argv), cwd=work)
+    first: list[float] = []
     start = time.monotonic()
-    watcher = first_result_watcher(work / "runs" / "bench", found)
     with UtilisationSampler(period=0.5) as sampler, open(work / "search.log", "w") as log:
-        done = subprocess.run(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+        result = run(settings, out=log, on_result=lambda update: first or first.append(time.monotonic()))
     wall = time.monotonic() - start
-    found["stop"] = True
-    watcher.join()
-    if done.returncode != 0:
-        raise SystemExit(f"run_tune.py failed ({done.returncode}); see {work / 'search.log'}")
-    best = json.loads((work / "runs" / "bench" / "best_config.json").read_text())
-    busy = sampler.mean(since=found.get("t"))
+    if result.best is None:
+        raise SystemExit(f"the search produced no usable trial; see {work / 'search.log'}")
+    busy = sampler.mean(since=first[0] if first else None)
     return {
-        "run": "search (run_tune.py)",
+        "run": "search (tuner.search)",
         "wall_s": wall,
-        "startup_s": found["t"] - start if "t" in found else float("nan"),
+        "startup_s": first[0] - start if first else float("nan"),
         "gpu_busy_after_startup": busy if busy is not None else float("nan"),
-        "best_val_acc": best["val_acc"],
-        "test_acc": best["test_acc"],
+        "best_val_acc": result.best.score,
+        "test_acc": result.best.test_scores.get("test_acc", float("nan")),
     }
 
 
