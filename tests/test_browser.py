@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+import tuner
 from tests.servers import MlflowServer
-from tests.test_end_to_end import search_args
-from tuner.cli import main
+from tests.test_end_to_end import search_kwargs
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -63,9 +63,8 @@ def finished(tmp_path_factory, cifar_dir, ray_local):
         pytest.skip("Chromium is not installed: apt-get install chromium (.ci/run does)")
     tmp = tmp_path_factory.mktemp("browser")
     # Not a smoke test: a smoke test's version is never the champion, and the model page shows the alias.
-    argv = search_args(tmp, cifar_dir, "seen", "--num-samples", "3", "--max-epochs", "2",
-                       "--grace-period", "1", "--reduction-factor", "2")  # fmt: skip
-    assert main(argv) == 0
+    settings = search_kwargs(tmp, cifar_dir, "seen", num_samples=3, max_epochs=2, grace_period=1, reduction_factor=2)
+    assert tuner.search(**settings).best is not None
     return tmp
 
 

@@ -6,17 +6,17 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.test_end_to_end import search_args
-from tuner.cli import main
+import tuner
+from tests.test_end_to_end import search_kwargs
 from tuner.driver.confirm import CONFIRM_SEEDS
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_top_configs_are_confirmed_over_seeds_before_one_is_registered(tmp_path, cifar_dir, ray_local, capsys):
-    argv = search_args(tmp_path, cifar_dir, "confirmed", "--smoke-test", "--num-samples", "4", "--max-epochs", "2",
-                       "--grace-period", "2", "--confirm", "2")  # fmt: skip
-    assert main(argv) == 0
+    result = tuner.search(**search_kwargs(tmp_path, cifar_dir, "confirmed", smoke_test=True, num_samples=4,
+                                          max_epochs=2, grace_period=2, confirm=2))  # fmt: skip
+    assert result.best is not None
     out = capsys.readouterr().out
     folder = tmp_path / "runs" / "confirmed"
     best = json.loads((folder / "best_config.json").read_text())

@@ -5,6 +5,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -23,6 +24,12 @@ from tuner.cli import main
 
 pytestmark = pytest.mark.slow
 NUM_SAMPLES, MAX_EPOCHS = 8, 4
+
+
+def search_kwargs(tmp: Path, cifar_dir: Path, name: str, **settings: Any) -> dict[str, Any]:
+    """``tuner.search``'s keywords for a small cifar search in ``tmp`` (``settings`` add to them or replace them)."""
+    return {"space": "cifar", "data_dir": str(cifar_dir), "storage_path": str(tmp / "runs"), "name": name,
+            "mlflow_uri": f"sqlite:///{tmp}/mlflow.db", "params": {"width": 0.125, "batch_size": 64}, **settings}
 
 
 def search_args(tmp: Path, cifar_dir: Path, name: str, *extra: str) -> list[str]:

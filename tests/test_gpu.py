@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from tests.test_end_to_end import search_args
+from tests.test_end_to_end import search_kwargs
 from trainables import augment, checkpoint, loop
 from trainables.data import synthetic_images
 
@@ -111,16 +111,13 @@ def test_tta_logits_are_summed_in_float32():
 def test_an_out_of_memory_trial_ends_infeasible_while_the_others_finish(tmp_path, cifar_dir):
     import ray
 
-    from tuner.cli import main
+    import tuner
 
     ray.init(num_cpus=8, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         # width 24 at batch 2048 needs far more than a quarter of any GPU; width 0.125 a sliver.
-        argv = search_args(tmp_path, cifar_dir, "oom", "--num-samples", "6", "--max-epochs", "2",
-                           "--grace-period", "2", "--gpus-per-trial", "0.25")  # fmt: skip
-        argv = [a for a in argv if a not in ("width=0.125", "batch_size=64", "--param")]
-        argv += ["--param", "width=0.125,24", "--param", "batch_size=2048"]
-        assert main(argv) == 0
+        tuner.search(**search_kwargs(tmp_path, cifar_dir, "oom", num_samples=6, max_epochs=2, grace_period=2,
+                                     gpus_per_trial=0.25, params={"width": [0.125, 24], "batch_size": 2048}))
     finally:
         ray.shutdown()
     frame = pd.read_csv(tmp_path / "runs" / "oom" / "results.csv")

@@ -145,16 +145,15 @@ def test_an_imagefolder_search_end_to_end(tmp_path, ray_local, capsys):
     from mlflow.tracking import MlflowClient
 
     from tests.registered import predict_elsewhere
-    from tuner.cli import main
+    import tuner
 
     # Its own test/ folder: the raw images a user holds back, 40x40 files for a 64x64 search.
     root = write_tree(tmp_path / "photos", per_class=(60, 60, 60), splits=("train", "test"))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    argv = ["--space", "imagefolder", "--data-dir", str(root), "--storage-path", str(tmp_path / "runs"),
-            "--name", "photos", "--mlflow-uri", uri, "--num-samples", "4", "--max-epochs", "4",
-            "--grace-period", "1", "--reduction-factor", "2", "--max-concurrent", "1",
-            "--param", "model=small_cnn", "--param", "batch_size=32"]  # fmt: skip
-    assert main(argv) == 0
+    result = tuner.search("imagefolder", data_dir=str(root), storage_path=str(tmp_path / "runs"), name="photos",
+                          mlflow_uri=uri, num_samples=4, max_epochs=4, grace_period=1, reduction_factor=2,
+                          max_concurrent=1, params={"model": "small_cnn", "batch_size": 32})  # fmt: skip
+    assert result.best is not None
     out = capsys.readouterr().out
     assert "3 classes, 3x64x64" in out
     folder = tmp_path / "runs" / "photos"

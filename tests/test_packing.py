@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
+import tuner
 from search_spaces import apply_overrides, get_space
-from tests.test_end_to_end import search_args
-from tuner.cli import main
+from tests.test_end_to_end import search_kwargs
 from tuner.packing import probe as packing
 from tuner.packing.probe import ProbeRun
 from tuner.trial.run import device_for
@@ -100,8 +100,8 @@ def ray_with_a_gpu():
 
 @pytest.mark.slow
 def test_trials_share_a_gpu_by_the_spaces_default(tmp_path, cifar_dir, ray_with_a_gpu, capsys):
-    argv = search_args(tmp_path, cifar_dir, "shared", "--num-samples", "2", "--max-epochs", "1", "--grace-period", "1")
-    assert main(argv) == 0
+    result = tuner.search(**search_kwargs(tmp_path, cifar_dir, "shared", num_samples=2, max_epochs=1, grace_period=1))
+    assert result.best is not None
     out = capsys.readouterr().out
     assert "--gpus-per-trial not given: 4 trial(s) per GPU, the cifar space's default (--gpus-per-trial 0.25)" in out
     saved = json.loads((tmp_path / "runs" / "shared" / "search.json").read_text())

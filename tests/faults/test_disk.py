@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.test_end_to_end import search_args
-from tuner.cli import main
+import tuner
+from tests.test_end_to_end import search_kwargs
 
 pytestmark = pytest.mark.slow
 TRIALS, KEEP_CHECKPOINTS, KEEP_TRIALS = 10, 1, 3
@@ -35,11 +35,11 @@ def test_ten_trials_stay_under_the_bound(tmp_path, cifar_dir, ray_local):
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    argv = search_args(tmp_path, cifar_dir, "disk", "--num-samples", str(TRIALS), "--max-epochs", "3",
-                       "--grace-period", "1", "--reduction-factor", "3", "--keep-checkpoints", str(KEEP_CHECKPOINTS),
-                       "--keep-trials", str(KEEP_TRIALS))  # fmt: skip
+    settings = search_kwargs(tmp_path, cifar_dir, "disk", num_samples=TRIALS, max_epochs=3, grace_period=1,
+                             reduction_factor=3, keep_checkpoints=KEEP_CHECKPOINTS,
+                             keep_trials=KEEP_TRIALS)  # fmt: skip
     try:
-        assert main(argv) == 0
+        assert tuner.search(**settings).best is not None
     finally:
         stop.set()
         watcher.join()

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.test_end_to_end import search_args
-from tuner.cli import main
+import tuner
+from tests.test_end_to_end import search_kwargs
 
 pytestmark = pytest.mark.slow
 EPOCHS = 6
@@ -34,10 +34,10 @@ def test_killed_trial_is_retried_from_its_checkpoint(tmp_path, cifar_dir, ray_lo
     killed, stop = {}, threading.Event()
     killer = threading.Thread(target=_kill_once_after, args=(folder,), kwargs=dict(epochs=2, killed=killed, stop=stop))
     killer.start()
-    argv = search_args(tmp_path, cifar_dir, "retry", "--num-samples", "1", "--max-epochs", str(EPOCHS),
-                       "--max-failures", "1", "--checkpoint-period", "0")  # fmt: skip
+    settings = search_kwargs(tmp_path, cifar_dir, "retry", num_samples=1, max_epochs=EPOCHS, max_failures=1,
+                             checkpoint_period=0)  # fmt: skip
     try:
-        assert main(argv) == 0
+        assert tuner.search(**settings).best is not None
     finally:
         stop.set()
         killer.join()
