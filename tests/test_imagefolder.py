@@ -144,8 +144,8 @@ def test_an_imagefolder_search_end_to_end(tmp_path, ray_local, capsys):
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from tests.registered import predict_elsewhere
     import tuner
+    from tests.registered import predict_elsewhere
 
     # Its own test/ folder: the raw images a user holds back, 40x40 files for a 64x64 search.
     root = write_tree(tmp_path / "photos", per_class=(60, 60, 60), splits=("train", "test"))
