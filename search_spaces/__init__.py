@@ -3,6 +3,11 @@
 ``--space`` takes a built-in's name or the path of a YAML file written like
 ``search_spaces/cifar.yaml``.
 
+- ``_schema``: parsing and validating a space written as plain data (``SearchSpace``, ``Param``, ``Budget``).
+- ``overrides``: ``--param NAME=SPEC``, a parameter's bounds, choices or value changed.
+- ``exceptions``: every error the project raises for a user, under ``HpsearchError``
+  (at the bottom of the layers, so every package can raise them).
+
 >>> from search_spaces import get_space
 >>> get_space("cifar").param("lr").describe()
 'log[3, 30]'

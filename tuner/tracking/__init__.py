@@ -1,1 +1,11 @@
-"""tuner.tracking."""
+"""MLflow: the search's runs, the model registry, pushing a search later, and the UI.
+
+- ``runs``: ``MlflowTracker``, a Tune callback: one parent run per search, one child
+  run per trial, kept going while the server is down (calls queued and retried).
+- ``registry``: the best checkpoint registered as a pyfunc on raw inputs, and which
+  version is champion.
+- ``served_model``: the registered model's code (MLflow models from code).
+- ``sync``: ``run_tune.py --sync FOLDER``, a finished search pushed to a server, idempotently.
+- ``mlflow_ui``: ``python -m tuner.tracking.mlflow_ui``, the UI on the local store, stopped
+  with everything it started.
+"""
