@@ -1,10 +1,9 @@
 """Trials finished per minute on one GPU, by how many trials share it: 1, 2, 4, 8 and ``auto``.
 
-Each packing runs the same search through ``run_tune.py`` (same seed, so the
+Each packing runs the same search through ``tuner.search`` (same seed, so the
 same configs; ASHA's grace period set to the last epoch, so no trial is
 stopped and every packing trains the same epochs). The clock runs from the
-first epoch any trial reports to the last one (read from the trials'
-``progress.csv`` every 0.1 s), so Ray's start and the final test evaluation,
+first epoch any trial reports to the last one (``on_result``), so Ray's start and the final test evaluation,
 which do not depend on the packing, are left out. The baseline in the same
 run is one trial per GPU; ``auto`` is the packing ``--gpus-per-trial auto``
 chooses, whose probe time is reported apart. With ``--mps`` every packing
@@ -18,53 +17,32 @@ runs a second time under NVIDIA's Multi-Process Service
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from common import ROOT, machine, table
-
-
-def watch(folder: Path, seen: dict, stop: threading.Event) -> None:
-    """Record when the first and the last epoch of any trial were reported."""
-    sizes: dict[Path, int] = {}
-    while not stop.is_set():
-        for progress in folder.glob("*/progress.csv"):
-            size = progress.stat().st_size
-            if size != sizes.get(progress) and len(progress.read_text().splitlines()) > 1:
-                now = time.monotonic()
-                seen.setdefault("first", now)
-                seen["last"] = now
-                sizes[progress] = size
-        time.sleep(0.1)
+from common import machine, table
 
 
 def run_search(work: Path, data_dir: str, *, name: str, gpus: str, samples: int, epochs: int) -> dict:
-    cmd = [sys.executable, str(ROOT / "run_tune.py"), "--space", "cifar", "--data-dir", data_dir,
-           "--storage-path", str(work / "runs"), "--mlflow-uri", f"sqlite:///{work}/mlflow.db", "--name", name,
-           "--num-samples", str(samples), "--max-epochs", str(epochs), "--grace-period", str(epochs),
-           "--gpus-per-trial", gpus, "--cpus-per-trial", "1"]  # fmt: skip
-    seen: dict = {}
-    stop = threading.Event()
-    watcher = threading.Thread(target=watch, args=(work / "runs" / name, seen, stop), daemon=True)
-    watcher.start()
+    """One search at ``gpus`` per trial through the Python API; the clock runs from the first epoch to the last."""
+    import tuner
+
+    seen: list[float] = []
     t0 = time.monotonic()
-    done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    result = tuner.search("cifar", data_dir=data_dir, storage_path=str(work / "runs"), name=name,
+                          mlflow_uri=f"sqlite:///{work}/mlflow.db", num_samples=samples, max_epochs=epochs,
+                          grace_period=epochs, gpus_per_trial=gpus if gpus == "auto" else float(gpus),
+                          cpus_per_trial=1, quiet=True, on_result=lambda update: seen.append(time.monotonic()))
     wall = time.monotonic() - t0
-    stop.set()
-    watcher.join()
-    if done.returncode != 0:
-        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
-        raise SystemExit(f"run_tune.py failed for --gpus-per-trial {gpus}")
-    chosen = re.search(r"--gpus-per-trial auto: .*?(\d+) trial\(s\) per GPU", done.stdout)
-    span = seen["last"] - seen["first"]
-    return {"gpus_per_trial": gpus, "trials_per_gpu": int(chosen.group(1)) if chosen else None,
+    if result.best is None or not seen:
+        raise SystemExit(f"the search at --gpus-per-trial {gpus} produced no usable trial: see {result.folder}")
+    share = float(result.settings.resources.gpus_per_trial)
+    span = seen[-1] - seen[0]
+    return {"gpus_per_trial": gpus, "trials_per_gpu": round(1 / share) if share else None,
             "trial_span_s": span, "trials_per_min": samples / span * 60,
-            "before_first_epoch_s": seen["first"] - t0, "wall_s": wall}  # fmt: skip
+            "before_first_epoch_s": seen[0] - t0, "wall_s": wall}  # fmt: skip
 
 
 def mps(on: bool) -> None:
