@@ -25,7 +25,8 @@ from typing import Any
 import pandas as pd
 
 from results import storage
-from results.table import BEST_CONFIG, PROVENANCE_JSON, SEARCH_JSON, load, load_histories, scored_epochs
+from results.record import read as read_record
+from results.table import BEST_CONFIG, PROVENANCE_JSON, load, load_histories, scored_epochs
 from search_spaces.exceptions import ReplayRefused
 
 GPU_TOLERANCE = 0.01  # absolute difference allowed in each epoch's metric (and training loss) on a GPU
@@ -127,15 +128,14 @@ def replay(folder: str, *, trial_id: str | None = None) -> Replay:
     from search_spaces import conditions, drop_inactive, searched_space
     from trainables.task import Diverged, TrialContext, code_key, data_key, load_data, load_task
 
-    settings = _read_json(folder, SEARCH_JSON, missing=f"{folder} holds no {SEARCH_JSON}: is it a search's folder?")
+    record = read_record(folder)
     provenance = _read_json(folder, PROVENANCE_JSON, missing=f"{folder} holds no {PROVENANCE_JSON}: the search "
                             "ran before searches recorded their data and code, so a replay could not check them")
     frame = load(folder)
     row = _pick_trial(folder, frame, trial_id)
     trial_id = str(row["trial_id"])
-    resources = settings.get("resources", settings)
-    if int(resources.get("workers_per_trial", 1)) > 1:
-        raise ReplayRefused(f"trial {trial_id} was a DDP trial on {resources['workers_per_trial']} workers, whose "
+    if record.workers_per_trial > 1:
+        raise ReplayRefused(f"trial {trial_id} was a DDP trial on {record.workers_per_trial} workers, whose "
                             "numbers depend on that many processes; replay covers single-process trials")  # fmt: skip
     _refuse_if_exploited(folder, trial_id)
     params_path = storage.join(str(row["path"]), "params.json")
@@ -143,15 +143,14 @@ def replay(folder: str, *, trial_id: str | None = None) -> Replay:
         raise ReplayRefused(f"trial {trial_id} has no params.json in {row['path']}: its config is not recorded")
     config = json.loads(storage.read_text(params_path))
 
-    gpus = resources.get("gpus_per_trial", 0)
-    on_gpu = isinstance(gpus, (int, float)) and gpus > 0
+    on_gpu = record.gpus_per_trial > 0
     if on_gpu and not torch.cuda.is_available():
-        raise ReplayRefused(f"trial {trial_id} trained on a GPU ({gpus:g} per trial); replay it on a machine with one")
+        raise ReplayRefused(f"trial {trial_id} trained on a GPU ({record.gpus_per_trial:g} per trial); replay it on a "
+                            "machine with one")  # fmt: skip
     device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
 
-    space = searched_space(settings.get("space_file") or settings["space_name"],
-                           smoke_test=bool(settings.get("smoke_test")), params=list(settings.get("params", [])))
-    metric = settings.get("metric", space.metric)
+    space = searched_space(record.space_source, smoke_test=record.smoke_test, params=list(record.params))
+    metric = record.metric
     code = code_key(space.task)
     if code != provenance["code_key"]:
         raise ReplayRefused(
@@ -159,9 +158,9 @@ def replay(folder: str, *, trial_id: str | None = None) -> Replay:
             f"check that commit out (trainables/ and the task's module) and replay again"
         )
     task = load_task(space.task)
-    data = load_data(space, data_dir=settings["data_dir"], smoke_test=bool(settings.get("smoke_test")))
+    data = load_data(space, data_dir=record.data_dir, smoke_test=record.smoke_test)
     if data_key(data.trial) != provenance["data_key"]:
-        raise ReplayRefused(f"the data in {settings['data_dir']} differs from what the search trained on: put the "
+        raise ReplayRefused(f"the data in {record.data_dir} differs from what the search trained on: put the "
                             "same files back (or pass the folder the search read) and replay again")  # fmt: skip
 
     histories = load_histories(frame[frame["trial_id"].astype(str) == trial_id])
@@ -171,8 +170,8 @@ def replay(folder: str, *, trial_id: str | None = None) -> Replay:
     if not epochs:
         raise ReplayRefused(f"trial {trial_id} reported no {metric}: nothing to compare with")
 
-    cpus = float(resources.get("cpus_per_trial", 1.0))
-    torch.set_num_threads(max(1, int(cpus)))  # as the trial had: the sums' order depends on the threads
+    # as many threads as the trial had: the sums' order depends on them
+    torch.set_num_threads(max(1, int(record.cpus_per_trial)))
     config = drop_inactive(config, conditions(space))
     replayed: dict[str, list[float]] = {k: [] for k in recorded}
     last = epochs[-1]
@@ -184,7 +183,7 @@ def replay(folder: str, *, trial_id: str | None = None) -> Replay:
         if int(metrics["epoch"]) >= last:
             raise _Enough
 
-    context = TrialContext(device=device, reporter=report, compile=bool(settings.get("compile")))
+    context = TrialContext(device=device, reporter=report, compile=record.compile)
     try:
         task.train(config, data.trial, context)
     except _Enough:

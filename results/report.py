@@ -22,10 +22,11 @@ from typing import Any
 import pandas as pd
 
 from results import cost, storage
+from results.record import SearchRecord
+from results.record import read as read_record
 from results.table import (
     BEST_CONFIG,
     RESULTS_CSV,
-    SEARCH_JSON,
     ResultsError,
     leaderboard,
     load,
@@ -50,17 +51,17 @@ class SearchView:
     mode: str
     frame: pd.DataFrame  # results.csv
     histories: dict[str, pd.DataFrame]  # each trial's progress.csv
-    settings: dict[str, Any]  # search.json
+    record: SearchRecord  # search.json
     best: dict[str, Any] | None  # best_config.json
 
     @property
-    def budget(self) -> dict[str, Any]:
-        return self.settings.get("budget", self.settings)
+    def settings(self) -> dict[str, Any]:
+        """``search.json`` as written."""
+        return dict(self.record.saved)
 
     @property
     def gpus_per_trial(self) -> float:
-        value = self.settings.get("resources", self.settings).get("gpus_per_trial", 0.0)
-        return float(value) if isinstance(value, (int, float)) else 0.0
+        return self.record.gpus_per_trial
 
     @property
     def spend(self) -> tuple[float, str]:
@@ -69,15 +70,16 @@ class SearchView:
 
     @property
     def scheduler(self) -> str:
-        return str(self.settings.get("scheduler", "asha"))  # searches from before --scheduler ran ASHA
+        return self.record.scheduler
 
     @property
     def rungs(self) -> list[int]:
         """The epochs at which the scheduler judged the trials (PBT: where it could exploit them)."""
-        b = self.budget
-        return cost.scheduler_rungs(self.scheduler, max_epochs=int(b.get("max_epochs", 0)),
-                                    grace_period=int(b.get("grace_period", 1)),
-                                    reduction_factor=int(b.get("reduction_factor", 2)))  # fmt: skip
+        b = self.record.budget
+        if b is None:
+            return []
+        return cost.scheduler_rungs(self.scheduler, max_epochs=b.max_epochs, grace_period=b.grace_period,
+                                    reduction_factor=b.reduction_factor)  # fmt: skip
 
     @property
     def rungs_label(self) -> str:
@@ -100,15 +102,13 @@ def load_view(folder: str, *, histories: dict[str, pd.DataFrame] | None = None) 
     """The search in ``folder``; ``histories`` (trial id -> per-epoch reports) when the caller holds them already."""
     folder = str(folder)
     frame = load(folder)
-    saved = storage.join(folder, SEARCH_JSON)
-    settings = json.loads(storage.read_text(saved)) if storage.exists(saved) else {}
+    record = read_record(folder, missing_ok=True)
     best_path = storage.join(folder, BEST_CONFIG)
     best = json.loads(storage.read_text(best_path)) if storage.exists(best_path) else None
     if histories is None:
         histories = load_histories(frame)
-    name = settings.get("run", {}).get("name") or settings.get("name") or Path(folder).name
-    return SearchView(name, settings.get("metric", "val_acc"), settings.get("mode", "max"), frame, histories,
-                      settings, best)  # fmt: skip
+    return SearchView(record.name or Path(folder).name, record.metric, record.mode, frame, histories, record,
+                      best)  # fmt: skip
 
 
 def _curves(view: SearchView) -> list[dict[str, Any]]:

@@ -16,13 +16,13 @@ from typing import Any
 import pandas as pd
 
 from results import storage
+from results.record import SEARCH_JSON as SEARCH_JSON  # its home is results.record; still importable from here
+from results.record import read as read_record
 from search_spaces.exceptions import ResultsError
 
 RESULTS_CSV = "results.csv"
 BEST_CONFIG = "best_config.json"
-SEARCH_JSON = "search.json"
 PROVENANCE_JSON = "provenance.json"  # the keys of a search's data and training code (tuner.driver.provenance)
-DEFAULT_OBJECTIVE = ("val_acc", "max")  # searches from before spaces named their metric
 DEFAULT_TOP = 20  # rows of the leaderboard; python -m results FOLDER --all shows every one
 
 
@@ -78,10 +78,9 @@ def ranked(frame: pd.DataFrame, *, metric: str, mode: str) -> pd.DataFrame:
 
 
 def objective(folder: str) -> tuple[str, str]:
-    """The metric and mode a search went by, from its ``search.json``."""
-    path = storage.join(str(folder), SEARCH_JSON)
-    saved = json.loads(storage.read_text(path)) if storage.exists(path) else {}
-    return saved.get("metric", DEFAULT_OBJECTIVE[0]), saved.get("mode", DEFAULT_OBJECTIVE[1])
+    """The metric and mode a search went by, from its ``search.json`` (``val_acc``, max, where it has none)."""
+    record = read_record(folder, missing_ok=True)
+    return record.metric, record.mode
 
 
 def write(

@@ -117,11 +117,7 @@ def load(folder: str | os.PathLike) -> SearchResult:
     folder = str(folder)
     if not storage.is_uri(folder):
         folder = str(Path(folder).resolve())
-    saved = storage.join(folder, results.SEARCH_JSON)
-    if not storage.exists(saved):
-        raise results.ResultsError(f"{folder} holds no search ({results.SEARCH_JSON} is missing): give the folder "
-                                   "of a search, <storage_path>/<name>")  # fmt: skip
-    settings = SearchSettings.from_json(storage.read_text(saved))
+    settings = SearchSettings.read(folder)
     if not storage.exists(storage.join(folder, results.RESULTS_CSV)):
         raise results.ResultsError(f"search '{settings.name}' has not finished: continue it with "
                                    f"tuner.search(name={settings.name!r}, storage_path={settings.run.storage_path!r}, "

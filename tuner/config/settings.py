@@ -14,13 +14,15 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from results import SEARCH_JSON, storage
+from results import SEARCH_JSON, SearchRecord, read_record, storage
+from results.record import parse as parse_record
 from search_spaces import Budget, SearchSpace, check_budget, searched_space, smoke_of
-from search_spaces.exceptions import UsageError
+from search_spaces.exceptions import ResultsError, UsageError
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S, TrialShape, trial_shape
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -141,15 +143,37 @@ class SearchSettings:
 
     @classmethod
     def from_json(cls, text: str) -> SearchSettings:
-        saved = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        parts = {}
-        for key, part in _PARTS.items():
-            names = {f.name for f in dataclasses.fields(part)}
-            # A search.json written before the split holds every setting at the top level.
-            values = saved.get(key) if isinstance(saved.get(key), dict) else saved
-            parts[key] = part(**{k: v for k, v in values.items() if k in names})
-        return cls(**{k: v for k, v in saved.items() if k in known and k not in _PARTS}, **parts)
+        """The settings in ``text``, a ``search.json`` of any layout a search wrote (``results.record``)."""
+        return cls.from_record(parse_record(text))
+
+    @classmethod
+    def read(cls, folder: str) -> SearchSettings:
+        """The settings saved in ``folder``'s ``search.json`` (``ResultsError``, saying what to do, if none)."""
+        return cls.from_record(read_record(folder))
+
+    @classmethod
+    def from_record(cls, record: SearchRecord) -> SearchSettings:
+        """The settings ``record`` holds, its parts typed; ``ResultsError`` when one the driver needs is missing."""
+        if record.budget is None:
+            raise _incomplete(record, "no whole budget: num_samples, max_epochs, grace_period and reduction_factor")
+        try:
+            resources, run = _typed_part(Resources, record.resources), _typed_part(RunSettings, record.run)
+        except TypeError as e:
+            raise _incomplete(record, str(e)) from None
+        own = {f.name: getattr(record, f.name) for f in dataclasses.fields(cls) if f.name not in _PARTS}
+        own["params"] = list(record.params)
+        return cls(**own, budget=record.budget, resources=resources, run=run)
+
+
+def _incomplete(record: SearchRecord, what: str) -> ResultsError:
+    return ResultsError(f"the {SEARCH_JSON} of search '{record.name}' lacks settings ({what}): it was edited or cut "
+                        "short; restore it from a copy")  # fmt: skip
+
+
+def _typed_part(part: type[Any], saved: Mapping[str, Any]) -> Any:
+    """``part`` (Resources, RunSettings) from what a search saved of it; settings it no longer has are left out."""
+    names = {f.name for f in dataclasses.fields(part)}
+    return part(**{k: v for k, v in saved.items() if k in names})
 
 
 def parse_gpus_per_trial(text: str | None) -> float | str:
@@ -258,7 +282,7 @@ def resume_settings(*, name: str, storage_path: str) -> SearchSettings:
             f"--resume: {where} '{name}' in {storage_path}; check --name and --storage-path "
             f"(existing searches are the folders of {storage_path})"
         )
-    return SearchSettings.from_json(storage.read_text(saved)).with_run(resume=True)
+    return SearchSettings.read(folder).with_run(resume=True)
 
 
 def budget_from(space: SearchSpace, *, smoke_test: bool, given: dict[str, Any]) -> Budget:

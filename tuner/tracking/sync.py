@@ -53,10 +53,7 @@ def _sync_trial(tracker: MlflowTracker, row: dict[str, Any]) -> int:
 def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> dict[str, int]:
     """Push the search in ``folder`` to MLflow at ``uri`` (default: the one it ran with)."""
     out = out or sys.stdout
-    saved = storage.join(folder, results.SEARCH_JSON)
-    if not storage.exists(saved):
-        raise SyncError(f"no {results.SEARCH_JSON} in {folder}: pass the folder of a search, e.g. ray_results/<name>")
-    settings = SearchSettings.from_json(storage.read_text(saved))
+    settings = SearchSettings.read(folder)
     frame = results.load_results(folder)
     uri = uri or settings.run.mlflow_uri
     parent = MlflowTracker.find_parent(uri, experiment=settings.space_name, search_name=settings.name)
