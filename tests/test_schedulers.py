@@ -2,6 +2,8 @@
 
 import json
 import pickle
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,8 +11,12 @@ import pytest
 import torch
 from ray import cloudpickle
 
-from search_spaces import get_space
-from tuner.schedulers.registry import PersistentASHA, PersistentMedian, clip_to_space, mutable_params
+from search_spaces import Budget, get_space
+from search_spaces.exceptions import UsageError
+from tuner import schedulers
+from tuner.config import settings
+from tuner.schedulers.pbt import mutable_params
+from tuner.schedulers.persistent import PersistentASHA, PersistentMedian, clip_to_space
 
 
 class _Trial:
@@ -185,3 +191,48 @@ def test_an_exploit_is_noted_once_with_what_changed():
     assert json.loads(note["exploit"]) == {"lr": [11.5, 13.8]}
     assert exploit_note(start, config=start["config"], trial_id="a") == {}  # its own checkpoint: a resume
     assert exploit_note(None, config={}, trial_id="b") == {}
+
+
+def test_every_registered_scheduler_builds_and_names_its_state_file(tmp_path):
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    space, budget = get_space("cifar"), Budget(num_samples=4, max_epochs=6, grace_period=2, reduction_factor=2)
+    assert settings.SCHEDULERS == tuple(schedulers.SCHEDULERS) == ("asha", "hyperband", "median", "pbt", "fifo")
+    for name, spec in schedulers.SCHEDULERS.items():
+        assert spec.name == name and spec.label
+        spec.check(space=space, budget=budget, search="random", max_concurrent=None)
+        built = spec.build(budget=budget, space=space, folder=str(tmp_path), seed=0)
+        assert isinstance(built, TrialScheduler)
+        assert (type(built) is FIFOScheduler) == (not spec.state_file)  # Ray's others subclass it
+        if spec.state_file:  # where it saves: the names searches have always used (a resume reads them)
+            assert built.state_path == str(tmp_path / spec.state_file)
+            assert cloudpickle.loads(cloudpickle.dumps(built)).state_path == built.state_path  # Tune pickles it
+        assert spec.checkpoint_epochs(budget)[-1] == budget.max_epochs
+        assert 0 < spec.expected_epochs(budget) <= budget.max_epochs
+        assert bool(spec.rungs(budget)) == (name != "fifo")  # results.cost knows every early stopper's rungs
+    assert {n: s.state_file for n, s in schedulers.SCHEDULERS.items()} == {
+        "asha": "asha.state", "hyperband": "asha.state", "median": "median.state", "pbt": "pbt.state", "fifo": ""
+    }  # fmt: skip
+    assert [n for n, s in schedulers.SCHEDULERS.items() if not s.early_stops] == ["pbt", "fifo"]
+    hyperband = schedulers.get("hyperband").build(budget=budget, space=space, folder=str(tmp_path), seed=0)
+    assert len(hyperband._brackets) == schedulers.get("hyperband").brackets(budget) == 2  # first rungs at 2 and 4
+
+
+def test_an_unknown_scheduler_is_refused_with_the_known_names():
+    with pytest.raises(UsageError, match="unknown scheduler 'bohb': pick one of asha, hyperband, median, pbt, fifo"):
+        schedulers.get("bohb")
+
+
+def test_pbt_refuses_a_space_with_nothing_to_perturb():
+    space, budget = get_space("imagefolder"), Budget(num_samples=4, max_epochs=6, grace_period=2, reduction_factor=2)
+    with pytest.raises(UsageError, match="marks none"):
+        schedulers.get("pbt").check(space=space, budget=budget, search="random", max_concurrent=None)
+    for name in ("asha", "hyperband", "median", "fifo"):  # the others ask nothing of the space
+        schedulers.get(name).check(space=space, budget=budget, search="optuna", max_concurrent=2)
+
+
+def test_the_registry_and_the_settings_import_no_ray():
+    """The settings check --scheduler before Ray starts (a bad flag fails in a second): only ``build`` imports Ray."""
+    code = "import sys, tuner.schedulers, tuner.config.checks; print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -8,8 +8,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.faults.test_resume import kill_after_checkpoints
 from tests.test_end_to_end import search_args
+from tuner import schedulers
 from tuner.config.settings import SCHEDULERS
-from tuner.schedulers.registry import state_file
 
 pytestmark = pytest.mark.slow
 NUM_SAMPLES = 4
@@ -28,12 +28,13 @@ def test_a_search_with_each_scheduler_survives_a_killed_driver(tmp_path, cifar_d
     assert len(frame) == NUM_SAMPLES and frame["trial_id"].is_unique
     ids = set(frame["trial_id"])
     assert json.loads((folder / "search.json").read_text())["scheduler"] == scheduler
-    if scheduler in ("fifo", "pbt"):  # no trial is stopped early
+    spec = schedulers.get(scheduler)
+    if not spec.early_stops:
         assert (frame["epochs"] == max_epochs).all() and set(frame["status"]) == {"completed"}
-    if scheduler == "fifo":
+    if not spec.state_file:
         assert not list(folder.glob("*.state"))
         return
-    state = json.loads((folder / state_file(scheduler)).read_text())
+    state = json.loads((folder / spec.state_file).read_text())
     if scheduler in ("asha", "hyperband"):
         assert set(state["trial_brackets"]) == ids  # each trial's bracket, from before and after the kill
         first_rung = {m: r for m, r in state["brackets"][0]}[2.0]

@@ -18,6 +18,7 @@ from results import storage
 from search_spaces import Budget, SearchSpace, get_space, is_path
 from search_spaces.exceptions import UsageError
 from trainables.task import TaskError, check_config_keys, load_task, resolve_objective
+from tuner import schedulers
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S
 from tuner.config.settings import (
     SCHEDULERS,
@@ -35,7 +36,7 @@ from tuner.config.settings import (
 )
 from tuner.driver.warm import load_warm_start
 
-__all__ = ["check_batch_split", "check_scheduler", "make_settings", "param_specs"]
+__all__ = ["check_batch_split", "make_settings", "param_specs"]
 
 
 def param_specs(params: Mapping[str, Any] | Sequence[str]) -> list[str]:
@@ -169,7 +170,8 @@ def make_settings(
         warm_start=_resolve(warm_start, cwd=cwd),
     )
     # The overrides must make a valid space, one the scheduler can work with.
-    check_scheduler(scheduler, space=settings.space(), budget=budget, search=searcher, max_concurrent=max_concurrent)
+    schedulers.get(scheduler).check(space=settings.space(), budget=budget, search=searcher,
+                                    max_concurrent=max_concurrent)  # fmt: skip
     check_config_keys(task, {p.name for p in space.params} | set(constants) | {"epochs", "seed"}, constants)
     if workers_per_trial > 1 and not task.supports_ddp:
         raise UsageError(
@@ -237,32 +239,4 @@ def check_batch_split(settings: SearchSettings) -> None:
         raise UsageError(
             f"batch_size {', '.join(map(str, uneven))} cannot be split evenly over --workers-per-trial {workers}: "
             f"use batch sizes that are multiples of {workers} (--param batch_size=...)"
-        )
-
-
-def check_scheduler(scheduler: str, *, space: SearchSpace, budget: Budget, search: str,
-                    max_concurrent: int | None) -> None:  # fmt: skip
-    """Refuse a scheduler the space or the other flags leave nothing to do for, or that cannot run with them."""
-    if scheduler != "pbt":
-        return
-    if search != "random":
-        raise UsageError(
-            "--scheduler pbt makes its own configs (by perturbing its best trials'), so it cannot follow "
-            f"--search {search}: drop --search, or pick another --scheduler"
-        )
-    if not any(p.mutable for p in space.params):
-        raise UsageError(
-            f"--scheduler pbt perturbs the space's mutable parameters, and space '{space.name}' marks none: add "
-            "`mutable: true` to the parameters that may change in the middle of a trial (such as lr), or pick "
-            "another --scheduler"
-        )
-    if max_concurrent is not None:
-        raise UsageError(
-            "--scheduler pbt runs its whole population (--num-samples) together, taking turns where the cluster "
-            "cannot run them all at once: drop --max-concurrent, or lower --num-samples"
-        )
-    if budget.grace_period >= budget.max_epochs:
-        raise UsageError(
-            f"--scheduler pbt exploits every --grace-period epochs ({budget.grace_period}), which must be below "
-            f"--max-epochs ({budget.max_epochs}) for any exploit to happen: lower --grace-period"
         )

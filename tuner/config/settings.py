@@ -23,11 +23,12 @@ from results import SEARCH_JSON, SearchRecord, read_record, storage
 from results.record import parse as parse_record
 from search_spaces import Budget, SearchSpace, check_budget, searched_space, smoke_of
 from search_spaces.exceptions import ResultsError, UsageError
+from tuner import schedulers
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S, TrialShape, trial_shape
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SEARCH_ALGORITHMS = ("random", "optuna")
-SCHEDULERS = ("asha", "hyperband", "median", "pbt", "fifo")  # tuner.schedulers.registry
+SCHEDULERS = tuple(schedulers.SCHEDULERS)  # --scheduler's choices: the registry's names (no Ray imported)
 GPUS_AUTO, GPUS_DEFAULT = "auto", "default"  # --gpus-per-trial values resolved once Ray has started
 
 

@@ -76,7 +76,7 @@ class ProgressTable(tune.Callback):
         if concurrency < 1:
             raise ValueError(f"concurrency is {concurrency}, but must be >= 1")
         self.params = params
-        # Epochs the scheduler expects per trial (tuner.schedulers.registry.expected_epochs); unsaid, the full budget.
+        # Epochs the scheduler expects per trial (SchedulerSpec.expected_epochs); unsaid, the full budget.
         self.expected_epochs = total * (max_epochs if epochs_per_trial is None else epochs_per_trial)
         self.gpus_per_trial = gpus_per_trial
         self.metric, self.mode = metric, mode

@@ -25,6 +25,7 @@ from results import storage
 from search_spaces import SearchSpace, conditions
 from search_spaces.exceptions import Interrupted, UsageError
 from trainables.task import TaskData, load_data
+from tuner import schedulers
 from tuner.config import resources
 from tuner.config.settings import SearchSettings, tracking_unreachable
 from tuner.driver import progress as progress_module
@@ -36,7 +37,6 @@ from tuner.driver.space import optuna_searcher, param_space, reference_point
 from tuner.driver.stopping import EXIT_INTERRUPTED, fit
 from tuner.driver.warm import WarmStart, load_warm_start
 from tuner.packing.shares import resolve_gpus
-from tuner.schedulers import registry as schedulers
 from tuner.tracking.runs import NOTE_TAG, MlflowTracker, describe_search, save_example
 from tuner.trial.placement import PlacementWatch
 from tuner.trial.trainable import make_trainable
@@ -139,14 +139,12 @@ def build_tuner(
     """A new Tuner (tried first: ``warm``'s configs), or the interrupted one restored; ``concurrency`` caps trials
     running at once."""
     shape = settings.resources.shape()
-    scheduler = schedulers.build_scheduler(
-        settings.scheduler, budget=settings.budget, space=space, folder=settings.folder, seed=settings.seed
-    )
-    keep = settings.run.keep_checkpoints
-    if settings.scheduler == "pbt":  # other trials restore from a trial's checkpoints: keep them a little longer
-        keep = max(keep, schedulers.PBT_MIN_CHECKPOINTS)
+    spec = schedulers.get(settings.scheduler)
+    scheduler = spec.build(budget=settings.budget, space=space, folder=settings.folder, seed=settings.seed)
+    # Under PBT other trials restore from a trial's checkpoints: keep them a little longer.
+    keep = max(settings.run.keep_checkpoints, spec.min_checkpoints)
     trainable = make_trainable(settings, space, dataset, keep=keep,
-                               checkpoint_epochs=schedulers.checkpoint_epochs(settings.scheduler, settings.budget))
+                               checkpoint_epochs=spec.checkpoint_epochs(settings.budget))
     if settings.run.resume:
         if not tune.Tuner.can_restore(settings.folder):
             raise UsageError(
@@ -170,7 +168,7 @@ def build_tuner(
     else:
         # PBT's population is every trial at once: it takes turns (pausing trials at their
         # checkpoints) where the cluster cannot run them all, so the searcher makes them all.
-        limit = 0 if settings.scheduler == "pbt" else concurrency
+        limit = 0 if spec.whole_population else concurrency
         searcher = BasicVariantGenerator(random_state=settings.seed, max_concurrent=limit,
                                          points_to_evaluate=points or None)  # fmt: skip
     sampled = settings.search != "optuna"  # Optuna's define-by-run space holds what it searches
@@ -309,7 +307,7 @@ def _search(
         mode=settings.mode,
         total=settings.budget.num_samples,
         max_epochs=settings.budget.max_epochs,
-        epochs_per_trial=schedulers.expected_epochs(settings.scheduler, settings.budget),
+        epochs_per_trial=schedulers.get(settings.scheduler).expected_epochs(settings.budget),
         gpus_per_trial=float(settings.resources.gpus_per_trial),
         conditions=conditions(space),
         cpu_estimate=on_cpu,
@@ -325,7 +323,7 @@ def _search(
     tuner = build_tuner(settings, space, dataset, callbacks, concurrency=concurrency, warm=warm)
     print(
         f"search '{settings.name}': {settings.budget.num_samples} trials, "
-        f"{schedulers.LABELS[settings.scheduler]} over {settings.budget.max_epochs} epochs, "
+        f"{schedulers.get(settings.scheduler).label} over {settings.budget.max_epochs} epochs, "
         f"writing to {settings.folder}",
         file=out,
         flush=True,
@@ -340,11 +338,11 @@ def _search(
 
 def cpu_notice(settings: SearchSettings, *, concurrency: int) -> str:
     """What a search on CPU says before its first trial: the budget, that it is slow here, and the quick ways."""
-    b = settings.budget
-    epochs = b.num_samples * schedulers.expected_epochs(settings.scheduler, b)
+    b, spec = settings.budget, schedulers.get(settings.scheduler)
+    epochs = b.num_samples * spec.expected_epochs(b)
     return (
         f"no GPU: the trials run on CPU, {concurrency} at a time, ~{epochs:.0f} trial-epochs in all ({b.num_samples} "
-        f"trials of up to {b.max_epochs} epochs under {schedulers.LABELS[settings.scheduler]}); the first epoch's "
+        f"trials of up to {b.max_epochs} epochs under {spec.label}); the first epoch's "
         f"time gives an estimate of the whole search. A real budget can take hours on CPU (the cifar space's does): "
         f"--smoke-test tries the whole search on a slice of the data in minutes, and a GPU runs the real one much "
         f"faster. Ctrl-C stops it, resumable."

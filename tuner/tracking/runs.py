@@ -30,8 +30,8 @@ from ray import tune
 from results import storage
 from results.table import EARLY_END_FLAGS, trial_status
 from search_spaces import SearchSpace, mark_inactive
+from tuner import schedulers
 from tuner.config.settings import SearchSettings, redact, tracking_unreachable
-from tuner.schedulers.registry import LABELS
 from tuner.tracking import registry
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")  # and the space's metric
@@ -154,11 +154,11 @@ def _short(value: Any) -> str:
 
 def describe_search(settings: SearchSettings, space: SearchSpace) -> str:
     """The parent run's description in the MLflow UI (markdown)."""
-    b = settings.budget
+    b, label = settings.budget, schedulers.get(settings.scheduler).label
     searched = ", ".join(p.name for p in space.params if p.kind != "fixed")
     return (
         f"**{settings.name}**: a {settings.search} search of the `{space.name}` space (task `{space.task}`): "
-        f"{b.num_samples} trials of up to {b.max_epochs} epochs, {LABELS[settings.scheduler]} (grace period "
+        f"{b.num_samples} trials of up to {b.max_epochs} epochs, {label} (grace period "
         f"{b.grace_period}, reduction factor {b.reduction_factor}) by `{settings.metric}` ({settings.mode}).\n\n"
         f"Searched: {searched}.\n\n"
         f"Each trial is a child run (tag `hpsearch.outcome`: completed, stopped, diverged, infeasible, error); "
