@@ -1,1 +1,4 @@
-"""tuner.tracking."""
+"""tuner.tracking.
+
+client: the connection to MLflow that never fails a search (retries, calls kept through an outage, fail fast).
+"""
