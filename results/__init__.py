@@ -1,6 +1,8 @@
 """Read a finished search back: ``load_results(folder)`` and the leaderboard.
 
 python -m results ray_results/<name>
+
+view: a finished search read back for its report (SearchView, load_view, the fANOVA importances).
 """
 
 from __future__ import annotations
