@@ -125,7 +125,9 @@ def replay(folder: str, *, trial_id: str | None = None) -> Replay:
     import torch
 
     from search_spaces import conditions, drop_inactive, searched_space
-    from trainables.task import Diverged, TrialContext, code_key, data_key, load_data, load_task
+    from trainables.fingerprints import code_key, data_key
+    from trainables.loading import load_data, load_task
+    from trainables.task import Diverged, TrialContext
 
     settings = _read_json(folder, SEARCH_JSON, missing=f"{folder} holds no {SEARCH_JSON}: is it a search's folder?")
     provenance = _read_json(folder, PROVENANCE_JSON, missing=f"{folder} holds no {PROVENANCE_JSON}: the search "
