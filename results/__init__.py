@@ -2,6 +2,7 @@
 
 - ``table``: ``results.csv``, ``best_config.json``, the ranking and the leaderboard.
 - ``cost``: what a search cost in GPU- and CPU-seconds, what its scheduler saved, time to target.
+- ``view``: a finished search read back for its report (``SearchView``, the fANOVA importances).
 - ``report``: the PNGs for MLflow and the one-file HTML report.
 - ``replay``: one trial retrained from its record, and whether it reproduces.
 - ``record``: a search's ``search.json`` read back typed, whichever layout wrote it (``read_record``).

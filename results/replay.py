@@ -126,7 +126,9 @@ def replay(folder: str, *, trial_id: str | None = None) -> Replay:
     import torch
 
     from search_spaces import conditions, drop_inactive, searched_space
-    from trainables.task import Diverged, TrialContext, code_key, data_key, load_data, load_task
+    from trainables.fingerprints import code_key, data_key
+    from trainables.loading import load_data, load_task
+    from trainables.task import Diverged, TrialContext
 
     record = read_record(folder)
     provenance = _read_json(folder, PROVENANCE_JSON, missing=f"{folder} holds no {PROVENANCE_JSON}: the search "

@@ -86,7 +86,8 @@ TASKS = {
 def _run_task(rank: int, world_size: int, port: int, name: str, data_path: str, out: str) -> None:
     import pickle
 
-    from trainables.task import TrialContext, load_task
+    from trainables.loading import load_task
+    from trainables.task import TrialContext
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
     torch.set_num_threads(1)
@@ -117,7 +118,7 @@ def task_data(tmp_path):
 
     from tests.conftest import ROOT
     from tests.test_imagefolder import write_tree
-    from trainables.task import load_task
+    from trainables.loading import load_task
 
     sys.path.insert(0, str(ROOT / "examples" / "tabular"))
     from make_data import houses

@@ -10,7 +10,8 @@ import pytest
 
 from results.cost import asha_rungs as rungs
 from results.cost import search_cost
-from results.report import importances, load_view, make_report
+from results.report import make_report
+from results.view import importances, load_view
 from tests.conftest import ROOT
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -171,7 +171,7 @@ def test_a_space_file_that_is_not_yaml_or_not_there(tmp_path):
 
 def test_every_builtin_task_is_known_to_space_files_and_every_builtin_space_parses():
     from search_spaces._schema import TASKS
-    from trainables.task import BUILTIN, load_task
+    from trainables.loading import BUILTIN, load_task
 
     assert set(TASKS) == set(BUILTIN)
     for name in space_names():

@@ -11,7 +11,8 @@ from torch import nn
 
 from search_spaces import SpaceError, parse_space, searched_space
 from tests.conftest import ROOT
-from trainables.task import LoadedTask, TaskError, TrialContext, load_task
+from trainables.loading import LoadedTask, load_task
+from trainables.task import TaskError, TrialContext
 
 MINIMAL_SPACE = ROOT / "examples" / "minimal" / "space.yaml"
 

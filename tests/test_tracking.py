@@ -8,8 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.servers import MlflowServer
+from tuner.tracking import client as resilient
 from tuner.tracking import registry
-from tuner.tracking import runs as tracking
 from tuner.tracking.runs import OUTCOME_TAG, TRIAL_TAG, MlflowTracker, where_to_browse
 
 
@@ -41,7 +41,7 @@ def server(tmp_path):
 
 
 def test_an_outage_is_waited_out_and_caught_up(tmp_path, server, monkeypatch, capsys):
-    monkeypatch.setattr(tracking, "RECONNECT_S", 0.0)  # try again at every call
+    monkeypatch.setattr(resilient, "RECONNECT_S", 0.0)  # try again at every call
     tracker = MlflowTracker(uri=server.uri, experiment="e", search_name="s", folder=str(tmp_path), metric="val_acc")
     tracker.retry_delays = (0.1,)
     done, cut = FakeTrial("done"), FakeTrial("cut")
@@ -79,7 +79,7 @@ def test_an_outage_is_waited_out_and_caught_up(tmp_path, server, monkeypatch, ca
 
 
 def test_a_server_down_from_the_start_gets_the_whole_search_when_it_returns(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(tracking, "RECONNECT_S", 0.0)
+    monkeypatch.setattr(resilient, "RECONNECT_S", 0.0)
     server = MlflowServer(backend=f"sqlite:///{tmp_path}/store.db", artifacts=tmp_path / "artifacts",
                           log=tmp_path / "server.log")  # fmt: skip
     tracker = MlflowTracker(uri=server.uri, experiment="e", search_name="s", folder=str(tmp_path),
@@ -101,7 +101,7 @@ def test_a_server_down_from_the_start_gets_the_whole_search_when_it_returns(tmp_
 
 
 def test_a_server_that_never_returns_leaves_the_sync_command(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(tracking, "RECONNECT_S", 0.0)
+    monkeypatch.setattr(resilient, "RECONNECT_S", 0.0)
     tracker = MlflowTracker(uri="http://127.0.0.1:9", experiment="e", search_name="s", folder=str(tmp_path),
                             offline_reason="connection refused")  # fmt: skip
     tracker.on_trial_start(0, [], FakeTrial("t"))

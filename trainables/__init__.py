@@ -1,7 +1,11 @@
 """Tasks: a user's data and model trained for one config. Plain PyTorch: never imports Ray.
 
 - ``task``: the task contract (``train(config, context)``, optional ``load``, ``evaluate``,
-  ``build_model``, ``predict``), ``TrialContext``, loading a task by name.
+  ``build_model``, ``predict``); a user's task imports every name it needs from here.
+- ``context``: ``TrialContext``, what ``train`` is given (report, restore, DDP helpers).
+- ``task_data``: ``TaskData``, ``on_device``, ``class_frame``: the data a task hands the service.
+- ``loading``: a task found by name, loaded (``LoadedTask``) and checked against its space.
+- ``fingerprints``: ``data_key`` and ``code_key``, what a replay checks it retrains the same.
 - ``loop``: the training loop written once for one process or many (DDP).
 - ``cifar``: the flagship ``cifar`` task; ``data``: CIFAR-10 on disk (download, checks, splits).
 - ``imagefolder``: a user's own images in the ImageFolder layout.

@@ -60,7 +60,7 @@ def load_model(folder: str | Path, *, task: str = "cifar", device: str | torch.d
 
     The trial config it was trained with is ``load(folder)["config"]``.
     """
-    from trainables.task import load_task
+    from trainables.loading import load_task
 
     state = load(folder, map_location=device)
     return load_task(task).build_model(state).to(device).eval()

@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables import augment
+from trainables.context import Reporter
 from trainables.models import build_model
 from trainables.optim import OTHER, Lookahead, build_optimizer, build_schedule, kilostep_scale, retune
-from trainables.task import Diverged, Reporter
+from trainables.task import Diverged
 
 WHITEN_SAMPLES = 5000
 EVAL_BATCH = 1000

@@ -17,7 +17,8 @@ from typing import Any
 from results import storage
 from search_spaces import Budget, SearchSpace, get_space, is_path
 from search_spaces.exceptions import UsageError
-from trainables.task import TaskError, check_config_keys, load_task, resolve_objective
+from trainables.loading import check_config_keys, load_task, resolve_objective
+from trainables.task import TaskError
 from tuner import schedulers
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S
 from tuner.config.settings import (

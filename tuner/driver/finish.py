@@ -19,7 +19,8 @@ from results import cost as cost_module
 from results import storage
 from results.report import HTML, REPORT_DIR, make_report
 from search_spaces import SearchSpace, conditions, mark_inactive
-from trainables.task import TaskData, load_task
+from trainables.loading import load_task
+from trainables.task import TaskData
 from tuner.config.settings import SearchSettings
 from tuner.driver import provenance
 from tuner.driver.confirm import confirm

@@ -51,7 +51,7 @@ def record(folder: str, *, data: Any, task: str) -> dict[str, Any]:
     """Write ``provenance.json`` into the search's ``folder`` unless it is there (a resumed search); return it."""
     from results import storage
     from results.table import PROVENANCE_JSON
-    from trainables.task import code_key, data_key
+    from trainables.fingerprints import code_key, data_key
 
     path = storage.join(folder, PROVENANCE_JSON)
     if storage.exists(path):

@@ -24,7 +24,8 @@ import results
 from results import storage
 from search_spaces import SearchSpace, conditions
 from search_spaces.exceptions import Interrupted, UsageError
-from trainables.task import TaskData, load_data
+from trainables.loading import load_data
+from trainables.task import TaskData
 from tuner import schedulers
 from tuner.config import resources
 from tuner.config.settings import SearchSettings, tracking_unreachable

@@ -160,7 +160,8 @@ def run_probe(task_ref: str, config: dict[str, Any], data: Any, *, seconds: floa
     import torch
 
     from trainables import checkpoint
-    from trainables.task import TrialContext, load_task
+    from trainables.loading import load_task
+    from trainables.task import TrialContext
 
     device = torch.device("cuda", 0)
     times: list[float] = []

@@ -1,7 +1,9 @@
 """MLflow: the search's runs, the model registry, pushing a search later, and the UI.
 
-- ``runs``: ``MlflowTracker``, a Tune callback: one parent run per search, one child
-  run per trial, kept going while the server is down (calls queued and retried).
+- ``client``: ``ResilientClient``, the connection that never fails a search: retries, calls
+  kept through an outage and replayed, fail fast where the server is known down.
+- ``runs``: ``MlflowTracker``, a Tune callback on that client: one parent run per search,
+  one child run per trial, tags, the example inputs.
 - ``registry``: the best checkpoint registered as a pyfunc on raw inputs, and which
   version is champion.
 - ``served_model``: the registered model's code (MLflow models from code).

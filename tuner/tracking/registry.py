@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 import trainables
-from trainables.task import BUILTIN
+from trainables.loading import BUILTIN
 
 CHAMPION = "champion"  # the alias of the best comparable version: models:/<space>-best@champion
 COMPARABLE = ("metric", "mode", "task", "data_key")  # version tags two versions must share to be compared
@@ -106,7 +106,7 @@ def signature(example: Any, outputs: Any, *, shape: tuple[int, ...] | None) -> A
 def example_outputs(checkpoint_dir: str, *, task: str, example: Any) -> Any:
     """What the model answers for ``example``: the signature's outputs, computed as the registered model will."""
     from trainables.checkpoint import load
-    from trainables.task import load_task, predict
+    from trainables.loading import load_task, predict
 
     found = load_task(task)
     state = load(checkpoint_dir, map_location="cpu")

@@ -8,16 +8,8 @@ duplicating them.
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import functools
-import io
 import json
-import logging
-import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -31,8 +23,9 @@ from results import storage
 from results.table import EARLY_END_FLAGS, trial_status
 from search_spaces import SearchSpace, mark_inactive
 from tuner import schedulers
-from tuner.config.settings import SearchSettings, redact, tracking_unreachable
+from tuner.config.settings import SearchSettings, redact
 from tuner.tracking import registry
+from tuner.tracking.client import ResilientClient, artifact_location, fail_fast, tracked
 
 METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")  # and the space's metric
 TRIAL_TAG = "hpsearch.trial_id"
@@ -45,51 +38,7 @@ EXPLOIT_TAG = "hpsearch.exploit"  # .1, .2, ...: each PBT exploit of a trial, fr
 NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 MAX_PARAM_LENGTH = 6000
-TRACKING_LOG = "tracking.log"  # what MLflow's client prints, kept out of the search's output
 EXAMPLE_FILE = "model_example.json"  # the task's example inputs, kept in the search's folder
-
-for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
-    logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-RETRY_DELAYS_S = (0.5, 1.0, 2.0)  # a failed call is tried again after each of these
-RECONNECT_S = 30.0  # while the server is unreachable, how often a call tries it again
-# What a server that answered says about a call it will never accept: no retry helps.
-REFUSALS = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_STATE",
-            "BAD_REQUEST", "PERMISSION_DENIED", "UNAUTHENTICATED", "ENDPOINT_NOT_FOUND")  # fmt: skip
-MAX_PENDING = 100_000  # calls kept for the server's return; beyond that, --sync has the rest
-
-
-def fail_fast() -> None:
-    """One failed call to an MLflow server costs seconds, not the minutes of MLflow's own retries with backoff.
-
-    The tracker retries and waits out outages itself (RETRY_DELAYS_S, RECONNECT_S);
-    ``--sync`` to a server that is down says so at once.
-    """
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
-
-def _tracked(method):
-    """A tracking call that never fails the search (see ``MlflowTracker._call``)."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        return self._call(method, args, kwargs)
-
-    return wrapper
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}"
-
-
-def artifact_location(uri: str) -> str | None:
-    """For a local SQLite store, keep artifacts beside the database (not in the process's cwd)."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-    return None
 
 
 def save_example(folder: str, example: Any, *, shape: tuple[int, ...] | None = None) -> None:
@@ -172,16 +121,13 @@ def _params(values: dict[str, Any]) -> list[Param]:
     return [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(values.items())]
 
 
-class MlflowTracker(tune.Callback):
+class MlflowTracker(ResilientClient, tune.Callback):
     """Mirrors a Tune search into MLflow as it runs.
 
-    A failed call is retried with backoff (``RETRY_DELAYS_S``). If the server
-    then answers, the call itself was refused: it is skipped with a warning and
-    tracking goes on. If the server does not answer, the tracker goes offline:
-    calls are kept, in order, and every ``RECONNECT_S`` seconds the next call
-    tries the server again; once it answers, the kept calls are replayed and
-    tracking goes on where it was. What is still kept when the search ends is
-    in the search's folder for ``run_tune.py --sync``.
+    Every call to the store goes through ``ResilientClient``: retried, skipped
+    when refused, kept while the server is unreachable and replayed when it
+    answers again; what is still kept when the search ends is in the search's
+    folder for ``run_tune.py --sync``.
     """
 
     def __init__(
@@ -197,29 +143,17 @@ class MlflowTracker(tune.Callback):
         conditions: dict | None = None,
         resume: bool = False,
     ) -> None:
-        fail_fast()
-        self.uri = uri
+        super().__init__(uri=uri, folder=folder, offline_reason=offline_reason)
         self.conditions = conditions or {}  # conditional params: logged as "inactive" where they do not hold
         self.metric = metric
         self.metric_keys = tuple(dict.fromkeys((metric, *METRIC_KEYS)))  # logged for every epoch of every trial
         self.search_name = search_name
-        self.folder = folder
-        self.offline = False
-        self.retry_delays: tuple[float, ...] = RETRY_DELAYS_S
-        self._pending: collections.deque = collections.deque()
-        self._dropped = 0  # calls beyond MAX_PENDING
-        self._last_try = 0.0
-        self._last_reason = ""
-        self._said = io.StringIO()
         self._running: set[str] = set()  # trials whose child run is open
         self.experiment = experiment
         self.experiment_id: str | None = None
         self.parent_run_id = parent_run_id
-        self._client: MlflowClient | None = None
         self._children: dict[str, str] = {}
         self.resume = resume  # a resumed search finds its parent run by name when it has no id saved
-        if offline_reason:
-            self.go_offline(offline_reason)
         self._open()
 
     @staticmethod
@@ -240,87 +174,7 @@ class MlflowTracker(tune.Callback):
         parents = [r for r in runs if PARENT_TAG not in r.data.tags]
         return parents[0].info.run_id if parents else None
 
-    def go_offline(self, reason: str) -> None:
-        """Keep calls for later instead of sending them, and say so once per outage."""
-        if self.offline:
-            return
-        self.offline = True
-        self._last_try = time.monotonic()
-        print(
-            f"warning: MLflow at {redact(self.uri)} is unreachable ({reason}); the search goes on, keeps everything "
-            f"in {self.folder or 'its folder'}, and tries MLflow again every {RECONNECT_S:.0f} s",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def _reachable(self) -> bool:
-        if self.uri.startswith(("http://", "https://")):
-            return tracking_unreachable(self.uri, timeout=3.0) is None
-        try:
-            self.client.search_experiments(max_results=1)
-        except Exception:  # whatever the store's client raises
-            return False
-        return True
-
-    def _attempt(self, method, args, kwargs) -> tuple[bool, Any]:
-        """(True, result), or (False, None) when the server is unreachable; a refused call is skipped."""
-        for delay in (*self.retry_delays, None):
-            try:
-                # MLflow's client prints ("View run ... at", "Successfully registered"): kept for tracking.log.
-                with contextlib.redirect_stdout(self._said), contextlib.redirect_stderr(self._said):
-                    return True, method(self, *args, **kwargs)
-            except Exception as e:  # any failure of the tracking store, whatever its client raises
-                error = e
-            # The server answered and said no, or still answers: the call itself is refused.
-            answered = getattr(error, "error_code", None) in REFUSALS or self._reachable()
-            if not answered:
-                self._last_reason = _reason(error)
-                return False, None
-            if delay is None or getattr(error, "error_code", None) in REFUSALS:
-                break
-            time.sleep(delay)
-        print(f"warning: MLflow refused {method.__name__} ({_reason(error)}); skipped", file=sys.stderr)
-        return True, None
-
-    def _call(self, method, args, kwargs) -> Any:
-        if not self.offline:
-            done, result = self._attempt(method, args, kwargs)
-            if done:
-                return result
-            self.go_offline(self._last_reason)
-        if len(self._pending) < MAX_PENDING:
-            self._pending.append((method, args, kwargs))
-        else:
-            self._dropped += 1
-        if time.monotonic() - self._last_try >= RECONNECT_S:
-            self.reconnect()
-        return None
-
-    def reconnect(self) -> bool:
-        """Replay the kept calls if the server answers again; True when nothing is left to send."""
-        if not self.offline:
-            return True
-        self._last_try = time.monotonic()
-        if not self._reachable():
-            return False
-        sent = 0
-        delays, self.retry_delays = self.retry_delays, ()  # one try each: the server has just answered
-        try:
-            while self._pending:
-                method, args, kwargs = self._pending[0]
-                done, _ = self._attempt(method, args, kwargs)
-                if not done:
-                    return False
-                self._pending.popleft()
-                sent += 1
-        finally:
-            self.retry_delays = delays
-        self.offline = False
-        lost = f"; {self._dropped} more were not kept (--sync adds them)" if self._dropped else ""
-        print(f"MLflow at {redact(self.uri)} answers again: {sent} tracking calls caught up{lost}", file=sys.stderr)
-        return True
-
-    @_tracked
+    @tracked
     def _open(self) -> None:
         found = self.client.get_experiment_by_name(self.experiment)
         # A model-training experiment: the MLflow UI opens it on its runs, not on GenAI traces.
@@ -346,18 +200,8 @@ class MlflowTracker(tune.Callback):
             self.client.update_run(parent_run_id, status="RUNNING")
         self.parent_run_id = parent_run_id
 
-    @property
-    def client(self) -> MlflowClient:
-        if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.uri)
-        return self._client
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Tune may pickle its callbacks with the run config; a client holds a DB engine.
-        return {**self.__dict__, "_client": None, "_pending": collections.deque(), "_said": io.StringIO()}
-
     # --- the parent run -----------------------------------------------------------
-    @_tracked
+    @tracked
     def log_search(self, *, params: dict[str, Any], tags: dict[str, str]) -> None:
         existing = self.client.get_run(self.parent_run_id).data.params
         new = {k: v for k, v in params.items() if k not in existing}
@@ -365,13 +209,13 @@ class MlflowTracker(tune.Callback):
             self.parent_run_id, params=_params(new), tags=[RunTag(k, str(v)) for k, v in tags.items()]
         )
 
-    @_tracked
+    @tracked
     def log_metrics(self, metrics: dict[str, float], *, run_id: str | None = None, step: int = 0) -> None:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(run_id or self.parent_run_id, metrics=batch)
 
-    @_tracked
+    @tracked
     def log_best(
         self,
         *,
@@ -416,30 +260,13 @@ class MlflowTracker(tune.Callback):
         for trial_id in sorted(self._running):
             self._terminate(trial_id, "FINISHED" if status == "FINISHED" else status)
         self._end(status=status)
-        if self.offline:
-            self.reconnect()
-        self.keep_log()
-        if self.offline:
-            print(
-                f"warning: MLflow never answered again; push the search to it with: python run_tune.py --sync "
-                f"{self.folder}",
-                file=sys.stderr,
-                flush=True,
-            )
+        self.close()
 
-    def keep_log(self) -> None:
-        """Append what MLflow's client printed to the search's tracking.log."""
-        text, self._said = self._said.getvalue(), io.StringIO()
-        if not text or not self.folder:
-            return
-        path = storage.join(self.folder, TRACKING_LOG)
-        storage.write_text(path, (storage.read_text(path) if storage.exists(path) else "") + text)
-
-    @_tracked
+    @tracked
     def _end(self, *, status: str) -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
 
-    @_tracked
+    @tracked
     def _terminate(self, trial_id: str, status: str, outcome: str | None = None) -> None:
         run_id = self.child_run(trial_id)
         if outcome:
@@ -447,20 +274,20 @@ class MlflowTracker(tune.Callback):
         self.client.set_terminated(run_id, status=status)
         self._running.discard(trial_id)
 
-    @_tracked
+    @tracked
     def log_report(self, folder: str, *, note: str) -> None:
         """The search's pictures and HTML report as artifacts of its run (``report/``), linked from its description."""
         self.client.log_artifacts(self.parent_run_id, folder, artifact_path="report")
         link = "Report: the artifact `report/report.html` of this run (download it and open it in a browser)."
         self.client.set_tag(self.parent_run_id, NOTE_TAG, f"{note}\n\n{link}")
 
-    @_tracked
+    @tracked
     def log_confirmation(self, described: dict[str, str]) -> None:
         """``--confirm``: each confirmed trial's mean and spread over seeds, as a tag of its child run."""
         for trial_id, text in described.items():
             self.client.set_tag(self.child_run(trial_id), CONFIRMED_TAG, text)
 
-    @_tracked
+    @tracked
     def log_trial_costs(self, rows: list[dict[str, Any]]) -> None:
         """Each trial's wall, GPU- and CPU-seconds, as metrics of its child run at its last epoch."""
         now = int(time.time() * 1000)
@@ -496,11 +323,11 @@ class MlflowTracker(tune.Callback):
         self._running.add(trial.trial_id)
         self._start(trial.trial_id, trial.config)
 
-    @_tracked
+    @tracked
     def _start(self, trial_id: str, config: dict[str, Any]) -> None:
         self.child_run(trial_id, config=config, reopen=True)
 
-    @_tracked
+    @tracked
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
         run_id = self.child_run(trial.trial_id, config=trial.config)
         step = int(result.get("epoch", result.get("training_iteration", 0)))

@@ -32,14 +32,14 @@ class TaskModel(PythonModel):
 
     def load_context(self, context: Any) -> None:
         from trainables.checkpoint import load
-        from trainables.task import load_task
+        from trainables.loading import load_task
 
         self.task = load_task(str(context.model_config["task"]))
         self.state = load(context.artifacts["checkpoint"], map_location="cpu")
         self.network = self.task.build_model(self.state).to("cpu").eval()
 
     def predict(self, context, model_input, params=None):
-        from trainables.task import predict
+        from trainables.loading import predict
 
         return predict(self.task, self.network, self.state, model_input)
 

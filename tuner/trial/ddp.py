@@ -26,8 +26,9 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from search_spaces import drop_inactive
 from trainables import checkpoint
+from trainables.loading import load_task
 from trainables.loop import format_metrics
-from trainables.task import Diverged, TrialContext, load_task, seed_everything
+from trainables.task import Diverged, TrialContext, seed_everything
 from tuner.trial.placement import not_placed
 from tuner.trial.run import DataRef, TrialSettings, early_end, exploit_note, prepare_device
 

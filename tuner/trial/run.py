@@ -25,8 +25,9 @@ from ray import tune
 
 from search_spaces import drop_inactive
 from trainables import checkpoint
+from trainables.loading import load_task
 from trainables.loop import format_metrics
-from trainables.task import Diverged, TrialContext, is_out_of_memory, load_task, seed_everything
+from trainables.task import Diverged, TrialContext, is_out_of_memory, seed_everything
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S
 
 
