@@ -8,7 +8,7 @@ from tests.test_end_to_end import search_args
 from tuner.cli import main
 from tuner.packing import probe as packing
 from tuner.packing.probe import ProbeRun
-from tuner.trial.run import device_for
+from tuner.trial.process import device_for
 
 GIB = 1024**3
 
