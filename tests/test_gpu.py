@@ -59,7 +59,8 @@ def test_a_trials_memory_cap_holds(tmp_path):
     script = textwrap.dedent(
         """
         import torch
-        from tuner.trial.run import TrialSettings, prepare_device
+        from tuner.trial.process import prepare_device
+        from tuner.trial.settings import TrialSettings
         device = torch.device("cuda", 0)
         prepare_device(device, TrialSettings(tracking_uri="", gpus_per_worker=0.25))
         total = torch.cuda.get_device_properties(device).total_memory

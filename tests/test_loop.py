@@ -263,7 +263,7 @@ def test_compile_is_timed_apart_and_changes_nothing(tiny_data):
 def test_errors_that_end_a_trial_for_good():
     import math
 
-    from tuner.trial.run import early_end
+    from tuner.trial.process import early_end
 
     diverged = early_end(Diverged(epoch=3, loss=float("nan")), epoch=3, metric="val_acc")
     assert diverged["diverged"] == 1 and math.isnan(diverged["val_acc"])  # no score

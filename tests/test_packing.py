@@ -8,7 +8,7 @@ from search_spaces import apply_overrides, get_space
 from tests.test_end_to_end import search_kwargs
 from tuner.packing import probe as packing
 from tuner.packing.probe import ProbeRun
-from tuner.trial.run import device_for
+from tuner.trial.process import device_for
 
 GIB = 1024**3
 

@@ -183,7 +183,7 @@ def test_an_exploit_continues_the_schedule_with_the_new_lr():
 
 
 def test_an_exploit_is_noted_once_with_what_changed():
-    from tuner.trial.run import exploit_note
+    from tuner.trial.process import exploit_note
 
     start = {"trial_id": "a", "epoch": 4, "config": {"lr": 11.5, "momentum": 0.85, "width": 1.0}}
     note = exploit_note(start, config={"lr": 13.8, "momentum": 0.85, "width": 1.0}, trial_id="b")

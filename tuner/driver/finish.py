@@ -33,7 +33,7 @@ CONFUSION_KEYS = ("confusion_matrix", "classes")  # what a classifier's evaluate
 @ray.remote(max_calls=1)  # its process exits afterwards: no CUDA context left holding GPU memory
 def _evaluate(task: str, checkpoint: tune.Checkpoint, held_out: Any) -> dict[str, Any]:
     from trainables.checkpoint import load
-    from tuner.trial.run import trial_device
+    from tuner.trial.process import trial_device
 
     device = trial_device()
     with checkpoint.as_directory() as folder:

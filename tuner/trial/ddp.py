@@ -1,20 +1,24 @@
 """DDP trials: a Tune trial that runs its task's ``train`` on N Ray Train workers.
 
 The Tune function (``tuner.trial.trainable``) builds a ``TorchTrainer`` and waits for
-it; the workers run the task's training as single-process trials do, with
-world size N (gloo on CPU, NCCL on GPU). Every rank calls ``ray.train.report``
-each epoch (it is a barrier); rank 0 passes the checkpoint. Ray's
-``TuneReportCallback`` forwards rank 0's metrics and checkpoint path to Tune,
+it; each worker runs ``tuner.trial.process.run_process``, as a single-process trial
+does, with world size N (gloo on CPU, NCCL on GPU). Every rank calls
+``ray.train.report`` each epoch (it is a barrier); rank 0 passes the checkpoint.
+Ray's ``TuneReportCallback`` forwards rank 0's metrics and checkpoint path to Tune,
 so ASHA sees every epoch and stops DDP trials like any other. The Train run is
 named after the trial: a retried or resumed trial finds its checkpoints there
 and continues on all ranks. Inside workers only ``ray.train.*`` is used.
+
+A rank out of GPU memory raises ``TrialEnded``: Train stops the whole group
+(ranks waiting for it in a collective included), is kept from retrying what
+would run out of memory again, and this coordinator reports the trial
+``infeasible`` to Tune, as a single-process trial reports it.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import time
 from typing import Any
 
 import ray
@@ -22,58 +26,73 @@ import ray.train
 import torch
 from ray import tune
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from search_spaces import drop_inactive
-from trainables import checkpoint
-from trainables.loading import load_task
-from trainables.loop import format_metrics
-from trainables.task import Diverged, TrialContext, seed_everything
 from tuner.trial.placement import not_placed
-from tuner.trial.run import DataRef, TrialSettings, early_end, exploit_note, prepare_device
+from tuner.trial.process import Channel, TrialEnded, run_process
+from tuner.trial.settings import DataRef, TrialSettings
 
 __all__ = ["run_ddp_trial", "train_worker"]
 
 
 def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: TrialSettings, trial_id: str) -> None:
     """One rank of a DDP trial: the task's training at world size N."""
-    task = load_task(settings.task)
-    config = drop_inactive(config, settings.conditions or {})  # inactive parameters never reach the task
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
-    prepare_device(device, settings)
-    start = checkpoint.load_restored(ray.train.get_checkpoint(), map_location=device)
-    policy = settings.checkpoint_policy()
-
     # Which nodes the ranks run on (rank 0 reports it): a DDP trial may span nodes.
     nodes = [ray.get_runtime_context().get_node_id()]
     if world_size > 1:
         nodes = [None] * world_size
         torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
-    where = {"node_id": nodes[0], "nodes": len(set(nodes))}
-    note = [exploit_note(start, config=config, trial_id=trial_id)]  # said once, in the first report
+    channel = Channel(
+        report=_train_report,
+        restored=ray.train.get_checkpoint(),
+        trial_id=trial_id,
+        device=ray.train.torch.get_device(),
+        rank=rank,
+        world_size=world_size,
+        where={"node_id": nodes[0], "nodes": len(set(nodes))},
+    )
+    run_process(config, ray.get(data_ref), settings=settings, channel=channel)
 
-    def report(metrics: dict[str, Any], state) -> None:
-        metrics = {**metrics, **note[0], **where, "reported_at": time.time()}
-        note[0] = {}
-        # Rank 0 alone asks the policy (and keeps its best score): it alone passes a checkpoint.
-        due = rank == 0 and state is not None
-        if not due or not policy.due(metrics["epoch"], score=metrics.get(settings.metric), mode=settings.mode):
-            ray.train.report(metrics)  # every rank reports: it is a barrier
-            return
-        print(format_metrics(metrics), flush=True)
-        with checkpoint.saved(state(), epoch=metrics["epoch"], config=config, trial_id=trial_id) as folder:
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
-    context = TrialContext(device=device, reporter=report, start=start, rank=rank, world_size=world_size,
-                           compile=settings.compile)  # fmt: skip
-    seed_everything(int(config.get("seed", 0)))  # the same on every rank: the same initial weights
-    try:
-        task.train(config, ray.get(data_ref), context)
-    except Diverged as e:
-        # A task all-reduces its loss, so every rank sees the divergence and reports it (a barrier).
-        ray.train.report(early_end(e, epoch=e.epoch, metric=settings.metric))
+def _train_report(metrics: dict[str, Any], folder: str | None) -> None:
+    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
+
+
+class _NoRetryOnTrialEnd(WorkerGroupCallback, ControllerCallback):
+    """Keeps Train from restarting a worker group whose rank raised ``TrialEnded``: it would only end again.
+
+    Train retries every worker error up to ``max_failures``; an error raised
+    before its failure decision is a controller error, which it does not retry.
+    """
+
+    def __init__(self) -> None:
+        self._ended: TrialEnded | None = None
+
+    def after_worker_group_poll_status(self, worker_group_status: Any) -> None:
+        self._ended = self._ended or next(filter(None, map(trial_ended, worker_group_status.errors.values())), None)
+
+    def before_controller_execute_failure_decision(self, failure_decision: Any) -> None:
+        if self._ended is not None:
+            raise self._ended
+
+
+def trial_ended(error: BaseException | None) -> TrialEnded | None:
+    """The ``TrialEnded`` a rank raised, found inside the errors Train and Ray wrap it in; else None."""
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, TrialEnded):
+            return e
+        pending += [getattr(e, "controller_failure", None), getattr(e, "cause", None), e.__cause__, e.__context__]
+        pending += list((getattr(e, "worker_failures", None) or {}).values())
+    return None
 
 
 def run_ddp_trial(config: dict[str, Any], *, data: DataRef, settings: TrialSettings) -> None:
@@ -100,18 +119,25 @@ def run_ddp_trial(config: dict[str, Any], *, data: DataRef, settings: TrialSetti
                 checkpoint_score_attribute=settings.metric,
                 checkpoint_score_order=settings.mode,
             ),
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback(), _NoRetryOnTrialEnd()],
             # A worker group not placed in time fails the trial (Train's default retries it without end).
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures, controller_failure_limit=0),
         ),
     )
     try:
         result = trainer.fit()
+        error = result.error
     except Exception as e:
         # Train's ControllerError wraps its (internal) WorkerGroupStartupTimeoutError.
         if type(getattr(e, "controller_failure", None)).__name__ == "WorkerGroupStartupTimeoutError":
             raise not_placed(workers=settings.workers, per_worker=resources,
                              timeout_s=settings.worker_start_timeout_s) from None  # fmt: skip
-        raise
-    if result.error is not None:
-        raise result.error
+        error = e
+    if error is None:
+        return
+    ended = trial_ended(error)
+    if ended is None:
+        raise error
+    # As a single-process trial ends: its last report says infeasible, and why.
+    print(f"ended early: {ended}", flush=True)
+    tune.report(ended.report)

@@ -6,7 +6,8 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tuner.trial.run import DataRef, TrialSettings, run_trial
+from tuner.trial.run import run_trial
+from tuner.trial.settings import DataRef, TrialSettings
 
 if TYPE_CHECKING:
     from search_spaces import SearchSpace
