@@ -72,6 +72,10 @@ def test_two_searches_in_one_process_with_a_callback_and_a_typed_result(tmp_path
     rows = pd.read_csv(houses_csv).drop(columns=["price"]).head(5)
     assert list(model.predict(rows).columns) == ["price"]
     assert "2 of 2" not in loaded.leaderboard() and loaded.best.trial_id in loaded.leaderboard(all=True)
+    # Each trial's reports, epoch by epoch, as on_result saw them.
+    histories = loaded.histories()
+    assert set(histories) == set(first.table["trial_id"].astype(str))
+    assert sum(len(h) for h in histories.values()) == len(seen) and all("val_rmse" in h for h in histories.values())
 
 
 @pytest.mark.parametrize(

@@ -99,7 +99,7 @@ class SearchResult:
 
     def histories(self) -> dict[str, pd.DataFrame]:
         """Each trial's reports, epoch by epoch."""
-        return results.load_histories(self.folder)
+        return results.load_histories(self.table)
 
     def load_model(self) -> Any:
         """The registered model as an MLflow pyfunc: ``predict`` takes raw inputs (see the README)."""
