@@ -74,3 +74,4 @@ def test_a_trial_out_of_memory_ends_infeasible_saying_why(tmp_path, ray_local, m
     assert f"oom_epoch={OOM_EPOCH}" in reason and "a smaller batch, or fewer trials or workers per GPU" in reason
     assert starts.read_text() == "started\n"  # Train did not restart the group to run out of memory again
     assert "1 trial(s) ran out of GPU memory (configuration infeasible)" in out.getvalue()
+    assert f"  {result.table['trial_id'].iloc[0]}: {reason}" in out.getvalue()  # the summary says why, and the fix

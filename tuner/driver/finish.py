@@ -24,7 +24,15 @@ from trainables.task import TaskData
 from tuner.config.settings import SearchSettings
 from tuner.driver import provenance
 from tuner.driver.confirm import confirm
-from tuner.driver.summary import best_trial, ended_early, failed_trials, prune_checkpoints, trial_histories, trial_rows
+from tuner.driver.summary import (
+    best_trial,
+    end_reasons,
+    ended_early,
+    failed_trials,
+    prune_checkpoints,
+    trial_histories,
+    trial_rows,
+)
 from tuner.tracking.runs import MlflowTracker, describe_search, how_to_load, where_to_browse
 
 CONFUSION_KEYS = ("confusion_matrix", "classes")  # what a classifier's evaluate may add to its test metrics
@@ -179,6 +187,7 @@ def print_summary(
     out: TextIO,
 ) -> None:
     board = results.leaderboard(frame, metric=settings.metric, mode=settings.mode, folder=settings.folder)
+    reasons = end_reasons(grid)
     print(f"\nleaderboard ({len(rows)} trials, best first):\n{board}", file=out)
     for status, why in (("diverged", "diverged (training loss not finite)"),
                         ("infeasible", "ran out of GPU memory (configuration infeasible)")):  # fmt: skip
@@ -186,6 +195,9 @@ def print_summary(
         if ended:
             listed = ", ".join(f"{tid} (epoch {epoch})" for tid, epoch in ended)
             print(f"\n{len(ended)} trial(s) {why}, stopped: {listed}", file=out)
+            for tid, _ in ended:
+                if tid in reasons:
+                    print(f"  {tid}: {reasons[tid]}", file=out)
     failed = failed_trials(grid)
     if failed:
         print(f"\n{len(failed)} trial(s) failed:", file=out)

@@ -52,6 +52,11 @@ def ended_early(rows: list[dict[str, Any]], status: str) -> list[tuple[str, int]
     return [(r["trial_id"], r["epochs"]) for r in rows if r["status"] == status]
 
 
+def end_reasons(grid: tune.ResultGrid) -> dict[str, str]:
+    """Trial id -> why it ended early, as its last report says (``end_reason``: the config, and what would fit)."""
+    return {_trial_id(r): str(r.metrics["end_reason"]) for r in grid if (r.metrics or {}).get("end_reason")}
+
+
 def trial_rows(
     grid: tune.ResultGrid, *, max_epochs: int, metric: str, mode: str, conditions: dict | None = None
 ) -> list[dict[str, Any]]:
