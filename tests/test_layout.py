@@ -7,6 +7,7 @@ Tune, and nothing below it imports it back.
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,21 @@ def test_each_package_says_what_it_offers():
         missing = [p.stem for p in sorted(package.glob("*.py")) if p.stem != "__init__" and p.stem not in doc]
         missing += [p.name for p in sorted(package.iterdir()) if (p / "__init__.py").exists() and p.name not in doc]
         assert doc and not missing, f"{init.relative_to(ROOT)}: the docstring does not name {missing}"
+
+
+def test_the_readme_names_every_module():
+    """The README's code table has a row for every module: a path, or a bare name after a path in the same row."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The code"):]
+    named = set()
+    for row in (line for line in section.splitlines() if line.startswith("| `")):
+        folder = None
+        for token in re.findall(r"`([^`]+)`", row.split(" | ")[0]):
+            if "/" in token:
+                named.add(token)
+                folder = token.rsplit("/", 1)[0]
+            elif folder:
+                named.add(f"{folder}/{token}")
+    modules = {str(p.relative_to(ROOT)) for package in PACKAGES for p in (ROOT / package).rglob("*.py")
+               if p.name != "__init__.py"}  # fmt: skip
+    assert sorted(modules - named) == []
