@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from trainables import augment, checkpoint
 from trainables.data import synthetic_images
@@ -64,6 +65,40 @@ def test_whitening_decorrelates_patches():
     second_moment = feats.T @ feats / len(feats)  # whitened 2x2 patches: about the identity
     assert torch.allclose(second_moment, torch.eye(12), atol=0.02)
     assert torch.equal(model.whiten.weight[12:], -model.whiten.weight[:12])
+
+
+def _smooth_images(n: int, *, seed: int) -> torch.Tensor:
+    """Normalised (n, 3, 32, 32) images whose neighbouring pixels and channels are as correlated as photographs'."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = torch.randn(n, 1, 6, 6, generator=generator)
+    tints = torch.randn(n, 3, 3, 3, generator=generator)
+    x = F.interpolate(shapes, size=32, mode="bicubic") + 0.2 * F.interpolate(tints, size=32, mode="bilinear")
+    x = x + 0.01 * torch.randn(n, 3, 32, 32, generator=generator)
+    return (x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3), keepdim=True)
+
+
+def test_whitening_keeps_float32_under_bf16_autocast():
+    # The whitening filters' entries reach 5-25: in bf16 (8 significant bits) the high-variance directions
+    # leak into the low-variance channels. The network runs the layer in float32 under autocast.
+    model = build_model({"arch": "airbench", "width": 0.125}).eval()
+    images = _smooth_images(256, seed=0)
+    model.init_whitening(images)
+    assert model.whiten.weight.abs().max() > 5
+    seen = []
+    model.whiten.register_forward_hook(lambda module, args, out: seen.append(out))
+    with torch.no_grad():
+        exact = model.whiten(images)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(images)
+            raw_bf16 = model.whiten(images)  # the layer alone, as autocast would run it
+    assert logits.dtype == torch.bfloat16  # the rest of the network stays under autocast
+
+    def error(out: torch.Tensor) -> torch.Tensor:  # (24,) relative RMS error per channel
+        return ((out.float() - exact).pow(2).mean((0, 2, 3)) / exact.pow(2).mean((0, 2, 3))).sqrt()
+
+    low_variance = slice(6, 12)  # filters come in descending order of their patches' variance
+    assert error(raw_bf16)[low_variance].max() > 0.05  # what the network would see in bf16
+    assert error(seen[1])[low_variance].max() < 1e-3 and seen[1].dtype == torch.float32
 
 
 def test_augmentation_translates_and_flips_whole_batches():

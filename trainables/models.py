@@ -4,9 +4,9 @@
 no max-pool), for comparison and for searches that want a bigger network.
 
 ``airbench`` follows the airbench94 network (Keller Jordan, cifar10-airbench):
-a frozen 2x2 patch-whitening convolution, then three groups of
-conv -> maxpool -> BatchNorm -> GELU -> conv -> BatchNorm -> GELU, a global
-max-pool and a linear head scaled by 1/9.
+a frozen 2x2 patch-whitening convolution (always in float32, also under
+autocast), then three groups of conv -> maxpool -> BatchNorm -> GELU -> conv ->
+BatchNorm -> GELU, a global max-pool and a linear head scaled by 1/9.
 """
 
 from __future__ import annotations
@@ -78,8 +78,12 @@ class AirbenchNet(nn.Module):
         self.whiten.weight.data[n:] = -filters.to(self.whiten.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.whiten(x)  # (B, 24, 31, 31)
-        x = self.body(x)  # (B, widths[2])
+        # The whitening runs in float32 even under autocast: its filters have entries of about 5-25, and
+        # bf16's 8 significant bits would leak the high-variance directions into the low-variance
+        # channels (about 10% of their signal; fp32 keeps it well under 1%).
+        with torch.autocast(x.device.type, enabled=False):
+            x = self.whiten(x.float())  # (B, 24, 31, 31)
+        x = self.body(x)  # (B, widths[2]), under the caller's autocast
         return self.head(x) / 9.0
 
 
