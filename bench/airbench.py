@@ -38,6 +38,7 @@ import torch
 from common import default_recipe, machine, table
 
 from trainables import data as cifar
+from trainables.device import prepare_cuda
 from trainables.loop import DeviceData, evaluate, train
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -161,6 +162,7 @@ def main() -> None:
     epochs = args.epochs or get_space("cifar").budget.max_epochs
     images = cifar.load(Path(args.data_dir), download_if_missing=False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    prepare_cuda(device)  # cuDNN autotuning, as a trial has it
     compile = args.compile and device.type == "cuda"
     print(f"machine: {machine()}; data: {len(images[1])} train, {len(images[3])} test images")
     rows = []

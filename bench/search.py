@@ -22,6 +22,7 @@ from common import default_recipe, load_splits, machine, table
 
 from search_spaces import get_space
 from trainables.data import write_cifar_layout
+from trainables.device import prepare_cuda
 from trainables.loop import DeviceData, train
 from tuner.packing.probe import UtilisationSampler
 
@@ -59,6 +60,7 @@ def run_search(work: Path, data_dir: str, extra: list[str]) -> dict:
 def run_single_trial(data_dir: str, *, epochs: int, smoke: bool) -> dict:
     """One trial of the default recipe, alone, in this process."""
     device = torch.device("cuda" if torch.cuda.is_available() and not smoke else "cpu")
+    prepare_cuda(device)  # cuDNN autotuning, as a trial has it
     config = default_recipe(epochs=epochs)
     if smoke:
         space = get_space("cifar")

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from trainables.data import MEAN, STD, Splits
+from trainables.device import prepare_cuda
 from trainables.loop import DeviceData, autocast, evaluate, prepare_model, train
 from trainables.optim import Lookahead, build_optimizer, build_schedule
 
@@ -143,6 +144,7 @@ def main() -> None:
         args.width, args.batch_size, args.train_size = args.width or 0.125, args.batch_size or 256, 2000
         torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    prepare_cuda(device)  # cuDNN autotuning, as a trial has it (both pipelines)
     config = default_recipe(epochs=args.epochs)
     config.update({k: v for k, v in (("width", args.width), ("batch_size", args.batch_size)) if v is not None})
     splits = load_splits(args.data_dir, train_size=args.train_size)

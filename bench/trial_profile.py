@@ -24,6 +24,7 @@ import torch
 from common import default_recipe, load_splits, machine, table
 
 from trainables import augment, checkpoint
+from trainables.device import prepare_cuda
 from trainables.loop import DeviceData, _setup, evaluate
 
 
@@ -57,6 +58,7 @@ def main() -> None:
     args = p.parse_args()
     t_start = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    prepare_cuda(device)  # cuDNN autotuning, as a trial has it: the first step pays for it
     _, cuda_init = _timed(device, lambda: torch.zeros(1, device=device))
     splits = load_splits(None if args.smoke else args.data_dir)
     config = default_recipe(epochs=args.epochs)

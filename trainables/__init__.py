@@ -7,6 +7,7 @@
 - ``loading``: a task found by name, loaded (``LoadedTask``) and checked against its space.
 - ``fingerprints``: ``data_key`` and ``code_key``, what a replay checks it retrains the same.
 - ``loop``: the training loop written once for one process or many (DDP).
+- ``device``: a GPU made ready to train on (cuDNN autotuning, a shared GPU's memory cap).
 - ``cifar``: the flagship ``cifar`` task; ``data``: CIFAR-10 on disk (download, checks, splits).
 - ``imagefolder``: a user's own images in the ImageFolder layout.
 - ``models``: the CIFAR networks; ``optim``: optimizer, schedule, lookahead;

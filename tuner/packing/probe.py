@@ -160,10 +160,13 @@ def run_probe(task_ref: str, config: dict[str, Any], data: Any, *, seconds: floa
     import torch
 
     from trainables import checkpoint
+    from trainables.device import prepare_cuda
     from trainables.loading import load_task
     from trainables.task import TrialContext
 
     device = torch.device("cuda", 0)
+    # cuDNN autotuning as a trial has it; no memory cap: the probe measures what the config takes.
+    prepare_cuda(device)
     times: list[float] = []
 
     def report(metrics: dict[str, Any], state) -> None:

@@ -16,6 +16,7 @@ whole group, and the trial's coordinator reports the early end
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -28,13 +29,14 @@ import torch
 
 from search_spaces import drop_inactive
 from trainables import checkpoint
+from trainables.device import prepare_cuda
 from trainables.loading import load_task
 from trainables.loop import format_metrics
 from trainables.task import Diverged, TrialContext, is_out_of_memory, seed_everything
 from tuner.trial.settings import TrialSettings
 
-__all__ = ["Channel", "TrialEnded", "device_for", "early_end", "exploit_note", "prepare_device", "run_process",
-           "trial_device"]  # fmt: skip
+__all__ = ["Channel", "TrialEnded", "device_for", "early_end", "exploit_note", "prepare_device", "release_memory",
+           "run_process", "trial_device"]  # fmt: skip
 
 END_REASON = "end_reason"  # the report's field that says why a trial ended early, and what would do instead
 
@@ -73,12 +75,13 @@ class TrialEnded(Exception):
 
 
 def prepare_device(device: torch.device, settings: TrialSettings) -> None:
-    """Threads for the CPUs this process was given; on a shared GPU, a cap on its memory."""
+    """Threads for the CPUs this process was given; on a GPU, cuDNN autotuning and, on a share of it, a memory cap.
+
+    Ray's GPU shares are only bookkeeping: the cap (``trainables.device``) makes a
+    trial that runs out of memory fail alone instead of taking its neighbours down.
+    """
     torch.set_num_threads(max(1, int(settings.cpus_per_worker)))
-    if device.type == "cuda" and 0 < settings.gpus_per_worker < 1:
-        # Ray's GPU shares are only bookkeeping: cap real memory, so that a trial that
-        # runs out of it fails alone instead of taking its neighbours down.
-        torch.cuda.set_per_process_memory_fraction(settings.gpus_per_worker, device)
+    prepare_cuda(device, share=settings.gpus_per_worker)
 
 
 def trial_device() -> torch.device:
@@ -174,6 +177,7 @@ def run_process(config: dict[str, Any], data: Any, *, settings: TrialSettings, c
     context = TrialContext(device=device, reporter=report, start=start, rank=rank, world_size=channel.world_size,
                            compile=settings.compile)  # fmt: skip
     seed_everything(int(config.get("seed", 0)))  # the same on every rank: the same initial weights
+    ended = None
     try:
         task.train(config, data, context)
     except Exception as e:
@@ -182,12 +186,25 @@ def run_process(config: dict[str, Any], data: Any, *, settings: TrialSettings, c
             raise
         # Not errors to retry or to flood the logs with: the trial ends, and says why.
         print(f"ended early: {type(e).__name__}: {e}\n{ended[END_REASON]}", flush=True)
-        del e  # its traceback holds the failed step's tensors
-        if device.type == "cuda":
-            torch.cuda.empty_cache()  # a reused actor's next trial starts with its whole share
-        if channel.world_size > 1 and ended.get("infeasible"):
-            # Out of memory on this rank alone: its peers may wait for it in a collective and would
-            # not reach the report (a barrier). Train stops the whole group when a rank raises.
-            raise TrialEnded(ended) from None
-        # A diverged loss is all-reduced by the task: every rank sees it and reports it together.
-        channel.report(ended, None)
+    if ended is None:
+        return
+    # Out of the except block: the error and its traceback, whose frames hold the failed step's
+    # tensors, are released; only now can their memory go back, for a reused actor's next trial.
+    release_memory(device)
+    if channel.world_size > 1 and ended.get("infeasible"):
+        # Out of memory on this rank alone: its peers may wait for it in a collective and would
+        # not reach the report (a barrier). Train stops the whole group when a rank raises.
+        raise TrialEnded(ended)
+    # A diverged loss is all-reduced by the task: every rank sees it and reports it together.
+    channel.report(ended, None)
+
+
+def release_memory(device: torch.device) -> None:
+    """Free what an ended trial left: tensors kept alive by reference cycles, then the cached GPU blocks.
+
+    Call it outside any ``except`` block: while an error is being handled, its
+    traceback keeps the frames (and their tensors) that raised it.
+    """
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # a reused actor's next trial starts with its whole share

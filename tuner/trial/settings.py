@@ -17,7 +17,7 @@ class TrialSettings:
     tracking_uri: str  # absolute, so a trial's chdir cannot change where MLflow writes
     workers: int = 1  # > 1: a DDP trial on Ray Train workers
     cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0  # below 1: a share of one GPU, and its memory is capped to it
+    gpus_per_worker: float = 0.0  # below 1: a share of one GPU; its memory is capped to it (trainables.device)
     compile: bool = False
     keep_checkpoints: int = 2  # DDP trials: Train keeps this many (Tune keeps them otherwise)
     max_failures: int = 2  # DDP trials: restarts of the worker group after a worker dies
