@@ -26,6 +26,14 @@ def test_ddp_workers_need_whole_gpus(gpus, workers):
         trial_shape(gpus_per_trial=gpus, cpus_per_trial=1, workers=workers)
 
 
+@pytest.mark.parametrize("gpus", [2, 4])
+def test_a_single_process_trial_takes_one_gpu_at_most(gpus):
+    # It would train on cuda:0 alone, holding the others idle: DDP, one GPU per worker, uses them.
+    with pytest.raises(UsageError, match=f"use --workers-per-trial {gpus} --gpus-per-trial {gpus} .DDP, one GPU"):
+        trial_shape(gpus_per_trial=gpus, cpus_per_trial=1, workers=1)
+    assert trial_shape(gpus_per_trial=1, cpus_per_trial=1, workers=1).gpus_per_worker == 1
+
+
 def test_concurrency_follows_resources():
     assert fit(ONE_GPU_NODE, gpus=0.25) == 4
     assert fit(ONE_GPU_NODE, gpus=0.25, max_concurrent=2) == 2
@@ -40,7 +48,7 @@ def test_concurrency_follows_resources():
     ("nodes", "kwargs", "message"),
     [
         (CPU_ONLY, {"gpus": 1}, r"asks for more than this cluster has \(no GPU\): use --gpus-per-trial 0"),
-        (ONE_GPU_NODE, {"gpus": 2}, "1 GPUs per node.*use --gpus-per-trial 1 or a fraction"),
+        ([{"CPU": 16.0, "GPU": 0.5}], {"gpus": 1}, "0.5 GPUs per node.*use --gpus-per-trial 0.5 or a fraction"),
         (
             ONE_GPU_NODE,
             {"gpus": 2, "workers": 2},

@@ -40,6 +40,7 @@
 | 36 | a space whose mode is against its metric's direction | the mode to set |
 | 37 | a table's problem that does not report the space's metric | the metrics it reports, or leave both out |
 | 38 | --worker-start-timeout 0 | must be > 0, in seconds |
+| 39 | several GPUs for a single-process trial | DDP workers, one GPU each |
 
 An unreachable MLflow server is not bad input: the search runs without it
 (tests/faults/test_mlflow_down.py).
@@ -106,10 +107,15 @@ CASES = {
     "zero samples": (lambda t, c: ["--num-samples", "0"], ["--num-samples", "must be >= 1"]),
     "grace period": (lambda t, c: ["--grace-period", "50"], ["--grace-period is 50", "between 1 and --max-epochs"]),
     "reduction factor": (lambda t, c: ["--reduction-factor", "1"], ["--reduction-factor is 1", ">= 2"]),
-    "too many GPUs": (lambda t, c: ["--data-dir", str(c), "--smoke-test", "--gpus-per-trial", str(_gpus() + 1)],
-                      ["asks for more than this cluster has", "--gpus-per-trial"]),
+    # DDP workers of one GPU more than the machine has each: a single process never asks more than one.
+    "too many GPUs": (lambda t, c: ["--data-dir", str(c), "--smoke-test", "--workers-per-trial", "2",
+                                    "--gpus-per-trial", str(2 * (_gpus() + 1))],
+                      ["each of the 2 workers would need", "but no node has more than", "--gpus-per-trial"]),
     "fractional GPUs, several workers": (lambda t, c: ["--workers-per-trial", "2", "--gpus-per-trial", "0.5"],
                                          ["DDP workers need whole GPUs", "--gpus-per-trial 2"]),
+    "several GPUs, one process": (lambda t, c: ["--gpus-per-trial", "2"],
+                                  ["--gpus-per-trial 2 with --workers-per-trial 1",
+                                   "use --workers-per-trial 2 --gpus-per-trial 2 (DDP, one GPU per worker)"]),
     "GPUs not a number": (lambda t, c: ["--gpus-per-trial", "lots"], ["--gpus-per-trial 'lots'", "auto"]),
     "batch not divisible": (lambda t, c: ["--workers-per-trial", "3", "--param", "batch_size=64,128"],
                             ["cannot be split evenly over --workers-per-trial 3", "multiples of 3"]),

@@ -1,8 +1,10 @@
 """What a trial asks of the cluster, checked before the search starts. No Ray imports: nodes come in as data.
 
 A trial's ``--gpus-per-trial`` and ``--cpus-per-trial`` are split evenly over
-its ``--workers-per-trial`` workers. A DDP trial also runs a coordinator (the
-Tune function that waits on Ray Train), which takes a token share of a CPU.
+its ``--workers-per-trial`` workers. A single-process trial trains on one GPU
+at most (a share of one, or one); more GPUs need as many DDP workers. A DDP
+trial also runs a coordinator (the Tune function that waits on Ray Train),
+which takes a token share of a CPU.
 """
 
 from __future__ import annotations
@@ -40,8 +42,16 @@ class TrialShape:
 
 
 def trial_shape(*, gpus_per_trial: float, cpus_per_trial: float, workers: int) -> TrialShape:
-    """Split a trial's resources over its workers; DDP workers need whole GPUs."""
+    """Split a trial's resources over its workers; one process trains on one GPU, DDP workers on whole GPUs."""
     gpw, cpw = gpus_per_trial / workers, cpus_per_trial / workers
+    if workers == 1 and gpus_per_trial > 1:
+        # A single process trains on the first GPU Ray gives it (cuda:0): the others would sit idle, held.
+        n = math.ceil(gpus_per_trial)
+        raise UsageError(
+            f"--gpus-per-trial {gpus_per_trial:g} with --workers-per-trial 1: one process trains on one GPU, so "
+            f"{n - 1} of them would sit idle. To train each trial on {n} GPUs, use --workers-per-trial {n} "
+            f"--gpus-per-trial {n} (DDP, one GPU per worker); otherwise --gpus-per-trial 1 or a fraction"
+        )
     if workers > 1 and gpus_per_trial > 0 and (gpw < 1 or gpw != int(gpw)):
         raise UsageError(
             f"--gpus-per-trial {gpus_per_trial:g} over --workers-per-trial {workers} gives each worker {gpw:g} GPU, "
