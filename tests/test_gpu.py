@@ -143,3 +143,31 @@ def test_an_out_of_memory_trial_ends_infeasible_while_the_others_finish(tmp_path
     assert (frame.loc[~wide, "status"] == "completed").all()
     best = json.loads((tmp_path / "runs" / "oom" / "best_config.json").read_text())
     assert best["config"]["width"] == 0.125 and best["test_acc"] > 0
+
+
+def test_imagefolder_trains_channels_last_under_bf16_autocast():
+    from trainables import imagefolder
+    from trainables.task import TrialContext
+
+    x, y = synthetic_images(320, seed=0)  # (N, 3, 32, 32) uint8
+    data = {"train_x": x[:256], "train_y": y[:256], "val_x": x[256:], "val_y": y[256:], "classes": list("abcdefghij"),
+            "channels": 3, "mean": [120.0] * 3, "std": [60.0] * 3, "image_size": 32, "key": "gpu-format-test"}
+    config = {"model": "small_cnn", "width": 0.5, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64,
+              "label_smoothing": 0.0, "flip": True, "translate": 2, "epochs": 1, "seed": 0}  # fmt: skip
+    seen, reports = [], []
+    original = torch.nn.Conv2d.forward
+
+    def watched(self, x):
+        out = original(self, x)
+        seen.append((x.is_contiguous(memory_format=torch.channels_last),
+                     self.weight.is_contiguous(memory_format=torch.channels_last), out.dtype))  # fmt: skip
+        return out
+
+    torch.nn.Conv2d.forward = watched
+    try:
+        imagefolder.TASK.train(config, data, TrialContext(device=CUDA, reporter=lambda m, s: reports.append(m)))
+    finally:
+        torch.nn.Conv2d.forward = original
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    assert seen and all(s == (True, True, expected) for s in seen), set(seen)
+    assert reports[-1]["epoch"] == 1 and 0 <= reports[-1]["val_acc"] <= 1

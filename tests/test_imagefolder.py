@@ -198,3 +198,44 @@ def test_the_registered_models_predict_takes_decoded_images_of_any_size_and_chan
         expected = model(torch.from_numpy(data.trial["train_x"][:1])).argmax(1).item()
     first = TASK.predict(model, state, data.trial["train_x"][:1].transpose(0, 2, 3, 1))
     assert first["label"][0] == CLASSES[expected]
+
+
+@pytest.mark.parametrize(("share", "on_device"), [(1.0, True), (0.5, True), (0.25, False)])
+def test_images_stay_on_the_device_only_within_the_trials_share_of_it(monkeypatch, share, on_device):
+    from trainables import placement
+
+    class Card:
+        total_memory = 24 * 1024**3
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Card())
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device: share)
+    # 2.5 GiB of images: a quarter of a whole 24 GiB card holds them, a quarter of a quarter does not.
+    where = placement.place_data(int(2.5 * 1024**3), torch.device("cuda", 0))
+    assert where.on_device is on_device
+    assert ("kept on the host" in where.reason) is not on_device and "GiB" in where.reason
+    assert placement.place_data(10 * 1024**3, torch.device("cpu")).on_device  # the CPU trains where they are
+
+
+def test_evaluation_reads_the_device_once_and_scores_as_before(tmp_path, monkeypatch):
+    import torch.nn.functional as F
+
+    from trainables import imagefolder
+
+    data = TASK.load(data_dir=str(write_tree(tmp_path / "rgb")), smoke=None, constants=CONSTANTS).trial
+    torch.manual_seed(0)
+    model = imagefolder.build_network({"model": "small_cnn", "width": 0.5}, channels=3, classes=3,
+                                      mean=data["mean"], std=data["std"]).eval()  # fmt: skip
+    x, y = torch.from_numpy(data["train_x"]), torch.from_numpy(data["train_y"])
+    with torch.no_grad():  # as evaluation scored before: one pass, read per batch
+        logits = model(x).float()
+    expected = (F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item())
+    reads = []
+    for name in ("item", "cpu", "tolist", "__int__", "__float__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (reads.append(_n),
+                                                                                             _o(self, *a, **k))[1])
+    monkeypatch.setattr(imagefolder, "EVAL_BATCH", 16)  # 108 images: 7 batches
+    loss, acc = TASK._scores(model, x, y)
+    monkeypatch.undo()
+    assert reads == ["tolist"]  # one read of the sums, not two per batch
+    assert acc == pytest.approx(expected[1], abs=1e-9) and loss == pytest.approx(expected[0], rel=1e-5)

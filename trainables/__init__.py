@@ -10,6 +10,8 @@
 - ``device``: a GPU made ready to train on (cuDNN autotuning, a shared GPU's memory cap).
 - ``cifar``: the flagship ``cifar`` task; ``data``: CIFAR-10 on disk (download, checks, splits).
 - ``imagefolder``: a user's own images in the ImageFolder layout.
+- ``placement``: a trial's images on its device or the host, by its share of the device's memory;
+  channels-last and bf16 autocast on CUDA.
 - ``models``: the CIFAR networks; ``optim``: optimizer, schedule, lookahead;
   ``augment``: whole-batch augmentation on the device.
 - ``checkpoint``: checkpoint files, loaded without running code; ``load_model``.

@@ -5,9 +5,11 @@ and ``test/`` with the same class folders. Without ``val/`` (or ``test/``) a
 seeded, stratified tenth of ``train/`` is held out for it. Images are decoded
 once per search with torchvision, converted to the space's ``channels`` (1 for
 grayscale, 3 for RGB) and resized to its ``image_size``, and every trial holds
-them as uint8 tensors on its device, as the cifar task does: shuffling is a
-device ``randperm`` and augmentation (shifts, flips) runs on whole batches.
-A dataset too large to hold that way is refused with the size that would fit.
+them as uint8 tensors on its device, as the cifar task does, when they fit its
+share of the device (``trainables.placement``; else on the host, each batch
+copied over): shuffling is a device ``randperm`` and augmentation (shifts,
+flips) runs on whole batches; on CUDA, in channels-last under bf16 autocast.
+A dataset too large to hold in memory is refused with the size that would fit.
 
 Models: ``small_cnn`` (three conv blocks, ``width`` scales the channels) and
 torchvision's ``resnet18``, ``mobilenet_v3_small`` and ``efficientnet_b0``,
@@ -30,11 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2.functional import resize, rgb_to_grayscale
 
-from trainables import augment
+from trainables import augment, placement
 from trainables.task import Diverged, TaskData, TaskError, TrialContext, class_frame, on_device
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-MAX_BYTES = 4 * 1024**3  # uint8 pixels a trial may hold on its device
+MAX_BYTES = 4 * 1024**3  # uint8 pixels a search holds in memory (on a device: trainables.placement decides)
 HOLD_OUT = 0.1  # share of each class held out of train/ for a missing val/ or test/
 SPLIT_SEED = 0
 EVAL_BATCH = 500
@@ -193,8 +195,8 @@ class ImageFolderTask:
         if need > MAX_BYTES:
             fits = int(math.sqrt(MAX_BYTES / (len(files) * channels)))
             raise TaskError(
-                f"{len(files)} images at {size}x{size} take {need / 1024**3:.1f} GiB, more than a trial holds on its "
-                f"device ({MAX_BYTES / 1024**3:.0f} GiB): set image_size to {fits} or less"
+                f"{len(files)} images at {size}x{size} take {need / 1024**3:.1f} GiB, more than a search holds in "
+                f"memory ({MAX_BYTES / 1024**3:.0f} GiB): set image_size to {fits} or less"
             )
         x, y = _decode(files, channels=channels, size=size), np.asarray(labels, dtype=np.int64)
         splits = {}
@@ -244,25 +246,32 @@ class ImageFolderTask:
     def _scores(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, confusion: torch.Tensor | None = None
     ) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy over images ``x`` (on the device or the host) and labels ``y`` (on the
+        device); the sums stay on the device until one read at the end: no wait for the GPU per batch."""
         model.eval()
-        loss, correct = 0.0, 0
-        with torch.no_grad():
+        device = y.device
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, correct
+        with torch.no_grad(), placement.autocast(device):
             for i in range(0, len(y), EVAL_BATCH):
-                logits = model(x[i : i + EVAL_BATCH]).float()
+                images = placement.formatted(x[i : i + EVAL_BATCH].to(device, non_blocking=True))
+                logits = model(images).float()
                 truth, predicted = y[i : i + EVAL_BATCH], logits.argmax(1)
-                loss += F.cross_entropy(logits, truth, reduction="sum").item()
-                correct += int((predicted == truth).sum())
+                sums[0] += F.cross_entropy(logits, truth, reduction="sum")
+                sums[1] += (predicted == truth).sum()
                 if confusion is not None:
                     confusion.index_put_((truth, predicted), torch.ones_like(truth), accumulate=True)
+        loss, correct = sums.tolist()
         return loss / max(len(y), 1), correct / max(len(y), 1)
 
     def train(self, config: dict[str, Any], data: dict[str, Any], context: TrialContext) -> None:
         device = context.device
-        d = on_device(data["key"], device, lambda: {k: torch.from_numpy(np.asarray(data[k])).to(device)
-                                                    for k in ("train_x", "train_y", "val_x", "val_y")})  # fmt: skip
+        d, where = _trial_data(data, device)
+        if context.rank == 0:
+            print(where.reason, flush=True)
         torch.manual_seed(int(config["seed"]))
         model = build_network(config, channels=data["channels"], classes=len(data["classes"]), mean=data["mean"],
                               std=data["std"]).to(device)  # fmt: skip
+        model = placement.format_model(model, device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]),
                                       weight_decay=float(config["weight_decay"]))  # fmt: skip
         n, batch = len(d["train_y"]), min(int(config["batch_size"]), len(d["train_y"]))
@@ -281,15 +290,20 @@ class ImageFolderTask:
         for epoch in range(first, int(config["epochs"]) + 1):
             generator.manual_seed(int(config["seed"]) * 100_003 + epoch)  # the same order again after a resume
             order = torch.randperm(n, device=device, generator=generator)
+            rows = order if where.on_device else order.cpu()  # the order where the images are: one copy an epoch
             model.train()
             total = torch.zeros((), device=device)
             for step in range(steps):
                 # The global batch and its augmentation, drawn alike on every rank; each trains on its part.
-                idx = order[step * batch : (step + 1) * batch]
+                part = slice(step * batch, (step + 1) * batch)
+                idx = order[part]
                 draw = augment.draw(len(idx), translate=translate, generator=generator, device=device)
                 idx, draw = context.shard(idx), context.shard(draw)
-                x = augment.apply(d["train_x"][idx].float(), draw, translate=translate, flip=bool(config["flip"]))
-                loss = F.cross_entropy(net(x), d["train_y"][idx], label_smoothing=float(config["label_smoothing"]))
+                images = d["train_x"][context.shard(rows[part])].to(device, non_blocking=True)
+                x = augment.apply(images.float(), draw, translate=translate, flip=bool(config["flip"]))
+                with placement.autocast(device):
+                    logits = net(placement.formatted(x)).float()
+                loss = F.cross_entropy(logits, d["train_y"][idx], label_smoothing=float(config["label_smoothing"]))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -307,7 +321,7 @@ class ImageFolderTask:
 
     def evaluate(self, state: dict[str, Any], held_out: dict[str, Any], *, device: torch.device) -> dict[str, Any]:
         """Test accuracy, loss and confusion matrix of the checkpoint on the test images."""
-        model = self.build_model(state).to(device)
+        model = placement.format_model(self.build_model(state).to(device), device)
         x, y = (torch.from_numpy(np.asarray(held_out[k])).to(device) for k in ("x", "y"))
         classes = list(state["classes"])
         counts = torch.zeros(len(classes), len(classes), dtype=torch.int64, device=device)
@@ -343,6 +357,20 @@ class ImageFolderTask:
                               mean=state["mean"], std=state["std"], pretrained=False)  # fmt: skip
         model.load_state_dict(state["model"])
         return model.eval()
+
+
+def _trial_data(data: dict[str, Any], device: torch.device) -> tuple[dict[str, torch.Tensor], placement.Placement]:
+    """The splits as tensors, kept in this process across its trials: labels on ``device``, images where they fit."""
+    where = placement.place_data(sum(np.asarray(data[k]).nbytes for k in ("train_x", "val_x")), device)
+
+    def upload() -> dict[str, torch.Tensor]:
+        images = device if where.on_device else torch.device("cpu")
+        pin = not where.on_device and device.type == "cuda"  # page-locked: evaluation's slices copy asynchronously
+        tensors = {k: torch.from_numpy(np.asarray(data[k])).to(images) for k in ("train_x", "val_x")}
+        tensors = {k: v.pin_memory() if pin else v for k, v in tensors.items()}
+        return tensors | {k: torch.from_numpy(np.asarray(data[k])).to(device) for k in ("train_y", "val_y")}
+
+    return on_device(f"{data['key']}-{'device' if where.on_device else 'host'}", device, upload), where
 
 
 TASK = ImageFolderTask()
