@@ -16,6 +16,7 @@ its whitening set-up, a few milliseconds, which ours does before its clock start
 
     python bench/airbench.py --data-dir data --script .gpu/airbench94_muon.py --runs 10
     python bench/airbench.py --data-dir data --recipe-only --runs 1     # ours alone, any device
+    python bench/airbench.py --data-dir data --recipe-only --runs 3 --epochs 10 16 --json figures.json
 
 airbench94 needs a CUDA GPU; ``--recipe-only`` runs on a CPU too (slowly: about
 25 minutes for one 10-epoch run on 2 cores).
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import default_recipe, machine, table
+from common import default_recipe, machine, table, write_json
 
 from trainables import data as cifar
 from trainables.device import prepare_cuda
@@ -126,12 +127,19 @@ def summary(name: str, runs: list[dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (bench/gpu_check.py parses its planned arguments with it in a dry run)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True, help="folder holding cifar-10-batches-py")
     p.add_argument("--script", type=Path, help="airbench94_muon.py, kept outside git")
     p.add_argument("--runs", type=int, default=10, help="timed runs of each (after one warm-up run)")
-    p.add_argument("--epochs", type=int, default=None, help="the recipe's epochs (default: the space's max_epochs)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        nargs="+",
+        default=None,
+        help="the recipe's epochs, one or more counts, each timed over --runs seeds (default: the space's max_epochs)",
+    )
     p.add_argument(
         "--compile",
         action="store_true",
@@ -147,7 +155,13 @@ def main() -> None:
         action="store_true",
         help="train the recipe on the 45,000 images a search's trial trains on (not all 50,000)",
     )
-    args = p.parse_args()  # fmt: skip
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the figures there, after each epochs count")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
+    args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be at least 1")
     if not args.recipe_only:
@@ -159,33 +173,41 @@ def main() -> None:
             p.error("airbench94 runs only on a CUDA GPU; on this machine add --recipe-only")
     from search_spaces import get_space
 
-    epochs = args.epochs or get_space("cifar").budget.max_epochs
+    epoch_counts = args.epochs or [get_space("cifar").budget.max_epochs]
     images = cifar.load(Path(args.data_dir), download_if_missing=False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     prepare_cuda(device)  # cuDNN autotuning, as a trial has it
     compile = args.compile and device.type == "cuda"
     print(f"machine: {machine()}; data: {len(images[1])} train, {len(images[3])} test images")
-    rows = []
+    theirs = None
     if not args.recipe_only:
         with tempfile.TemporaryDirectory() as tmp:
             write_airbench_data(Path(tmp), images)
-            rows.append(summary("airbench94_muon.py", run_airbench(args.script.resolve(), Path(tmp), runs=args.runs)))
+            theirs = summary("airbench94_muon.py", run_airbench(args.script.resolve(), Path(tmp), runs=args.runs))
     if args.holdout:
         s = cifar.split(*images)
         images = (s.train_x, s.train_y, s.test_x, s.test_y)
-    config = default_recipe(epochs=epochs)
-    print(f"recipe: {config}; {len(images[1])} training images; device {device}, compile {compile}")
-    if device.type == "cuda":  # a warm-up run (cuDNN autotuning, compilation), not counted
-        run_recipe(config, images, device, seed=10_000, compile=compile)
-    ours = [run_recipe(config, images, device, seed=s, compile=compile) for s in range(args.runs)]
-    rows.insert(0, summary("default recipe (ours)", ours))
-    print(table(rows))
-    reached = rows[0]["test_acc_mean"] >= TARGET
-    print(f"ours reaches {TARGET:.1%} mean test accuracy: {'yes' if reached else 'no'}")
-    if not args.recipe_only:
-        ratio = rows[0]["seconds_mean"] / rows[1]["seconds_mean"]
-        print(f"GPU time, ours / airbench94: {ratio:.2f}x (goal <= 1.1x)")
-        print(f"goal: {'met' if reached and ratio <= 1.1 else 'missed'}")
+    figures: dict[str, Any] = {"machine": machine(), "device": device.type, "target": TARGET,
+                               "train_images": len(images[1]), "airbench94": theirs, "recipe": []}  # fmt: skip
+    for i, epochs in enumerate(epoch_counts):
+        config = default_recipe(epochs=epochs)
+        print(f"recipe: {config}; {len(images[1])} training images; device {device}, compile {compile}")
+        if device.type == "cuda" and i == 0:  # a warm-up run (cuDNN autotuning, compilation), not counted
+            run_recipe(config, images, device, seed=10_000, compile=compile)
+        ours = [run_recipe(config, images, device, seed=s, compile=compile) for s in range(args.runs)]
+        row = {**summary(f"default recipe (ours), {epochs} epochs", ours), "epochs": epochs}
+        if theirs is not None:
+            row["ratio_to_airbench94"] = row["seconds_mean"] / theirs["seconds_mean"]
+        figures["recipe"].append(row)
+        write_json(args.json, figures)
+        rows = [{k: v for k, v in r.items() if k not in ("epochs", "ratio_to_airbench94")} for r in figures["recipe"]]
+        print(table(rows + ([theirs] if theirs else [])), flush=True)
+        reached = row["test_acc_mean"] >= TARGET
+        print(f"ours at {epochs} epochs reaches {TARGET:.1%} mean test accuracy: {'yes' if reached else 'no'}")
+        if theirs is not None:
+            ratio = row["ratio_to_airbench94"]
+            print(f"GPU time at {epochs} epochs, ours / airbench94: {ratio:.2f}x (goal <= 1.1x)")
+            print(f"goal: {'met' if reached and ratio <= 1.1 else 'missed'}")
 
 
 if __name__ == "__main__":

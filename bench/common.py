@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import platform
 import sys
 from pathlib import Path
@@ -44,3 +47,27 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)) for c in cells]
     return "\n".join(lines)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN: a figure that was not measured is null
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_json(path: str | Path | None, figures: dict[str, Any]) -> None:
+    """Write a benchmark's key figures to ``path`` (``--json``), for bench/gpu_check.py to read; None: nothing.
+
+    Written whole or not at all (a temporary file renamed), so a reader never sees half a file, even when the
+    benchmark is stopped while it writes; non-finite floats become null.
+    """
+    if path is None:
+        return
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_plain(figures), indent=1) + "\n")
+    os.replace(tmp, path)

@@ -12,6 +12,7 @@ runs a second time under NVIDIA's Multi-Process Service
 
     python bench/packing.py --data-dir data                    # 1, 2, 4, 8, auto
     python bench/packing.py --data-dir data --mps --packings 1 4 8
+    python bench/packing.py --data-dir data --packings 1 4 --samples 8 --epochs 4 --json packing.json
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, table
+from common import machine, table, write_json
 
 
 def run_search(work: Path, data_dir: str, *, name: str, gpus: str, samples: int, epochs: int) -> dict:
@@ -53,7 +54,8 @@ def mps(on: bool) -> None:
         time.sleep(1)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (bench/gpu_check.py parses its planned arguments with it in a dry run)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True, help="folder holding cifar-10-batches-py")
     p.add_argument("--packings", type=int, nargs="+", default=[1, 2, 4, 8], help="trials per GPU to time")
@@ -61,7 +63,13 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=5, help="epochs per trial (none is stopped early)")
     p.add_argument("--no-auto", action="store_true", help="skip --gpus-per-trial auto")
     p.add_argument("--mps", action="store_true", help="also run every packing under NVIDIA MPS")
-    args = p.parse_args()
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the figures there, after each packing")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
+    args = p.parse_args(argv)
     import torch
 
     if not torch.cuda.is_available():
@@ -81,6 +89,8 @@ def main() -> None:
                                      epochs=args.epochs)  # fmt: skip
                     row["mps"] = under_mps
                     rows.append(row)
+                    write_json(args.json, {"machine": machine(), "samples": args.samples, "epochs": args.epochs,
+                                           "rows": rows})  # fmt: skip
                     print(table([row]), flush=True)
             finally:
                 if under_mps:

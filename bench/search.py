@@ -8,6 +8,7 @@ the search runs; "after start-up" counts from the first reported epoch.
     python bench/search.py --data-dir data                   # the default search (a GPU)
     python bench/search.py --smoke                           # the smoke search on synthetic data, CPU (CI)
     python bench/search.py --data-dir data -- --num-samples 32   # extra flags for run_tune.py
+    python bench/search.py --data-dir data --no-baseline --json wide.json -- --param width=1.0,1.5 --max-epochs 16
 """
 
 from __future__ import annotations
@@ -18,13 +19,22 @@ import time
 from pathlib import Path
 
 import torch
-from common import default_recipe, load_splits, machine, table
+from common import default_recipe, load_splits, machine, table, write_json
 
 from search_spaces import get_space
 from trainables.data import write_cifar_layout
 from trainables.device import prepare_cuda
 from trainables.loop import DeviceData, train
 from tuner.packing.probe import UtilisationSampler
+
+
+def search_settings(work: Path, data_dir: str, extra: list[str]):
+    """The settings ``run_tune.py --space cifar [extra]`` would run with: its parser and checks (``tuner.cli``)."""
+    from tuner.cli import build_parser, settings_from_args
+
+    argv = ["--space", "cifar", "--data-dir", data_dir, "--storage-path", str(work / "runs"),
+            "--mlflow-uri", f"sqlite:///{work}/mlflow.db", "--name", "bench", *extra]  # fmt: skip
+    return settings_from_args(build_parser().parse_args(argv), cwd=work)
 
 
 def run_search(work: Path, data_dir: str, extra: list[str]) -> dict:
@@ -34,11 +44,8 @@ def run_search(work: Path, data_dir: str, extra: list[str]) -> dict:
     to run_tune.py; the first epoch any trial reports is seen by ``on_result``.
     """
     from tuner.api import run
-    from tuner.cli import build_parser, settings_from_args
 
-    argv = ["--space", "cifar", "--data-dir", data_dir, "--storage-path", str(work / "runs"),
-            "--mlflow-uri", f"sqlite:///{work}/mlflow.db", "--name", "bench", *extra]  # fmt: skip
-    settings = settings_from_args(build_parser().parse_args(argv), cwd=work)
+    settings = search_settings(work, data_dir, extra)
     first: list[float] = []
     start = time.monotonic()
     with UtilisationSampler(period=0.5) as sampler, open(work / "search.log", "w") as log:
@@ -75,18 +82,41 @@ def run_single_trial(data_dir: str, *, epochs: int, smoke: bool) -> dict:
             "test_acc": float("nan")}  # fmt: skip
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (bench/gpu_check.py parses its planned arguments with it in a dry run)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py (--smoke: synthetic data)")
     p.add_argument("--smoke", action="store_true", help="the smoke search on CPU")
+    p.add_argument(
+        "--no-baseline", action="store_true", help="skip the reference trial trained alone (saves its minute)"
+    )
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the figures there")
     p.add_argument("extra", nargs="*", help="flags passed on to run_tune.py (after --)")
-    args = p.parse_args()
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse what the search would refuse (``--data-dir`` missing, run_tune.py flags that do not parse or check)."""
+    if args.data_dir is None and not args.smoke:
+        raise SystemExit("--data-dir is needed without --smoke")
+    extra = (["--smoke-test"] if args.smoke else []) + args.extra
+    try:
+        search_settings(Path(tempfile.gettempdir()), args.data_dir or "data", extra)
+    except SystemExit as e:  # argparse's error, already printed
+        raise SystemExit(f"the run_tune.py flags {extra} do not parse (exit {e.code})") from None
+    except Exception as e:  # HpsearchError and the like: the message names the fix
+        raise SystemExit(f"the run_tune.py flags {extra}: {e}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.data_dir is None and not args.smoke:
+        p.error("--data-dir is needed without --smoke")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data_dir = args.data_dir
         if data_dir is None:
-            if not args.smoke:
-                p.error("--data-dir is needed without --smoke")
             from trainables.data import synthetic_images
 
             data_dir = str(work / "data")
@@ -95,13 +125,20 @@ def main() -> None:
             )
         data_dir = str(Path(data_dir).resolve())
         extra = (["--smoke-test"] if args.smoke else []) + args.extra
-        space = get_space("cifar")
-        epochs = (space.smoke.budget if args.smoke else space.budget).max_epochs
+        epochs = search_settings(work, data_dir, extra).budget.max_epochs
         print(f"machine: {machine()}")
         search = run_search(work, data_dir, extra)
-        single = run_single_trial(data_dir, epochs=epochs, smoke=args.smoke)
-    print(table([search, single]))
-    print(f"search wall-clock: {search['wall_s']:.1f} s = {search['wall_s'] / single['wall_s']:.2f}x one trial alone")
+        figures = {"machine": machine(), "run_tune_flags": extra, "max_epochs": epochs, "search": search,
+                   "single": None}  # fmt: skip
+        write_json(args.json, figures)  # the search's figures stand even if the baseline does not finish
+        if not args.no_baseline:
+            figures["single"] = run_single_trial(data_dir, epochs=epochs, smoke=args.smoke)
+            write_json(args.json, figures)
+    single = figures["single"]
+    print(table([search] + ([single] if single else [])))
+    if single:
+        print(f"search wall-clock: {search['wall_s']:.1f} s = {search['wall_s'] / single['wall_s']:.2f}x "
+              "one trial alone")  # fmt: skip
     if not args.smoke:
         busy = search["gpu_busy_after_startup"]
         print(f"goal wall-clock <= 90 s: {'met' if search['wall_s'] <= 90 else 'missed'}")

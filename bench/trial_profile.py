@@ -11,6 +11,7 @@ took longest. The baseline in the same run is the training step alone.
 
     python bench/trial_profile.py --data-dir data             # real images
     python bench/trial_profile.py --smoke                     # synthetic data (CPU or GPU)
+    python bench/trial_profile.py --data-dir data --json profile.json   # the figures as JSON too
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import default_recipe, load_splits, machine, table
+from common import default_recipe, load_splits, machine, table, write_json
 
 from trainables import augment, checkpoint
 from trainables.device import prepare_cuda
@@ -50,12 +51,18 @@ def kernel_share(device: torch.device, run, generator, *, epoch: int) -> tuple[f
     return wall, busy, top
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (bench/gpu_check.py parses its planned arguments with it in a dry run)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py (default: synthetic)")
     p.add_argument("--smoke", action="store_true", help="synthetic data, narrow network, 2 epochs")
     p.add_argument("--epochs", type=int, default=3, help="epochs timed (the profiler watches the second)")
-    args = p.parse_args()
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the figures there")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     t_start = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     prepare_cuda(device)  # cuDNN autotuning, as a trial has it: the first step pays for it
@@ -97,6 +104,8 @@ def main() -> None:
                      "images_per_s": run.steps_per_epoch * run.batch_size / train_s,
                      "gpu_kernel_share_of_train": kernels_s / train_s})  # fmt: skip
     print(table(rows))
+    write_json(args.json, {"machine": machine(), "device": device.type, "startup": startup, "epochs": rows,
+                           "wall_s": time.perf_counter() - t_start})  # fmt: skip
     print(f"wall-clock of this script after imports: {time.perf_counter() - t_start:.1f} s")
     print(f"kernels of epoch 2, by {'GPU' if device.type == 'cuda' else 'CPU'} time:\n{top}")
 

@@ -138,3 +138,54 @@ def test_the_efficiency_benchmark_prints_its_ratios(tmp_path: Path) -> None:
     assert baseline["x_sooner"] == 1.0 and baseline["epochs"] == 8  # 2 trials of 4 epochs, per seed
     assert all(row["x_sooner"] >= 0 and 0 <= row["best_at_same_cost"] <= 1 for row in saved["summary"])
     assert "ASHA (random) reached the target" in done.stdout and "sooner than random, full budget" in done.stdout
+
+
+def _bench_module(name: str):
+    """A bench script imported under a name of its own (``search`` alone is too common a module name)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(airbench.__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_airbench_json_has_a_row_per_epochs_count(tmp_path: Path, monkeypatch) -> None:
+    """``--epochs 10 16 --json``: one row per count, each over --runs seeds; the training itself stubbed."""
+    monkeypatch.setattr(airbench.cifar, "load", lambda *a, **k: (*synthetic_images(20, seed=1),
+                                                                 *synthetic_images(10, seed=2)))  # fmt: skip
+    seen = []
+
+    def fake_run(config, images, device, *, seed, compile):
+        seen.append((config["epochs"], seed))
+        return {"test_acc": 0.9 + config["epochs"] / 1000 + seed / 10_000, "seconds": 1.0 + seed, "wall_s": 9.0}
+
+    monkeypatch.setattr(airbench, "run_recipe", fake_run)
+    out = tmp_path / "airbench.json"
+    airbench.main(["--data-dir", str(tmp_path), "--recipe-only", "--runs", "2", "--epochs", "10", "16",
+                   "--json", str(out)])  # fmt: skip
+    figures = json.loads(out.read_text())
+    assert [(r["epochs"], r["runs"]) for r in figures["recipe"]] == [(10, 2), (16, 2)]
+    assert figures["recipe"][1]["test_acc_mean"] == pytest.approx(0.91605) and figures["airbench94"] is None
+    assert [s for e, s in seen if e == 16] == [0, 1]  # a warm-up (seed 10,000) only on a GPU, and once
+
+
+def test_search_bench_json_and_no_baseline(tmp_path: Path, monkeypatch) -> None:
+    """The search's figures are written before the baseline trial; --no-baseline skips that trial."""
+    search = _bench_module("search")
+    row = {"run": "search", "wall_s": 80.0, "startup_s": 5.0, "gpu_busy_after_startup": float("nan"),
+           "best_val_acc": 0.91, "test_acc": 0.905}  # fmt: skip
+    monkeypatch.setattr(search, "run_search", lambda work, data_dir, extra: row)
+    single = {"run": "alone", "wall_s": 10.0, "startup_s": 0.0, "gpu_busy_after_startup": float("nan"),
+              "best_val_acc": 0.9, "test_acc": float("nan")}  # fmt: skip
+    trained = []
+    monkeypatch.setattr(search, "run_single_trial", lambda d, *, epochs, smoke: trained.append(epochs) or single)
+    out = tmp_path / "search.json"
+    search.main(["--data-dir", str(tmp_path), "--json", str(out), "--", "--max-epochs", "16"])
+    figures = json.loads(out.read_text())
+    assert figures["run_tune_flags"] == ["--max-epochs", "16"] and figures["max_epochs"] == 16 and trained == [16]
+    assert figures["search"]["gpu_busy_after_startup"] is None and figures["single"]["wall_s"] == 10.0  # NaN: null
+    search.main(["--data-dir", str(tmp_path), "--json", str(out), "--no-baseline"])
+    assert json.loads(out.read_text())["single"] is None and trained == [16]
+    with pytest.raises(SystemExit, match="has no parameter 'widht'"):
+        search.check_args(search.build_parser().parse_args(["--data-dir", "d", "--", "--param", "widht=1"]))
