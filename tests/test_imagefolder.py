@@ -202,7 +202,7 @@ def test_the_registered_models_predict_takes_decoded_images_of_any_size_and_chan
 
 @pytest.mark.parametrize(("share", "on_device"), [(1.0, True), (0.5, True), (0.25, False)])
 def test_images_stay_on_the_device_only_within_the_trials_share_of_it(monkeypatch, share, on_device):
-    from trainables import placement
+    from trainables import device as placement
 
     class Card:
         total_memory = 24 * 1024**3

@@ -7,11 +7,10 @@
 - ``loading``: a task found by name, loaded (``LoadedTask``) and checked against its space.
 - ``fingerprints``: ``data_key`` and ``code_key``, what a replay checks it retrains the same.
 - ``loop``: the training loop written once for one process or many (DDP).
-- ``device``: a GPU made ready to train on (cuDNN autotuning, a shared GPU's memory cap).
+- ``device``: a trial's device: cuDNN autotuning, a shared GPU's memory cap, its images on the
+  device or the host (by that share), channels-last and bf16 autocast on CUDA.
 - ``cifar``: the flagship ``cifar`` task; ``data``: CIFAR-10 on disk (download, checks, splits).
 - ``imagefolder``: a user's own images in the ImageFolder layout.
-- ``placement``: a trial's images on its device or the host, by its share of the device's memory;
-  channels-last and bf16 autocast on CUDA.
 - ``models``: the CIFAR networks; ``optim``: optimizer, schedule, lookahead;
   ``augment``: whole-batch augmentation on the device.
 - ``checkpoint``: checkpoint files, loaded without running code; ``load_model``.

@@ -6,7 +6,7 @@ seeded, stratified tenth of ``train/`` is held out for it. Images are decoded
 once per search with torchvision, converted to the space's ``channels`` (1 for
 grayscale, 3 for RGB) and resized to its ``image_size``, and every trial holds
 them as uint8 tensors on its device, as the cifar task does, when they fit its
-share of the device (``trainables.placement``; else on the host, each batch
+share of the device (``trainables.device``; else on the host, each batch
 copied over): shuffling is a device ``randperm`` and augmentation (shifts,
 flips) runs on whole batches; on CUDA, in channels-last under bf16 autocast.
 A dataset too large to hold in memory is refused with the size that would fit.
@@ -32,11 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2.functional import resize, rgb_to_grayscale
 
-from trainables import augment, placement
+from trainables import augment
+from trainables import device as placement
 from trainables.task import Diverged, TaskData, TaskError, TrialContext, class_frame, on_device
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-MAX_BYTES = 4 * 1024**3  # uint8 pixels a search holds in memory (on a device: trainables.placement decides)
+MAX_BYTES = 4 * 1024**3  # uint8 pixels a search holds in memory (on a device: trainables.device decides)
 HOLD_OUT = 0.1  # share of each class held out of train/ for a missing val/ or test/
 SPLIT_SEED = 0
 EVAL_BATCH = 500
