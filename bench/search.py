@@ -3,7 +3,10 @@
 The baseline, measured in the same run, is one trial of the default recipe
 trained alone for the same number of epochs: the search's wall-clock is
 printed as a multiple of it. GPU utilisation is sampled with nvidia-smi while
-the search runs; "after start-up" counts from the first reported epoch.
+the search runs, and averaged from the first reported epoch to the last (not
+the start-up, nor the finish: test evaluation, model export, report). On a
+machine with several GPUs the search is pinned to the first, as the goals are
+for one (``--all-gpus`` to use every one).
 
     python bench/search.py --data-dir data                   # the default search (a GPU)
     python bench/search.py --smoke                           # the smoke search on synthetic data, CPU (CI)
@@ -14,6 +17,9 @@ the search runs; "after start-up" counts from the first reported epoch.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -46,18 +52,21 @@ def run_search(work: Path, data_dir: str, extra: list[str]) -> dict:
     from tuner.api import run
 
     settings = search_settings(work, data_dir, extra)
-    first: list[float] = []
+    epochs: list[float] = []  # when each epoch of any trial was reported
     start = time.monotonic()
     with UtilisationSampler(period=0.5) as sampler, open(work / "search.log", "w") as log:
-        result = run(settings, out=log, on_result=lambda update: first or first.append(time.monotonic()))
+        result = run(settings, out=log, on_result=lambda update: epochs.append(time.monotonic()))
     wall = time.monotonic() - start
     if result.best is None:
         raise SystemExit(f"the search produced no usable trial; see {work / 'search.log'}")
-    busy = sampler.mean(since=first[0] if first else None)
+    # Busy while the trials train: from the first reported epoch to the last, not the start-up before (Ray, data)
+    # nor the finish after (the test evaluation, the model's export, the report), which no packing can fill.
+    busy = sampler.mean(since=epochs[0], until=epochs[-1]) if epochs else None
     return {
         "run": "search (tuner.search)",
         "wall_s": wall,
-        "startup_s": first[0] - start if first else float("nan"),
+        "startup_s": epochs[0] - start if epochs else float("nan"),
+        "finish_s": start + wall - epochs[-1] if epochs else float("nan"),
         "gpu_busy_after_startup": busy if busy is not None else float("nan"),
         "best_val_acc": result.best.score,
         "test_acc": result.best.test_scores.get("test_acc", float("nan")),
@@ -91,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-baseline", action="store_true", help="skip the reference trial trained alone (saves its minute)"
     )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the figures there")
+    p.add_argument("--all-gpus", action="store_true", help="search on every GPU (default: the first, as the goals)")
     p.add_argument("extra", nargs="*", help="flags passed on to run_tune.py (after --)")
     return p
 
@@ -108,9 +118,28 @@ def check_args(args: argparse.Namespace) -> None:
         raise SystemExit(f"the run_tune.py flags {extra}: {e}") from None
 
 
+def pin_one_gpu(*, all_gpus: bool) -> str | None:
+    """The goals are for one GPU: on a machine with several, the search sees only the first (unless ``all_gpus``).
+
+    Set before CUDA or Ray starts (both read ``CUDA_VISIBLE_DEVICES`` once); a choice already made is kept.
+    Returns what was done, in words, or None.
+    """
+    if all_gpus or "CUDA_VISIBLE_DEVICES" in os.environ or not shutil.which("nvidia-smi"):
+        return None
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False).stdout
+    count = sum(1 for line in listed.splitlines() if line.startswith("GPU "))
+    if count < 2:
+        return None
+    os.environ["CUDA_VISIBLE_DEVICES"] = "0"
+    return f"pinned to GPU 0 of {count} (the goals are for one GPU; --all-gpus to search on every one)"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = build_parser()
     args = p.parse_args(argv)
+    pinned = pin_one_gpu(all_gpus=args.all_gpus)
+    if pinned:
+        print(pinned)
     if args.data_dir is None and not args.smoke:
         p.error("--data-dir is needed without --smoke")
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,6 +7,7 @@ loading, run loop and output format plays its part.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -189,3 +190,29 @@ def test_search_bench_json_and_no_baseline(tmp_path: Path, monkeypatch) -> None:
     assert json.loads(out.read_text())["single"] is None and trained == [16]
     with pytest.raises(SystemExit, match="has no parameter 'widht'"):
         search.check_args(search.build_parser().parse_args(["--data-dir", "d", "--", "--param", "widht=1"]))
+
+
+def test_the_search_bench_pins_one_gpu_of_several(tmp_path, monkeypatch):
+    """On a machine with two GPUs (a stand-in nvidia-smi) the search sees the first; a choice made is kept."""
+    import search as search_bench
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 (UUID: a)'\necho 'GPU 1: NVIDIA H100 (UUID: b)'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert search_bench.pin_one_gpu(all_gpus=True) is None and "CUDA_VISIBLE_DEVICES" not in os.environ
+    assert search_bench.pin_one_gpu(all_gpus=False).startswith("pinned to GPU 0 of 2")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert search_bench.pin_one_gpu(all_gpus=False) is None and os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_gpu_busy_leaves_out_the_start_up_and_the_finish():
+    """The sampler's mean over the training span only: the idle start and finish do not lower it."""
+    from tuner.packing.probe import UtilisationSampler
+
+    sampler = UtilisationSampler(period=1.0)
+    sampler.times, sampler.samples = [0.0, 1.0, 2.0, 3.0, 4.0], [0.0, 0.9, 1.0, 0.8, 0.0]
+    assert sampler.mean() == pytest.approx(2.7 / 5)
+    assert sampler.mean(since=1.0, until=3.0) == pytest.approx(0.9)

@@ -145,9 +145,10 @@ class UtilisationSampler:
         if self._thread.is_alive():
             self._thread.join()
 
-    def mean(self, *, since: float | None = None) -> float | None:
-        """Mean utilisation, over the samples taken after ``since`` (a ``time.monotonic()``) if given."""
-        kept = [u for t, u in zip(self.times, self.samples, strict=True) if since is None or t >= since]
+    def mean(self, *, since: float | None = None, until: float | None = None) -> float | None:
+        """Mean utilisation over the samples taken from ``since`` to ``until`` (``time.monotonic()``), where given."""
+        kept = [u for t, u in zip(self.times, self.samples, strict=True)
+                if (since is None or t >= since) and (until is None or t <= until)]  # fmt: skip
         return sum(kept) / len(kept) if kept else None
 
 
