@@ -17,7 +17,7 @@ def test_mlflow_ui_binds_to_localhost_by_default():
 
 
 def test_ray_is_started_without_a_public_dashboard():
-    source = (ROOT / "tuner" / "runner.py").read_text()
+    source = (ROOT / "tuner" / "driver" / "runner.py").read_text()
     init = source.split("def init_ray", 1)[1].split("\ndef ", 1)[0]
     assert "ray.init(" in init and "dashboard_host" not in init  # Ray's default: 127.0.0.1
 
