@@ -1,0 +1,182 @@
+"""What the service costs over a plain Ray Tune script: the same tiny trials run both ways, in one job.
+
+The trials are a toy task (a small matrix product per epoch, a few ms), so
+that what is measured is the machinery around them: Ray's start, the trials'
+start, each report's round trip to the driver and back (Tune's function API
+holds a trial inside ``report`` until the driver has taken the result: the
+callbacks, MLflow, the scheduler, the progress table all run while it
+waits), and the search's end. Both ways run the same trials under the same
+ASHA settings, ``--concurrent`` at a time, on the machine's real CPU count:
+
+- the service: ``tuner.search`` on a space naming the toy task, with its
+  MLflow store (SQLite), progress table, results, report and registry;
+- the baseline: a plain ``ray.tune.Tuner`` script with ``ASHAScheduler`` and
+  the same trials, no callbacks.
+
+It prints the whole-search wall-clock of each and their ratio (service over
+baseline; goal <= 1.0), and the time a trial waits inside ``report``, median
+and 90th percentile over every report (goal: a median under 5 ms with 4
+trials reporting at once).
+
+    python bench/overhead.py                      # 8 trials x 20 epochs, 4 at a time
+    python bench/overhead.py --trials 16 --epochs 30 --json overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import machine, table, write_json
+
+HERE = Path(__file__).resolve().parent
+WORK = 64  # the toy epoch: a WORK x WORK matrix product, repeated
+
+
+def _epoch(config: dict) -> float:
+    """One toy epoch: a few ms of arithmetic whose result depends on the config (so ASHA has a ranking)."""
+    g = torch.Generator().manual_seed(int(config["seed"]))
+    x = torch.randn(WORK, WORK, generator=g)
+    for _ in range(int(config["steps"])):
+        x = torch.tanh(x @ x.T / WORK)
+    return float(config["quality"]) + 1e-3 * float(x.mean())
+
+
+def _keep(folder: str, waits: list[float]) -> None:
+    with open(Path(folder, f"{os.getpid()}-{time.monotonic_ns()}.json"), "w") as f:
+        json.dump(waits, f)
+
+
+def train(config: dict, context) -> None:
+    """The toy task, through the service: ``context.report`` is the call whose wait is timed."""
+    torch.set_num_threads(1)
+    waits = []
+    for epoch in range(1, int(config["epochs"]) + 1):
+        score = _epoch(config) * epoch / int(config["epochs"])
+        t0 = time.perf_counter()
+        context.report({"epoch": epoch, "score": score})
+        waits.append(time.perf_counter() - t0)
+    _keep(config["waits"], waits)
+
+
+def plain_trainable(config: dict) -> None:
+    """The same toy task as a plain Tune function: ``tune.report`` is timed."""
+    from ray import tune
+
+    torch.set_num_threads(1)
+    waits = []
+    for epoch in range(1, int(config["epochs"]) + 1):
+        score = _epoch(config) * epoch / int(config["epochs"])
+        t0 = time.perf_counter()
+        tune.report({"epoch": epoch, "score": score})
+        waits.append(time.perf_counter() - t0)
+    _keep(config["waits"], waits)
+
+
+SPACE = """
+name: overhead
+task: overhead:train
+metric: score
+mode: max
+params:
+  quality: {{kind: uniform, low: 0.0, high: 1.0}}
+constants: {{steps: {steps}, waits: "{waits}"}}
+budget: {{num_samples: {trials}, max_epochs: {epochs}, grace_period: 2, reduction_factor: 2}}
+"""
+
+
+def run_service(work: Path, args: argparse.Namespace) -> dict:
+    import tuner
+
+    waits = work / "service-waits"
+    waits.mkdir()
+    space = work / "overhead.yaml"
+    space.write_text(SPACE.format(steps=args.steps, waits=waits, trials=args.trials, epochs=args.epochs))
+    t0 = time.monotonic()
+    result = tuner.search(str(space), data_dir=str(work), storage_path=str(work / "runs"), name="service",
+                          mlflow_uri=f"sqlite:///{work}/mlflow.db", gpus_per_trial=0,
+                          cpus_per_trial=args.cpus / args.concurrent, max_concurrent=args.concurrent,
+                          seed=args.seed, quiet=True)  # fmt: skip
+    wall = time.monotonic() - t0
+    if result.best is None:
+        raise SystemExit(f"the service's search produced no trial: see {result.folder}")
+    return {"run": "service (tuner.search)", "wall_s": wall, **_waits(waits)}
+
+
+def run_plain(work: Path, args: argparse.Namespace) -> dict:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    waits = work / "plain-waits"
+    waits.mkdir()
+    t0 = time.monotonic()
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(plain_trainable, {"cpu": args.cpus / args.concurrent}),
+            param_space={"quality": tune.uniform(0.0, 1.0), "steps": args.steps, "epochs": args.epochs,
+                         "seed": args.seed, "waits": str(waits)},  # fmt: skip
+            tune_config=tune.TuneConfig(
+                metric="score", mode="max", num_samples=args.trials, max_concurrent_trials=args.concurrent,
+                scheduler=ASHAScheduler(max_t=args.epochs, grace_period=2, reduction_factor=2, time_attr="epoch"),
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(storage_path=str(work / "plain"), name="plain", verbose=0),
+        )
+        tuner.fit()
+    finally:
+        ray.shutdown()
+    return {"run": "plain ray.tune.Tuner", "wall_s": time.monotonic() - t0, **_waits(waits)}
+
+
+def _waits(folder: Path) -> dict:
+    waits = [w for f in folder.glob("*.json") for w in json.loads(f.read_text())]
+    if not waits:
+        return {"reports": 0, "report_wait_median_ms": float("nan"), "report_wait_p90_ms": float("nan")}
+    waits.sort()
+    return {"reports": len(waits), "report_wait_median_ms": 1000 * statistics.median(waits),
+            "report_wait_p90_ms": 1000 * waits[int(0.9 * (len(waits) - 1))]}  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, default=8, help="trials per search")
+    p.add_argument("--epochs", type=int, default=20, help="epochs (reports) per trial at most")
+    p.add_argument("--concurrent", type=int, default=4, help="trials at once")
+    p.add_argument("--steps", type=int, default=20, help="matrix products per toy epoch")
+    p.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="Ray's CPUs: the machine's real count")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the figures there")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if str(HERE) not in sys.path:  # the toy task is this module, imported by the trials as ``overhead``
+        sys.path.insert(0, str(HERE))
+    print(f"machine: {machine()}; {args.trials} trials x up to {args.epochs} epochs, {args.concurrent} at a time")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        plain = run_plain(work, args)
+        service = run_service(work, args)
+    print(table([service, plain]))
+    ratio = service["wall_s"] / plain["wall_s"]
+    median = service["report_wait_median_ms"]
+    print(f"wall-clock, service / plain Tune: {ratio:.2f}x (goal <= 1.0: {'met' if ratio <= 1.0 else 'missed'})")
+    print(f"report round trip in the service: median {median:.1f} ms, p90 {service['report_wait_p90_ms']:.1f} ms "
+          f"(plain Tune: {plain['report_wait_median_ms']:.1f} ms; goal median < 5 ms: "
+          f"{'met' if median < 5 else 'missed'})")  # fmt: skip
+    write_json(args.json, {"machine": machine(), "settings": vars(args), "service": service, "plain": plain,
+                           "ratio": ratio})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
