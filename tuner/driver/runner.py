@@ -145,8 +145,7 @@ def build_tuner(
     # Under PBT other trials restore from a trial's checkpoints: keep them a little longer.
     keep = max(settings.run.keep_checkpoints, spec.min_checkpoints)
     trainable = make_trainable(settings, space, dataset, keep=keep,
-                               checkpoint_epochs=spec.checkpoint_epochs(settings.budget),
-                               judged_epochs=spec.judged_epochs(settings.budget))
+                               checkpoint_epochs=spec.checkpoint_epochs(settings.budget))
     if settings.run.resume:
         if not tune.Tuner.can_restore(settings.folder):
             raise UsageError(

@@ -23,4 +23,4 @@ class MedianSpec(SchedulerSpec):
                                 grace_period=budget.grace_period, min_samples_required=MEDIAN_MIN_SAMPLES)  # fmt: skip
 
 
-MEDIAN = MedianSpec(name="median", label="the median stopping rule", state_file="median.state", reads_every_epoch=True)
+MEDIAN = MedianSpec(name="median", label="the median stopping rule", state_file="median.state")
