@@ -25,7 +25,7 @@ trials reporting at once).
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import os
 import statistics
 import sys
@@ -49,21 +49,20 @@ def _epoch(config: dict) -> float:
     return float(config["quality"]) + 1e-3 * float(x.mean())
 
 
-def _keep(folder: str, waits: list[float]) -> None:
-    with open(Path(folder, f"{os.getpid()}-{time.monotonic_ns()}.json"), "w") as f:
-        json.dump(waits, f)
+def _keep(folder: str, wait: float) -> None:
+    """One report's wait, appended at once (a trial the scheduler stops never returns from its last report)."""
+    with open(Path(folder, f"{os.getpid()}.txt"), "a") as f:
+        f.write(f"{wait}\n")
 
 
 def train(config: dict, context) -> None:
     """The toy task, through the service: ``context.report`` is the call whose wait is timed."""
     torch.set_num_threads(1)
-    waits = []
     for epoch in range(1, int(config["epochs"]) + 1):
         score = _epoch(config) * epoch / int(config["epochs"])
         t0 = time.perf_counter()
         context.report({"epoch": epoch, "score": score})
-        waits.append(time.perf_counter() - t0)
-    _keep(config["waits"], waits)
+        _keep(config["waits"], time.perf_counter() - t0)
 
 
 def plain_trainable(config: dict) -> None:
@@ -71,13 +70,11 @@ def plain_trainable(config: dict) -> None:
     from ray import tune
 
     torch.set_num_threads(1)
-    waits = []
     for epoch in range(1, int(config["epochs"]) + 1):
         score = _epoch(config) * epoch / int(config["epochs"])
         t0 = time.perf_counter()
         tune.report({"epoch": epoch, "score": score})
-        waits.append(time.perf_counter() - t0)
-    _keep(config["waits"], waits)
+        _keep(config["waits"], time.perf_counter() - t0)
 
 
 SPACE = """
@@ -99,14 +96,15 @@ def run_service(work: Path, args: argparse.Namespace) -> dict:
     waits.mkdir()
     space = work / "overhead.yaml"
     space.write_text(SPACE.format(steps=args.steps, waits=waits, trials=args.trials, epochs=args.epochs))
+    log = io.StringIO()  # the progress table and summary: kept, and shown only if the search fails
     t0 = time.monotonic()
     result = tuner.search(str(space), data_dir=str(work), storage_path=str(work / "runs"), name="service",
                           mlflow_uri=f"sqlite:///{work}/mlflow.db", gpus_per_trial=0,
                           cpus_per_trial=args.cpus / args.concurrent, max_concurrent=args.concurrent,
-                          seed=args.seed, quiet=True)  # fmt: skip
+                          seed=args.seed, out=log)  # fmt: skip
     wall = time.monotonic() - t0
-    if result.best is None:
-        raise SystemExit(f"the service's search produced no trial: see {result.folder}")
+    if result.table.empty or "score" not in result.table or result.table["score"].isna().all():
+        raise SystemExit(f"the service's search produced no scored trial:\n{log.getvalue()[-3000:]}")
     return {"run": "service (tuner.search)", "wall_s": wall, **_waits(waits)}
 
 
@@ -138,7 +136,7 @@ def run_plain(work: Path, args: argparse.Namespace) -> dict:
 
 
 def _waits(folder: Path) -> dict:
-    waits = [w for f in folder.glob("*.json") for w in json.loads(f.read_text())]
+    waits = [float(w) for f in folder.glob("*.txt") for w in f.read_text().split()]
     if not waits:
         return {"reports": 0, "report_wait_median_ms": float("nan"), "report_wait_p90_ms": float("nan")}
     waits.sort()
