@@ -7,7 +7,9 @@ tabular example's smoke budget.
 import io
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import time
 
 import pandas as pd
@@ -106,3 +108,23 @@ def test_load_of_a_folder_that_is_not_a_finished_search_says_what_to_do(tmp_path
 def test_usage_errors_share_the_cli_message(tmp_path):
     with pytest.raises(UsageError, match="--resume needs --name"):
         tuner.search("cifar", resume=True)
+
+
+def test_a_script_elsewhere_imports_the_task_from_the_working_directory(tmp_path):
+    """``python /elsewhere/script.py`` run from the folder that holds the task: the task is found there, as the
+    command line finds it (a script's own folder, not the working directory, is first on its sys.path)."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, tuner
+        try:
+            tuner.search("examples/minimal/space.yaml", data_dir=".", storage_path={str(tmp_path / "runs")!r},
+                         workers_per_trial=2)
+        except tuner.HpsearchError as e:
+            print(type(e).__name__, e)
+        print("cwd on sys.path after:", any(p == {str(ROOT)!r} for p in sys.path))
+    """))
+    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # The task imported (its refusal is about DDP, not an import), and sys.path is as it was.
+    assert "UsageError --workers-per-trial 2: task 'examples.minimal.task:train' does not say" in done.stdout
+    assert "cwd on sys.path after: False" in done.stdout

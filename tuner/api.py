@@ -258,13 +258,28 @@ def search(
     working directory. ``out``: where progress and the summary are printed (default: standard output);
     ``quiet``: print nothing. ``on_result``: called with a ``TrialUpdate`` for every epoch any trial reports.
     """
-    settings = make_settings(
-        space, cwd=Path.cwd(), data_dir=data_dir, name=name, storage_path=storage_path, mlflow_uri=mlflow_uri,
-        resume=resume, num_samples=num_samples, max_epochs=max_epochs, grace_period=grace_period,
-        reduction_factor=reduction_factor, params=params, searcher=searcher, scheduler=scheduler, seed=seed,
-        gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, workers_per_trial=workers_per_trial,
-        max_concurrent=max_concurrent, worker_start_timeout=worker_start_timeout, keep_checkpoints=keep_checkpoints,
-        keep_trials=keep_trials, max_failures=max_failures, checkpoint_period=checkpoint_period,
-        smoke_test=smoke_test, compile=compile, target=target, confirm=confirm, warm_start=warm_start,
-    )  # fmt: skip
+    with _importable_from_cwd():  # the space's task is checked now, imported as the search will import it
+        settings = make_settings(
+            space, cwd=Path.cwd(), data_dir=data_dir, name=name, storage_path=storage_path, mlflow_uri=mlflow_uri,
+            resume=resume, num_samples=num_samples, max_epochs=max_epochs, grace_period=grace_period,
+            reduction_factor=reduction_factor, params=params, searcher=searcher, scheduler=scheduler, seed=seed,
+            gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, workers_per_trial=workers_per_trial,
+            max_concurrent=max_concurrent, worker_start_timeout=worker_start_timeout, keep_checkpoints=keep_checkpoints,
+            keep_trials=keep_trials, max_failures=max_failures, checkpoint_period=checkpoint_period,
+            smoke_test=smoke_test, compile=compile, target=target, confirm=confirm, warm_start=warm_start,
+        )  # fmt: skip
     return run(settings, out=out, quiet=quiet, on_result=on_result, handle_signals=handle_signals)
+
+
+@contextlib.contextmanager
+def _importable_from_cwd() -> Iterator[None]:
+    """The working directory on ``sys.path`` for a moment, as a search has it: a user's task is imported from there
+    (``python my_script.py`` puts the script's folder first, not the working directory)."""
+    added = os.getcwd() not in sys.path
+    if added:
+        sys.path.insert(0, os.getcwd())
+    try:
+        yield
+    finally:
+        if added and os.getcwd() in sys.path:
+            sys.path.remove(os.getcwd())
