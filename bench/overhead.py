@@ -55,26 +55,26 @@ def _keep(folder: str, wait: float) -> None:
         f.write(f"{wait}\n")
 
 
-def train(config: dict, context) -> None:
-    """The toy task, through the service: ``context.report`` is the call whose wait is timed."""
+def _trials_loop(config: dict, report) -> None:
+    """The toy trial: each epoch's score handed to ``report``, whose wait is what is timed."""
     torch.set_num_threads(1)
     for epoch in range(1, int(config["epochs"]) + 1):
         score = _epoch(config) * epoch / int(config["epochs"])
         t0 = time.perf_counter()
-        context.report({"epoch": epoch, "score": score})
+        report({"epoch": epoch, "score": score})
         _keep(config["waits"], time.perf_counter() - t0)
+
+
+def train(config: dict, context) -> None:
+    """The toy task, through the service: ``context.report`` is timed."""
+    _trials_loop(config, context.report)
 
 
 def plain_trainable(config: dict) -> None:
     """The same toy task as a plain Tune function: ``tune.report`` is timed."""
     from ray import tune
 
-    torch.set_num_threads(1)
-    for epoch in range(1, int(config["epochs"]) + 1):
-        score = _epoch(config) * epoch / int(config["epochs"])
-        t0 = time.perf_counter()
-        tune.report({"epoch": epoch, "score": score})
-        _keep(config["waits"], time.perf_counter() - t0)
+    _trials_loop(config, tune.report)
 
 
 SPACE = """

@@ -258,7 +258,7 @@ def search(
     working directory. ``out``: where progress and the summary are printed (default: standard output);
     ``quiet``: print nothing. ``on_result``: called with a ``TrialUpdate`` for every epoch any trial reports.
     """
-    with _importable_from_cwd():  # the space's task is checked now, imported as the search will import it
+    with _as_found():  # the space's task is checked now, imported from where the search imports it
         settings = make_settings(
             space, cwd=Path.cwd(), data_dir=data_dir, name=name, storage_path=storage_path, mlflow_uri=mlflow_uri,
             resume=resume, num_samples=num_samples, max_epochs=max_epochs, grace_period=grace_period,
@@ -270,16 +270,3 @@ def search(
         )  # fmt: skip
     return run(settings, out=out, quiet=quiet, on_result=on_result, handle_signals=handle_signals)
 
-
-@contextlib.contextmanager
-def _importable_from_cwd() -> Iterator[None]:
-    """The working directory on ``sys.path`` for a moment, as a search has it: a user's task is imported from there
-    (``python my_script.py`` puts the script's folder first, not the working directory)."""
-    added = os.getcwd() not in sys.path
-    if added:
-        sys.path.insert(0, os.getcwd())
-    try:
-        yield
-    finally:
-        if added and os.getcwd() in sys.path:
-            sys.path.remove(os.getcwd())
