@@ -40,9 +40,13 @@ def machine() -> str:
     return f"{platform.node()}: {torch.get_num_threads()} CPU threads, {gpu}, torch {torch.__version__}"
 
 
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    headers = list(rows[0])
-    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()] for r in rows]
+    headers = list(dict.fromkeys(k for r in rows for k in r))  # rows may differ: a column one row lacks is blank there
+    cells = [[_cell(r.get(h, "")) for h in headers] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)) for c in cells]
