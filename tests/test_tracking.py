@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.servers import MlflowServer
 from tuner.tracking import client as resilient
-from tuner.tracking import registry
+from tuner.tracking import registry, runs
 from tuner.tracking.runs import OUTCOME_TAG, TRIAL_TAG, MlflowTracker, where_to_browse
 
 
@@ -23,8 +23,10 @@ class FakeTrial:
 
 
 def _report(tracker: MlflowTracker, trial: FakeTrial, epoch: int) -> None:
+    """One result, then the driver's step end, which writes what is kept once FLUSH_S has passed."""
     trial.last_result = {"epoch": epoch, "val_acc": 0.1 * epoch}
     tracker.on_trial_result(0, [], trial, trial.last_result)
+    tracker.on_step_end(0, [])
 
 
 def _child(client: MlflowClient, experiment_id: str, trial_id: str):
@@ -40,8 +42,31 @@ def server(tmp_path):
         yield server
 
 
+def test_epoch_metrics_are_written_in_batches_not_while_the_trial_waits(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "FLUSH_S", 3600.0)
+    uri = f"sqlite:///{tmp_path}/store.db"
+    tracker = MlflowTracker(uri=uri, experiment="e", search_name="s", folder=str(tmp_path), metric="val_acc")
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.get_experiment_by_name("e").experiment_id
+    trial, other = FakeTrial("t"), FakeTrial("o")
+    for each in (trial, other):
+        tracker.on_trial_start(0, [], each)
+    for epoch in (1, 2, 3):
+        _report(tracker, trial, epoch)
+    _report(tracker, other, 1)
+    run = _child(client, experiment_id, "t")
+    assert client.get_metric_history(run.info.run_id, "val_acc") == []  # kept by the driver, not yet written
+    tracker.on_trial_complete(0, [], trial)  # a trial's end writes what it reported, then closes its run
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2, 3]
+    monkeypatch.setattr(runs, "FLUSH_S", 0.0)
+    tracker.on_step_end(0, [])  # the other trial's: once FLUSH_S has passed, at the driver's next step
+    assert len(client.get_metric_history(_child(client, experiment_id, "o").info.run_id, "val_acc")) == 1
+    tracker.end()
+
+
 def test_an_outage_is_waited_out_and_caught_up(tmp_path, server, monkeypatch, capsys):
     monkeypatch.setattr(resilient, "RECONNECT_S", 0.0)  # try again at every call
+    monkeypatch.setattr(runs, "FLUSH_S", 0.0)  # each report written at the step that follows it
     tracker = MlflowTracker(uri=server.uri, experiment="e", search_name="s", folder=str(tmp_path), metric="val_acc")
     tracker.retry_delays = (0.1,)
     done, cut = FakeTrial("done"), FakeTrial("cut")
@@ -80,6 +105,7 @@ def test_an_outage_is_waited_out_and_caught_up(tmp_path, server, monkeypatch, ca
 
 def test_a_server_down_from_the_start_gets_the_whole_search_when_it_returns(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(resilient, "RECONNECT_S", 0.0)
+    monkeypatch.setattr(runs, "FLUSH_S", 0.0)
     server = MlflowServer(backend=f"sqlite:///{tmp_path}/store.db", artifacts=tmp_path / "artifacts",
                           log=tmp_path / "server.log")  # fmt: skip
     tracker = MlflowTracker(uri=server.uri, experiment="e", search_name="s", folder=str(tmp_path),
