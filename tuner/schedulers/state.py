@@ -37,6 +37,7 @@ class Saved:
 
     def _setup_saving(self, state_path: str) -> None:
         self.state_path, self._saved = state_path, None
+        self._written: str | None = None  # what the file holds, as this instance last wrote it
 
     def saved(self) -> dict[str, Any]:
         """What the file held when this instance first looked (empty for a new search)."""
@@ -52,8 +53,12 @@ class Saved:
         raise NotImplementedError
 
     def _save(self) -> None:
-        storage.write_text(self.state_path, json.dumps(self.state()))
+        """Write the state if it changed (ASHA's does only at its rungs): a trial waits while the driver does this."""
+        text = json.dumps(self.state())
+        if text != self._written:
+            storage.write_text(self.state_path, text)
+            self._written = text
 
     def __getstate__(self) -> dict[str, Any]:
         # A restored instance is unpickled from when the search began: it reads the file again.
-        return {**self.__dict__, "_saved": None}
+        return {**self.__dict__, "_saved": None, "_written": None}
