@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,23 @@ def fail_fast() -> None:
     """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def open_store(uri: str) -> threading.Thread:
+    """Open a local SQLite store in a thread (making or upgrading its tables takes 2-4 s); join it before tracking.
+
+    The search starts Ray meanwhile. A store that fails to open here fails
+    again, and is reported, when the tracker opens it; other stores are left alone.
+    """
+
+    def open_it() -> None:
+        if uri.startswith("sqlite:"):
+            with contextlib.suppress(Exception):  # the tracker's own first call says what is wrong
+                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+    thread = threading.Thread(target=open_it, name="mlflow-store", daemon=True)
+    thread.start()
+    return thread
 
 
 def tracked(method):
