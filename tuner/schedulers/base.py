@@ -56,6 +56,13 @@ class SchedulerSpec(ABC):
         """The epochs a trial always saves: where the scheduler reads checkpoints (rungs, exploits) and the last."""
         return (*self.rungs(budget), budget.max_epochs)
 
+    def answer_epochs(self, budget: Budget) -> tuple[int, ...]:
+        """The epochs whose report may get a decision back (stop, pause, exploit): there a trial waits for it.
+
+        Its rungs and the last epoch (``tuner.trial.run``); the others' reports go on without waiting.
+        """
+        return (*self.rungs(budget), budget.max_epochs)
+
     def expected_epochs(self, budget: Budget) -> float:
         """Epochs it is expected to train per trial (the progress line's ETA)."""
         return scheduler_epochs(self.name, **_knobs(budget))

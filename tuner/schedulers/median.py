@@ -23,4 +23,8 @@ class MedianSpec(SchedulerSpec):
                                 grace_period=budget.grace_period, min_samples_required=MEDIAN_MIN_SAMPLES)  # fmt: skip
 
 
+    def answer_epochs(self, budget: Budget) -> tuple[int, ...]:
+        return tuple(range(budget.grace_period, budget.max_epochs + 1))  # it judges every epoch from then on
+
+
 MEDIAN = MedianSpec(name="median", label="the median stopping rule", state_file="median.state")

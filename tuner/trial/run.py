@@ -7,10 +7,22 @@ from Tune's checkpoint when there is one, each report going out as one
 search by ``tune.with_parameters``). DDP trials run through ``tuner.trial.ddp``.
 Inside Tune functions only ``ray.tune.*`` is used (``ray.train.report`` raises
 there).
+
+Tune's function API holds a trial inside ``tune.report`` until the driver has
+handled the result (its callbacks, the scheduler) and asked for the next one.
+The answer matters only where the scheduler may decide (``answer_epochs``: its
+rungs, PBT's exploits, every epoch under the median rule), where a checkpoint
+goes with the report (its folder is only lent for the call), and now and then
+(``HEAR_S``), so that a stop of the whole search reaches the trial. A
+``Reporter`` waits there, after the reports before it; at the other epochs it
+hands the report to a thread of its own, and the trial trains on.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from typing import Any
 
 import ray
@@ -19,7 +31,10 @@ from ray import tune
 from tuner.trial.process import Channel, run_process, trial_device
 from tuner.trial.settings import TrialSettings
 
-__all__ = ["run_trial"]
+__all__ = ["HEAR_S", "Reporter", "run_trial"]
+
+HEAR_S = 1.0  # a trial waits for the driver's answer at least this often
+_CLOSE = object()
 
 
 def run_trial(config: dict[str, Any], *, data: Any, settings: TrialSettings) -> None:
@@ -27,15 +42,84 @@ def run_trial(config: dict[str, Any], *, data: Any, settings: TrialSettings) -> 
 
     ``data`` is what the task's ``load`` returned for trials.
     """
+    reporter = Reporter(answer_epochs=settings.answer_epochs)
     channel = Channel(
-        report=_tune_report,
+        report=reporter.report,
         restored=tune.get_checkpoint(),
         trial_id=tune.get_context().get_trial_id(),
         device=trial_device(),
         where={"node_id": ray.get_runtime_context().get_node_id()},
     )
-    run_process(config, data, settings=settings, channel=channel)
+    try:
+        run_process(config, data, settings=settings, channel=channel)
+    except BaseException:
+        reporter.close()  # the reports before the failure still reach Tune
+        raise
+    reporter.close()
+    reporter.raise_stop()
 
 
 def _tune_report(metrics: dict[str, Any], folder: str | None) -> None:
     tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
+
+
+class Reporter:
+    """A trial's reports to Tune, in order, waiting for the driver's answer only where it can matter.
+
+    ``report`` waits (for the reports queued before it, then for its own) at
+    an epoch of ``answer_epochs``, with a checkpoint, or when the trial has not
+    heard from the driver for ``HEAR_S``; otherwise its thread hands the report
+    to Tune and the trial goes on. A stop that reaches the thread (Tune ends the
+    trial inside ``tune.report`` by raising ``SystemExit``) is raised in the
+    trial at its next report, as it would have been in that one.
+    """
+
+    def __init__(self, *, answer_epochs: tuple[int, ...] = (), send=_tune_report) -> None:
+        self.answer_epochs = frozenset(answer_epochs)
+        self._send = send
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._stop: BaseException | None = None  # what the thread's report raised: a stop, or an error
+        self._heard_at = time.monotonic()
+
+    def report(self, metrics: dict[str, Any], folder: str | None) -> None:
+        self.raise_stop()
+        answer_due = (folder is not None or metrics.get("epoch") in self.answer_epochs
+                      or time.monotonic() - self._heard_at >= HEAR_S)  # fmt: skip
+        if not answer_due:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tune-report", daemon=True)
+                self._thread.start()
+            self._queue.put((metrics, folder))
+            return
+        self._queue.join()  # the reports before this one first, in order
+        self.raise_stop()
+        self._send(metrics, folder)
+        self._heard_at = time.monotonic()
+
+    def raise_stop(self) -> None:
+        """Raise here what a queued report met: Tune's stop of the trial, or an error."""
+        if self._stop is not None:
+            raise self._stop
+
+    def close(self) -> None:
+        """Hand every queued report to Tune (those after a stop are dropped) and end the thread."""
+        if self._thread is None:
+            return
+        self._queue.put(_CLOSE)
+        self._thread.join()
+        self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _CLOSE:
+                    return
+                if self._stop is None:
+                    self._send(*item)
+                    self._heard_at = time.monotonic()
+            except BaseException as e:  # SystemExit: Tune stopped the trial
+                self._stop = e
+            finally:
+                self._queue.task_done()

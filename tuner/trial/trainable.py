@@ -36,7 +36,13 @@ def trainable_for(space: str) -> Callable[..., None]:
 
 
 def make_trainable(
-    settings: SearchSettings, space: SearchSpace, dataset: TaskData, *, keep: int, checkpoint_epochs: tuple[int, ...]
+    settings: SearchSettings,
+    space: SearchSpace,
+    dataset: TaskData,
+    *,
+    keep: int,
+    checkpoint_epochs: tuple[int, ...],
+    answer_epochs: tuple[int, ...] = (),
 ) -> Any:
     """The search's Tune function with its data, trial settings and resources (a search's, or a confirmation's)."""
     import ray
@@ -57,6 +63,7 @@ def make_trainable(
         worker_start_timeout_s=settings.resources.worker_start_timeout_s,
         train_storage=storage.join(settings.folder, "train"),
         checkpoint_epochs=checkpoint_epochs,
+        answer_epochs=answer_epochs,
         metric=settings.metric,
         mode=settings.mode,
         task=space.task,
