@@ -347,3 +347,59 @@ def test_checkpoint_policy_saves_every_new_best(monkeypatch):
     assert [e for e, s in enumerate(losses, start=1) if lowest.due(e, score=s, mode="min")] == [2, 4]
     with pytest.raises(ValueError, match="mode is 'maximum', but must be 'max' or 'min'"):
         lowest.due(6, score=0.1, mode="maximum")
+
+
+def test_tta_only_at_the_judged_epochs_and_the_best_epoch_is_one_of_them(tiny_data, monkeypatch):
+    from trainables import loop
+
+    levels = []
+
+    def counted(*args, **kwargs):
+        levels.append(kwargs["tta"])
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate", counted)
+    reports = []
+    policy = checkpoint.CheckpointPolicy(epochs=(1, 3, 4), period_s=1e9)  # as a trial under ASHA with rungs 1, 3
+    saved = []
+
+    def report(metrics, state):
+        reports.append(metrics)
+        if policy.due(metrics["epoch"], score=metrics["val_acc"], mode="max"):
+            saved.append(metrics["epoch"])
+
+    train({**CONFIG, "epochs": 4, "tta": 2}, data=tiny_data, device=torch.device("cpu"), report=report,
+          judged_epochs=frozenset({1, 3}))  # fmt: skip
+    assert levels == [2, 0, 2, 2]  # TTA at the rungs and the last epoch only
+    tta_epochs = [m["epoch"] for m in reports if not math.isnan(m["val_acc"])]
+    assert tta_epochs == [1, 3, 4]
+    cheap = reports[1]
+    assert math.isnan(cheap["val_loss"]) and 0 <= cheap["val_acc_tta0"] <= 1 and cheap["val_loss_tta0"] > 0
+    best = max((m for m in reports if not math.isnan(m["val_acc"])), key=lambda m: m["val_acc"])["epoch"]
+    assert best in (1, 3, 4) and best in saved and set(saved) <= {1, 3, 4}
+    # Without judged epochs (a task run by hand, the median rule, PBT): TTA at every epoch, as before.
+    levels.clear()
+    train({**CONFIG, "epochs": 2, "tta": 1}, data=tiny_data, device=torch.device("cpu"), report=lambda m, s: None)
+    assert levels == [1, 1]
+
+
+def test_the_schedulers_judged_epochs():
+    from search_spaces import Budget
+    from tuner import schedulers
+
+    budget = Budget(num_samples=4, max_epochs=9, grace_period=1, reduction_factor=3)
+    assert schedulers.get("asha").judged_epochs(budget) == (1, 3, 9)
+    assert schedulers.get("fifo").judged_epochs(budget) == (9,)
+    assert schedulers.get("median").judged_epochs(budget) is None  # it averages every epoch's score
+    assert schedulers.get("pbt").judged_epochs(budget) is None  # it compares the trials' latest scores
+
+
+def test_a_ddp_checkpoint_of_an_epoch_scored_without_tta_ranks_below_every_scored_one():
+    import sys
+
+    from tuner.trial.ddp import checkpoint_score
+
+    assert checkpoint_score(0.91, mode="max") == 0.91
+    assert checkpoint_score(math.nan, mode="max") == -sys.float_info.max  # Train keeps it as a number, not None
+    assert checkpoint_score(None, mode="min") == sys.float_info.max
+    assert math.isfinite(checkpoint_score(math.inf, mode="max"))

@@ -58,6 +58,7 @@ class CifarTask:
             rank=context.rank,
             world_size=context.world_size,
             compile=context.compile,
+            judged_epochs=context.judged_epochs,
         )
 
     def evaluate(self, state: dict[str, Any], held_out: Any, *, device: torch.device) -> dict[str, Any]:

@@ -32,6 +32,10 @@ class TrialContext:
     rank: int = 0
     world_size: int = 1
     compile: bool = False  # --compile: torch.compile the network
+    # The epochs whose score the scheduler reads (its rungs) or ranks by (the last); None: every epoch. A task
+    # may score other epochs more cheaply (the cifar task: without test-time augmentation), as long as it reports
+    # NaN under the metric there: a cheaper score under it would be judged and ranked beside exact ones.
+    judged_epochs: frozenset[int] | None = None
 
     def report(self, metrics: dict[str, Any], state: Callable[[], dict[str, Any]] | None = None, *,
                model: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:  # fmt: skip

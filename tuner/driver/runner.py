@@ -157,7 +157,8 @@ def build_tuner(
     keep = max(settings.run.keep_checkpoints, spec.min_checkpoints)
     trainable = make_trainable(settings, space, dataset, keep=keep,
                                checkpoint_epochs=spec.checkpoint_epochs(settings.budget),
-                               answer_epochs=spec.answer_epochs(settings.budget))  # fmt: skip
+                               answer_epochs=spec.answer_epochs(settings.budget),
+                               judged_epochs=spec.judged_epochs(settings.budget))  # fmt: skip
     if settings.run.resume:
         if not tune.Tuner.can_restore(settings.folder):
             raise UsageError(

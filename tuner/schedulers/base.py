@@ -33,6 +33,7 @@ class SchedulerSpec(ABC):
     early_stops: bool = True  # ends trials before --max-epochs; False: every trial trains its full budget
     min_checkpoints: int = 0  # checkpoints each trial keeps at least, because other trials restore from them
     whole_population: bool = False  # every trial is made at once and they take turns on the cluster
+    reads_every_epoch: bool = False  # it reads a trial's score at every epoch, not only at its rungs
 
     @abstractmethod
     def build(self, *, budget: Budget, space: SearchSpace, folder: str, seed: int) -> TrialScheduler:
@@ -62,6 +63,15 @@ class SchedulerSpec(ABC):
         Its rungs and the last epoch (``tuner.trial.run``); the others' reports go on without waiting.
         """
         return (*self.rungs(budget), budget.max_epochs)
+
+    def judged_epochs(self, budget: Budget) -> tuple[int, ...] | None:
+        """The epochs whose score it reads (its rungs) or ranks by (the last), None for every epoch.
+
+        A trial scores these exactly (the cifar task: with its test-time augmentation)
+        and may score the others more cheaply. The median rule averages every epoch's
+        score and PBT compares the trials' latest ones, so they read every epoch.
+        """
+        return None if self.reads_every_epoch else self.checkpoint_epochs(budget)
 
     def expected_epochs(self, budget: Budget) -> float:
         """Epochs it is expected to train per trial (the progress line's ETA)."""

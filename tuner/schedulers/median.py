@@ -27,4 +27,5 @@ class MedianSpec(SchedulerSpec):
         return tuple(range(budget.grace_period, budget.max_epochs + 1))  # it judges every epoch from then on
 
 
-MEDIAN = MedianSpec(name="median", label="the median stopping rule", state_file="median.state")
+MEDIAN = MedianSpec(name="median", label="the median stopping rule", state_file="median.state",
+                    reads_every_epoch=True)

@@ -61,5 +61,5 @@ class PbtSpec(SchedulerSpec):
             )
 
 
-PBT = PbtSpec(name="pbt", label="PBT", state_file="pbt.state", early_stops=False,
+PBT = PbtSpec(name="pbt", label="PBT", state_file="pbt.state", early_stops=False, reads_every_epoch=True,
               min_checkpoints=PBT_MIN_CHECKPOINTS, whole_population=True)  # fmt: skip

@@ -18,7 +18,9 @@ would run out of memory again, and this coordinator reports the trial
 from __future__ import annotations
 
 import functools
+import math
 import os
+import sys
 from typing import Any
 
 import ray
@@ -33,7 +35,9 @@ from tuner.trial.placement import not_placed
 from tuner.trial.process import Channel, TrialEnded, run_process
 from tuner.trial.settings import DataRef, TrialSettings
 
-__all__ = ["run_ddp_trial", "train_worker"]
+__all__ = ["TRAIN_SCORE", "checkpoint_score", "run_ddp_trial", "train_worker"]
+
+TRAIN_SCORE = "train_checkpoint_score"  # what Train ranks a DDP trial's checkpoints by (``checkpoint_score``)
 
 
 def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: TrialSettings, trial_id: str) -> None:
@@ -46,7 +50,7 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
         nodes = [None] * world_size
         torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
     channel = Channel(
-        report=_train_report,
+        report=functools.partial(_train_report, metric=settings.metric, mode=settings.mode),
         restored=ray.train.get_checkpoint(),
         trial_id=trial_id,
         device=ray.train.torch.get_device(),
@@ -57,8 +61,29 @@ def train_worker(config: dict[str, Any], *, data_ref: ray.ObjectRef, settings: T
     run_process(config, ray.get(data_ref), settings=settings, channel=channel)
 
 
-def _train_report(metrics: dict[str, Any], folder: str | None) -> None:
+def _train_report(metrics: dict[str, Any], folder: str | None, *, metric: str, mode: str) -> None:
+    metrics = {**metrics, TRAIN_SCORE: checkpoint_score(metrics.get(metric), mode=mode)}
     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
+
+
+def checkpoint_score(value: Any, *, mode: str) -> float:
+    """The metric as Train ranks a DDP trial's checkpoints by it: always a number.
+
+    An epoch scored more cheaply reports NaN under the metric (``TrialContext.judged_epochs``);
+    Train keeps its checkpoints' scores as JSON, where NaN comes back as None, and a
+    resumed trial's controller then failed ranking them. Such an epoch ranks below every scored one.
+    """
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return -sys.float_info.max if mode == "max" else sys.float_info.max
+
+
+class _TuneReport(TuneReportCallback):
+    """Ray's forwarding of rank 0's reports to Tune, without the score only Train ranks by."""
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        metrics = [{k: v for k, v in m.items() if k != TRAIN_SCORE} for m in metrics]
+        super().after_report(run_context=run_context, metrics=metrics, checkpoint=checkpoint)
 
 
 class _NoRetryOnTrialEnd(WorkerGroupCallback, ControllerCallback):
@@ -116,10 +141,10 @@ def run_ddp_trial(config: dict[str, Any], *, data: DataRef, settings: TrialSetti
             storage_path=settings.train_storage,
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=settings.keep_checkpoints,
-                checkpoint_score_attribute=settings.metric,
+                checkpoint_score_attribute=TRAIN_SCORE,
                 checkpoint_score_order=settings.mode,
             ),
-            callbacks=[TuneReportCallback(), _NoRetryOnTrialEnd()],
+            callbacks=[_TuneReport(), _NoRetryOnTrialEnd()],
             # A worker group not placed in time fails the trial (Train's default retries it without end).
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures, controller_failure_limit=0),
         ),

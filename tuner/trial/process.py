@@ -174,8 +174,9 @@ def run_process(config: dict[str, Any], data: Any, *, settings: TrialSettings, c
         with checkpoint.saved(state(), epoch=metrics["epoch"], config=config, trial_id=channel.trial_id) as folder:
             channel.report(metrics, folder)
 
+    judged = None if settings.judged_epochs is None else frozenset(settings.judged_epochs)
     context = TrialContext(device=device, reporter=report, start=start, rank=rank, world_size=channel.world_size,
-                           compile=settings.compile)  # fmt: skip
+                           compile=settings.compile, judged_epochs=judged)  # fmt: skip
     seed_everything(int(config.get("seed", 0)))  # the same on every rank: the same initial weights
     ended = None
     try:

@@ -25,6 +25,7 @@ class TrialSettings:
     train_storage: str = ""  # DDP trials: where their Train runs write, under the search's folder
     checkpoint_epochs: tuple[int, ...] = ()  # always saved: the scheduler's rungs and the last epoch
     answer_epochs: tuple[int, ...] = ()  # the scheduler may decide there: the trial waits for the driver's answer
+    judged_epochs: tuple[int, ...] | None = None  # whose score the scheduler reads or ranks by; None: every epoch
     checkpoint_period_s: float = 0.0  # other epochs are saved once this long has passed (0: every epoch)
     metric: str = "val_acc"  # the space's: what the best checkpoints are kept by
     mode: str = "max"

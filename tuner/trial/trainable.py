@@ -43,6 +43,7 @@ def make_trainable(
     keep: int,
     checkpoint_epochs: tuple[int, ...],
     answer_epochs: tuple[int, ...] = (),
+    judged_epochs: tuple[int, ...] | None = None,
 ) -> Any:
     """The search's Tune function with its data, trial settings and resources (a search's, or a confirmation's)."""
     import ray
@@ -64,6 +65,7 @@ def make_trainable(
         train_storage=storage.join(settings.folder, "train"),
         checkpoint_epochs=checkpoint_epochs,
         answer_epochs=answer_epochs,
+        judged_epochs=judged_epochs,
         metric=settings.metric,
         mode=settings.mode,
         task=space.task,
