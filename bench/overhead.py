@@ -140,6 +140,18 @@ def run_plain(work: Path, args: argparse.Namespace, *, qualities: list[float]) -
     return {"run": "plain ray.tune.Tuner", "wall_s": time.monotonic() - t0, **_waits(waits)}
 
 
+def settle(timeout_s: float = 30.0) -> None:
+    """Wait for the Ray instance of the run before to be gone: its exiting processes would slow the next run."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        names = {p.info["name"] for p in psutil.process_iter(["name"])}
+        if not names & {"raylet", "gcs_server"}:
+            return
+        time.sleep(0.2)
+
+
 def _waits(folder: Path) -> dict:
     return {"reports": len(_read_waits(folder)), "waits": _read_waits(folder)}
 
@@ -182,11 +194,14 @@ def main(argv: list[str] | None = None) -> None:
         for n in range(args.rounds):
             work = Path(tmp) / f"round{n}"
             work.mkdir()
+            settle()
             if n % 2 == 0 or drawn is None:  # the plain script needs the service's draws: the same each round
                 service, drawn = run_service(work, args)
+                settle()
                 plain = run_plain(work, args, qualities=drawn)
             else:
                 plain = run_plain(work, args, qualities=drawn)
+                settle()
                 service, _ = run_service(work, args)
             services.append(service)
             plains.append(plain)

@@ -13,6 +13,7 @@ import html
 import json
 import math
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,21 @@ def _number(v: Any) -> str:
 
 
 # --- PNGs (matplotlib) ---------------------------------------------------------------
+
+
+def load_plotting() -> threading.Thread:
+    """Import matplotlib (about 1 s) in a thread of its own: a search calls it as its trials start, so the
+    report is drawn at once when they end."""
+
+    def load() -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+
+    thread = threading.Thread(target=load, name="load-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def _figure(width: float = 8, height: float = 4.5):

@@ -23,6 +23,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 import results
 from results import storage
+from results.report import load_plotting
 from search_spaces import SearchSpace, conditions
 from search_spaces.exceptions import Interrupted, UsageError
 from trainables.loading import load_data
@@ -345,6 +346,7 @@ def _search(
         flush=True,
     )
     progress_module.LAST_STATUSES.clear()
+    load_plotting()  # the report's library loads while the trials run
     grid, stopped = fit(tuner, resume_command=resume_command(settings))  # a stop ends the driver within a bound
     if stopped or progress_module.interrupted(settings.budget.num_samples):
         tracker.end(status="KILLED")
