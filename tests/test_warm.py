@@ -39,7 +39,7 @@ def test_the_best_configs_that_fit_come_first_and_the_others_are_reported(tmp_pa
 def test_optuna_knows_the_old_trials_before_it_suggests(tmp_path):
     space = get_space("cifar")
     warm = load_warm_start(_finished(tmp_path / "old"), space, metric="val_acc", mode="max")
-    searcher = optuna_searcher(space, metric="val_acc", mode="max", seed=0, points=warm.points[:1],
+    searcher = optuna_searcher(space, metric="val_acc", mode="max", seed=0, max_epochs=10, points=warm.points[:1],
                                priors=warm.priors)  # fmt: skip
     study = searcher._ot_study
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
@@ -55,3 +55,30 @@ def test_a_search_that_cannot_seed_this_one_is_refused(tmp_path):
     folder = _finished(tmp_path / "loss", metric="val_loss", mode="min")
     with pytest.raises(UsageError, match="ranked trials by val_loss \\(min\\), this one by val_acc"):
         load_warm_start(folder, space, metric="val_acc", mode="max")
+
+
+def test_optuna_learns_what_trials_really_reached():
+    import math
+
+    space = get_space("cifar")
+    searcher = optuna_searcher(space, metric="val_acc", mode="max", seed=0, max_epochs=4, points=[], priors=[])
+    for trial_id in ("stopped", "full", "crashed", "diverged"):
+        assert searcher.suggest(trial_id)
+
+    def run(trial_id: str, scores: list[float], **last: object) -> dict:
+        result = {}
+        for epoch, score in enumerate(scores, start=1):
+            result = {"epoch": epoch, "training_iteration": epoch, "val_acc": score}
+            searcher.on_trial_result(trial_id, result)
+        return {**result, **last}
+
+    # ASHA stopped it at its rung 2 (epoch 1 scored without TTA: NaN, no value to learn from).
+    searcher.on_trial_complete("stopped", run("stopped", [math.nan, 0.41]))
+    searcher.on_trial_complete("full", run("full", [math.nan, 0.45, math.nan, 0.62]))
+    searcher.on_trial_complete("crashed", run("crashed", [0.3]), error=True)
+    searcher.on_trial_complete("diverged", run("diverged", [0.2], diverged=True, val_acc=math.nan))
+    trials = {t.number: t for t in searcher._ot_study.trials}
+    stopped, full, crashed, diverged = (trials[i] for i in range(4))
+    assert stopped.state.name == "PRUNED" and stopped.intermediate_values == {2: 0.41} and stopped.value == 0.41
+    assert full.state.name == "COMPLETE" and full.value == 0.62 and full.intermediate_values == {2: 0.45, 4: 0.62}
+    assert crashed.state.name == "FAIL" and diverged.state.name == "FAIL"

@@ -178,7 +178,8 @@ def build_tuner(
     if settings.search == "optuna":
         # Define-by-run: Optuna suggests a conditional parameter only where it is active.
         optuna = optuna_searcher(space, metric=settings.metric, mode=settings.mode, seed=settings.seed,
-                                 points=points, priors=warm.priors if warm else [])  # fmt: skip
+                                 max_epochs=settings.budget.max_epochs, points=points,
+                                 priors=warm.priors if warm else [])  # fmt: skip
         searcher = ConcurrencyLimiter(optuna, max_concurrent=concurrency)
     else:
         # PBT's population is every trial at once: it takes turns (pausing trials at their

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ray import tune
 
+from results.table import EARLY_END_FLAGS
 from search_spaces import Param, SearchSpace, condition_holds
 
 
@@ -79,18 +81,32 @@ def optuna_distributions(space: SearchSpace) -> dict[str, Any]:
 
 
 def optuna_searcher(
-    space: SearchSpace, *, metric: str, mode: str, seed: int, points: list[dict], priors: list[tuple[dict, float]]
+    space: SearchSpace,
+    *,
+    metric: str,
+    mode: str,
+    seed: int,
+    max_epochs: int,
+    points: list[dict],
+    priors: list[tuple[dict, float]],
 ) -> Any:
     """Ray's ``OptunaSearch`` over ``space`` (define-by-run), trying ``points`` first, knowing ``priors`` already.
 
     ``priors`` are (parameters, score) of trials run before (``--warm-start``):
     they enter Optuna's study as finished trials, so TPE's first suggestions
-    already follow them.
+    already follow them. Optuna learns what trials really reached: each epoch's
+    score is an intermediate value (not an epoch scored more cheaply, whose
+    score is NaN), a trial the scheduler stopped before ``max_epochs`` is
+    PRUNED (Ray's own searcher says COMPLETE, so TPE would compare a 2-epoch
+    score with full-budget ones), and one that failed, diverged or ran out of
+    memory is FAIL.
     """
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    class WarmOptunaSearch(OptunaSearch):
+    pruned, failed = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL
+
+    class Search(OptunaSearch):  # _ot_study, _ot_trials, _completed_trials: Ray 2.60's OptunaSearch
         def _setup_study(self, mode: Any) -> None:
             super()._setup_study(mode)
             for params, value in priors:
@@ -100,9 +116,35 @@ def optuna_searcher(
                 )  # fmt: skip
                 self._ot_study.add_trial(trial)
 
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if _scored(result.get(metric)):
+                super().on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            state = optuna_outcome(result, error=error, metric=metric, max_epochs=max_epochs)
+            if state is None or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+                super().on_trial_complete(trial_id, result, error)
+                return
+            # PRUNED: its value is its last intermediate one, as Optuna's own pruners leave it.
+            self._ot_study.tell(self._ot_trials[trial_id], state=pruned if state == "pruned" else failed)
+            self._completed_trials.add(trial_id)
+
     distributions = optuna_distributions(space)
-    return WarmOptunaSearch(space=OptunaSpace(space), metric=metric, mode=mode, seed=seed,
-                            points_to_evaluate=points or None)  # fmt: skip
+    return Search(space=OptunaSpace(space), metric=metric, mode=mode, seed=seed, points_to_evaluate=points or None)
+
+
+def _scored(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def optuna_outcome(result: dict | None, *, error: bool, metric: str, max_epochs: int) -> str | None:
+    """How a finished trial ends in Optuna's study: "failed", "pruned", or None (COMPLETE, with its last score)."""
+    result = result or {}
+    if error or any(result.get(flag) for flag in EARLY_END_FLAGS) or not _scored(result.get(metric)):
+        return "failed"
+    if int(result.get("epoch", max_epochs)) < max_epochs:
+        return "pruned"
+    return None
 
 
 def reference_point(space: SearchSpace) -> dict[str, Any]:
