@@ -26,6 +26,7 @@ from results.table import ranked
 from search_spaces import SearchSpace
 from trainables.task import TaskData
 from tuner.config.settings import SearchSettings
+from tuner.driver.progress import result_files
 from tuner.driver.space import param_space
 from tuner.driver.summary import _score, _trial_id
 from tuner.trial.trainable import make_trainable
@@ -88,6 +89,7 @@ def confirm(
     path = storage.join(settings.folder, CONFIRM_DIR)
     if tune.Tuner.can_restore(path):  # the search was resumed while it confirmed
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+        tuner._local_tuner.get_run_config().callbacks = result_files()  # as runner.build_tuner does
     else:
         tuner = tune.Tuner(
             trainable,
@@ -102,6 +104,7 @@ def confirm(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric,
                                                         checkpoint_score_order=mode),
                 failure_config=tune.FailureConfig(max_failures=settings.run.max_failures),
+                callbacks=result_files(),
             ),
         )  # fmt: skip
     runs: dict[str, list[float]] = {}

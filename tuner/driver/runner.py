@@ -18,7 +18,6 @@ from typing import Any, TextIO
 
 import ray
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 import results
@@ -35,7 +34,7 @@ from tuner.driver import progress as progress_module
 from tuner.driver import provenance
 from tuner.driver.finish import finish
 from tuner.driver.lease import Lease
-from tuner.driver.progress import ProgressTable
+from tuner.driver.progress import ProgressTable, result_files
 from tuner.driver.space import optuna_searcher, param_space, reference_point
 from tuner.driver.stopping import EXIT_INTERRUPTED, fit
 from tuner.driver.warm import WarmStart, load_warm_start
@@ -81,8 +80,8 @@ def init_ray(*, handle_signals: bool = True, dashboard: bool = True) -> bool:
     # engine at verbose=0 prints nothing, and per-epoch checkpoints are intended here.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Tune's result files (progress.csv, result.json) are added by build_tuner; not its TensorBoard
-    # files, which cost more than a millisecond per report while the trial waits (MLflow holds the curves).
+    # Tune's result files (progress.csv, result.json) are given to each Tuner (progress.result_files); not
+    # its TensorBoard files, which cost over a millisecond per report while the trial waits (MLflow holds the curves).
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if ray.is_initialized():
         return False
@@ -337,7 +336,7 @@ def _search(
         print(warm.describe(optuna=settings.search == "optuna"), file=out)
     ddp = settings.resources.workers_per_trial > 1
     watch = PlacementWatch(out=out, timeout_s=settings.resources.worker_start_timeout_s if ddp else None)
-    callbacks = [tracker, progress, watch, CSVLoggerCallback(), JsonLoggerCallback(), *hooks]
+    callbacks = [tracker, progress, watch, *result_files(), *hooks]
     tuner = build_tuner(settings, space, dataset, callbacks, concurrency=concurrency, warm=warm)
     print(
         f"search '{settings.name}': {settings.budget.num_samples} trials, "
