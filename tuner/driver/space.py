@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from typing import Any
 
 from ray import tune
 
 from results.table import EARLY_END_FLAGS
 from search_spaces import Param, SearchSpace, condition_holds
+
+logger = logging.getLogger(__name__)
 
 
 def domain(p: Param) -> Any:
@@ -125,8 +129,18 @@ def optuna_searcher(
             if state is None or trial_id in self._completed_trials or trial_id not in self._ot_trials:
                 super().on_trial_complete(trial_id, result, error)
                 return
-            # PRUNED: its value is its last intermediate one, as Optuna's own pruners leave it.
-            self._ot_study.tell(self._ot_trials[trial_id], state=pruned if state == "pruned" else failed)
+            ot_trial = self._ot_trials[trial_id]
+            if state == "pruned":
+                # Tune hands the report the scheduler stopped it at to on_trial_complete alone: it is the
+                # trial's last intermediate value, which Optuna gives a PRUNED trial (as its own pruners do).
+                step = int(result.get("training_iteration", result.get("epoch", 0)))
+                with warnings.catch_warnings():  # a step told already (a resumed driver) is ignored, with a warning
+                    warnings.simplefilter("ignore")
+                    ot_trial.report(float(result[metric]), step)
+            try:
+                self._ot_study.tell(ot_trial, state=pruned if state == "pruned" else failed)
+            except Exception as e:  # as Ray's own searcher: a study that refuses it loses one trial, not the search
+                logger.warning("Optuna refused trial %s: %s", trial_id, e)
             self._completed_trials.add(trial_id)
 
     distributions = optuna_distributions(space)
