@@ -28,7 +28,10 @@ from tuner.config.settings import SearchSettings, redact
 from tuner.tracking import registry
 from tuner.tracking.client import ResilientClient, artifact_location, fail_fast, tracked
 
-METRIC_KEYS = ("val_acc", "val_loss", "train_loss", "lr", "epoch_time_s", "images_per_s")  # and the space's metric
+# And the space's metric. val_*_tta0: the cifar task's scores without test-time augmentation, at the epochs no
+# scheduler judges (val_acc and val_loss are NaN there: trainables.loop.epoch_scores).
+METRIC_KEYS = ("val_acc", "val_loss", "val_acc_tta0", "val_loss_tta0", "train_loss", "lr", "epoch_time_s",
+               "images_per_s")  # fmt: skip
 TRIAL_TAG = "hpsearch.trial_id"
 OUTCOME_TAG = "hpsearch.outcome"  # completed, stopped (by the scheduler), diverged, infeasible, error
 SEARCH_TAG = "hpsearch.search"
@@ -120,6 +123,14 @@ def describe_search(settings: SearchSettings, space: SearchSpace) -> str:
         f"on the same data, task and metric; never a smoke test).\n\n"
         f"Files: `{redact(settings.folder)}` (`results.csv`, `best_config.json`)."
     )
+
+
+def _number(value: Any) -> float | None:
+    """A reported value as MLflow takes it; None for what is not a number (left out, as a refused call would be)."""
+    try:
+        return float(value) if value is not None and not isinstance(value, str) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _params(values: dict[str, Any]) -> list[Param]:
@@ -342,7 +353,7 @@ class MlflowTracker(ResilientClient, tune.Callback):
         """Keep the epoch's metrics for the next write (``flush``): the trial waiting in its report goes on at once."""
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(result[k]), now, step) for k in self.metric_keys if k in result]
+        batch = [Metric(k, v, now, step) for k in self.metric_keys if (v := _number(result.get(k))) is not None]
         self._unsent.setdefault(trial.trial_id, (trial.config, []))[1].extend(batch)
         if "exploit" in result:  # PBT continued this trial from another's checkpoint: say from which, and how
             self._flush_trial(trial.trial_id, exploit=describe_exploit(result))
@@ -350,6 +361,9 @@ class MlflowTracker(ResilientClient, tune.Callback):
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self._unsent and time.monotonic() - self._flushed_at >= FLUSH_S:
             self.flush()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.flush()  # also when the search stops early (Ctrl-C): its last epochs are in MLflow
 
     def flush(self) -> None:
         """Write every trial's kept metrics now, one batch per trial."""
