@@ -61,6 +61,8 @@ class SchedulerSpec(ABC):
         """The epochs whose report may get a decision back (stop, pause, exploit): there a trial waits for it.
 
         Its rungs and the last epoch (``tuner.trial.run``); the others' reports go on without waiting.
+        A scheduler (or a stop criterion) that may stop a trial at any epoch must name every epoch here:
+        a trial stopped at another epoch would train on until its next report.
         """
         return (*self.rungs(budget), budget.max_epochs)
 
@@ -69,9 +71,11 @@ class SchedulerSpec(ABC):
 
         A trial scores these exactly (the cifar task: with its test-time augmentation)
         and may score the others more cheaply. The median rule averages every epoch's
-        score and PBT compares the trials' latest ones, so they read every epoch.
+        score and PBT compares the trials' latest ones, so they read every epoch; a
+        search without early stopping (FIFO) scores every epoch as well.
         """
-        return None if self.reads_every_epoch else self.checkpoint_epochs(budget)
+        # FIFO judges nothing, but its curves are the baseline others are measured against (time to target).
+        return None if self.reads_every_epoch or not self.early_stops else self.checkpoint_epochs(budget)
 
     def expected_epochs(self, budget: Budget) -> float:
         """Epochs it is expected to train per trial (the progress line's ETA)."""
