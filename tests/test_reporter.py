@@ -46,6 +46,17 @@ def test_reports_between_answer_epochs_do_not_wait_and_keep_their_order():
     reporter.close()
 
 
+def test_each_report_says_when_its_epoch_ended_not_when_tune_took_it():
+    sent = []
+    reporter = Reporter(send=lambda metrics, folder: (time.sleep(0.3), sent.append(metrics)))
+    time.sleep(0.1)
+    reporter.report({"epoch": 1}, None)
+    reporter.report({"epoch": 2}, None)  # handed over at once, while the first still waits for the driver
+    reporter.close()
+    first, second = (m["time_this_iter_s"] for m in sent)
+    assert 0.1 <= first < 0.25 and second < 0.05
+
+
 def test_a_checkpoint_waits_for_its_report():
     driver = SlowDriver()
     reporter = Reporter(send=driver)

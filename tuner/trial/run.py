@@ -81,9 +81,14 @@ class Reporter:
         self._thread: threading.Thread | None = None
         self._stop: BaseException | None = None  # what the thread's report raised: a stop, or an error
         self._heard_at = time.monotonic()
+        self._epoch_ended_at = time.time()
 
     def report(self, metrics: dict[str, Any], folder: str | None) -> None:
         self.raise_stop()
+        # Tune times an epoch from report to report as it receives them: stamped here, when it ended.
+        now = time.time()
+        metrics = {"time_this_iter_s": now - self._epoch_ended_at, **metrics}
+        self._epoch_ended_at = now
         answer_due = (folder is not None or metrics.get("epoch") in self.answer_epochs
                       or time.monotonic() - self._heard_at >= HEAR_S)  # fmt: skip
         if not answer_due:
