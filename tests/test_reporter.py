@@ -101,17 +101,27 @@ def test_close_hands_over_every_queued_report():
     reporter.raise_stop()  # nothing met
 
 
-def test_a_trial_that_has_not_heard_from_the_driver_for_a_while_waits(monkeypatch):
+def test_a_driver_falling_behind_makes_the_trial_wait():
     driver = SlowDriver()
     reporter = Reporter(send=driver)
-    reporter._heard_at -= HEAR_S  # a stop of the whole search must reach the trial within about HEAR_S
-    waiter = threading.Thread(target=reporter.report, args=({"epoch": 1}, None))
+    reporter.report({"epoch": 1}, None)
+    time.sleep(HEAR_S)  # epoch 1 handed over HEAR_S ago and still unanswered: a stop must reach the trial soon
+    waiter = threading.Thread(target=reporter.report, args=({"epoch": 2}, None))
     waiter.start()
     time.sleep(0.2)
     assert waiter.is_alive()
     driver.answer.release()
+    driver.answer.release()
     waiter.join(timeout=5)
-    assert driver.got == [1]
+    assert driver.got == [1, 2]
+
+
+def test_a_long_epoch_alone_does_not_make_the_trial_wait():
+    reporter = Reporter(send=lambda metrics, folder: time.sleep(0.5 if metrics["epoch"] == 2 else 0))
+    reporter.report({"epoch": 1}, None)
+    time.sleep(HEAR_S + 0.1)  # an epoch longer than HEAR_S, every report answered meanwhile
+    assert _timed(lambda: reporter.report({"epoch": 2}, None)) < 0.05  # the driver takes 0.5 s to answer it
+    reporter.close()
 
 
 def test_every_scheduler_waits_where_it_decides():

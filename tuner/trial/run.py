@@ -12,14 +12,16 @@ Tune's function API holds a trial inside ``tune.report`` until the driver has
 handled the result (its callbacks, the scheduler) and asked for the next one.
 The answer matters only where the scheduler may decide (``answer_epochs``: its
 rungs, PBT's exploits, every epoch under the median rule), where a checkpoint
-goes with the report (its folder is only lent for the call), and now and then
-(``HEAR_S``), so that a stop of the whole search reaches the trial. A
-``Reporter`` waits there, after the reports before it; at the other epochs it
-hands the report to a thread of its own, and the trial trains on.
+goes with the report (its folder is only lent for the call), and when the
+driver falls behind (a report handed over ``HEAR_S`` ago still unanswered),
+so that a stop reaches the trial within about an epoch. A ``Reporter`` waits
+there, after the reports before it; at the other epochs it hands the report to
+a thread of its own, and the trial trains on.
 """
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -33,7 +35,7 @@ from tuner.trial.settings import TrialSettings
 
 __all__ = ["HEAR_S", "Reporter", "run_trial"]
 
-HEAR_S = 1.0  # a trial waits for the driver's answer at least this often
+HEAR_S = 1.0  # a report waits when one handed over this long ago still has no answer (a driver falling behind)
 _CLOSE = object()
 
 
@@ -67,8 +69,8 @@ class Reporter:
     """A trial's reports to Tune, in order, waiting for the driver's answer only where it can matter.
 
     ``report`` waits (for the reports queued before it, then for its own) at
-    an epoch of ``answer_epochs``, with a checkpoint, or when the trial has not
-    heard from the driver for ``HEAR_S``; otherwise its thread hands the report
+    an epoch of ``answer_epochs``, with a checkpoint, or when a report it handed
+    over ``HEAR_S`` ago is still unanswered; otherwise its thread hands the report
     to Tune and the trial goes on. A stop that reaches the thread (Tune ends the
     trial inside ``tune.report`` by raising ``SystemExit``) is raised in the
     trial at its next report, as it would have been in that one.
@@ -80,7 +82,7 @@ class Reporter:
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._stop: BaseException | None = None  # what the thread's report raised: a stop, or an error
-        self._heard_at = time.monotonic()
+        self._handed: collections.deque[float] = collections.deque()  # when each unanswered report was handed over
         self._epoch_ended_at = time.time()
 
     def report(self, metrics: dict[str, Any], folder: str | None) -> None:
@@ -89,18 +91,18 @@ class Reporter:
         now = time.time()
         metrics = {"time_this_iter_s": now - self._epoch_ended_at, **metrics}
         self._epoch_ended_at = now
-        answer_due = (folder is not None or metrics.get("epoch") in self.answer_epochs
-                      or time.monotonic() - self._heard_at >= HEAR_S)  # fmt: skip
+        behind = bool(self._handed) and time.monotonic() - self._handed[0] >= HEAR_S
+        answer_due = folder is not None or metrics.get("epoch") in self.answer_epochs or behind
         if not answer_due:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tune-report", daemon=True)
                 self._thread.start()
+            self._handed.append(time.monotonic())
             self._queue.put((metrics, folder))
             return
         self._queue.join()  # the reports before this one first, in order
         self.raise_stop()
         self._send(metrics, folder)
-        self._heard_at = time.monotonic()
 
     def raise_stop(self) -> None:
         """Raise here what a queued report met: Tune's stop of the trial, or an error."""
@@ -123,8 +125,9 @@ class Reporter:
                     return
                 if self._stop is None:
                     self._send(*item)
-                    self._heard_at = time.monotonic()
             except BaseException as e:  # SystemExit: Tune stopped the trial
                 self._stop = e
             finally:
+                if item is not _CLOSE:
+                    self._handed.popleft()
                 self._queue.task_done()
