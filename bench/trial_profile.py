@@ -4,7 +4,8 @@ Trains the default recipe (the ``cifar`` space's reference config) on a
 trial's 45,000-image split, as one trial does, and times each phase with the
 device synchronised at its end: CUDA initialisation, the upload of the data,
 building the network, the first step (cuDNN autotuning), each epoch's training,
-its evaluation (with the space's test-time augmentation) and its checkpoint
+its evaluation (with the space's test-time augmentation, and without it, as at the
+epochs no scheduler judges) and its checkpoint
 (state dict to a file). The second epoch's steps run under the torch profiler:
 the share of the wall-clock the GPU spent in kernels, and the kernels that
 took longest. The baseline in the same run is the training step alone.
@@ -95,15 +96,21 @@ def main(argv: list[str] | None = None) -> None:
             _, train_s = _timed(device, lambda e=epoch: run.epoch(e, generator))
             kernels_s = float("nan")
         _, eval_s = _timed(device, lambda: evaluate(run.raw_model, data.val_x, data.val_y, tta=tta))
+        # What an epoch no scheduler judges costs instead: the evaluation without TTA (trainables.loop).
+        _, eval0_s = _timed(device, lambda: evaluate(run.raw_model, data.val_x, data.val_y, tta=0))
         with tempfile.TemporaryDirectory() as folder:
             _, ckpt_s = _timed(device, lambda e=epoch, f=folder: checkpoint.save(run.state(e), Path(f)))
             size = (Path(folder) / checkpoint.FILENAME).stat().st_size
         total = train_s + eval_s + ckpt_s
-        rows.append({"epoch": epoch, "train_s": train_s, "eval_s": eval_s, "checkpoint_s": ckpt_s,
+        rows.append({"epoch": epoch, "train_s": train_s, "eval_s": eval_s, "eval_tta0_s": eval0_s,
+                     "checkpoint_s": ckpt_s,
                      "checkpoint_MB": size / 1e6, "eval_share": eval_s / total, "checkpoint_share": ckpt_s / total,
                      "images_per_s": run.steps_per_epoch * run.batch_size / train_s,
                      "gpu_kernel_share_of_train": kernels_s / train_s})  # fmt: skip
     print(table(rows))
+    eval_s, eval0_s = (sum(r[k] for r in rows[1:] or rows) for k in ("eval_s", "eval_tta0_s"))
+    print(f"evaluation with TTA {tta} / without: {eval_s / eval0_s:.1f}x (the epochs after the first); an epoch "
+          f"no scheduler judges skips TTA")  # fmt: skip
     write_json(args.json, {"machine": machine(), "device": device.type, "startup": startup, "epochs": rows,
                            "wall_s": time.perf_counter() - t_start})  # fmt: skip
     print(f"wall-clock of this script after imports: {time.perf_counter() - t_start:.1f} s")
