@@ -280,15 +280,17 @@ def _run(settings: SearchSettings, lease: Lease, *, out: TextIO, hooks: Sequence
     space = settings.space()
     dataset = load_dataset(settings, space)
     print(f"data: {dataset.description} from {settings.data_dir}", file=out)
-    opening = open_store(settings.run.mlflow_uri)  # a new SQLite store's tables are made while Ray starts
+    opening = open_store(settings.run.mlflow_uri, create=False)  # an existing store opens while Ray starts
     started = init_ray(handle_signals=handle_signals, dashboard=settings.resources.workers_per_trial > 1)
     try:
-        opening.join()
         if settings.resources.pending:
             settings = resolve_gpus(settings, space, dataset, out=out)
         concurrency = check_resources(settings)
+        opening = opening or open_store(settings.run.mlflow_uri, create=True)  # a new one once the checks pass
         if not settings.run.resume:  # a new search's folder starts here, once the checks have passed
             lease.acquire()
+        if opening:
+            opening.join()
         settings, tracker = start_tracking(settings, space)
         provenance.record(settings.folder, data=dataset.trial, task=space.task)  # what a replay checks
         try:

@@ -47,17 +47,21 @@ def fail_fast() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
-def open_store(uri: str) -> threading.Thread:
-    """Open a local SQLite store in a thread (making or upgrading its tables takes 2-4 s); join it before tracking.
+def open_store(uri: str, *, create: bool) -> threading.Thread | None:
+    """Open a local SQLite store in a thread (0.5-1 s; making its tables, 2-3 s more); join it before tracking.
 
-    The search starts Ray meanwhile. A store that fails to open here fails
-    again, and is reported, when the tracker opens it; other stores are left alone.
+    The search starts Ray, or waits out its lease, meanwhile. ``create`` False:
+    only a store whose file exists (the search's checks may still refuse it, and
+    a refused search writes nothing). None when there is nothing to open. A store
+    that fails to open here fails again, and is reported, when the tracker opens it.
     """
+    path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    if path is None or not (create or os.path.exists(path)):
+        return None
 
     def open_it() -> None:
-        if uri.startswith("sqlite:"):
-            with contextlib.suppress(Exception):  # the tracker's own first call says what is wrong
-                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        with contextlib.suppress(Exception):  # the tracker's own first call says what is wrong
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
     thread = threading.Thread(target=open_it, name="mlflow-store", daemon=True)
     thread.start()
