@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.servers import MlflowServer
 from tuner.tracking import client as resilient
-from tuner.tracking import registry, runs
+from tuner.tracking import epochs, registry
 from tuner.tracking.runs import OUTCOME_TAG, TRIAL_TAG, MlflowTracker, where_to_browse
 
 
@@ -20,6 +20,7 @@ class FakeTrial:
     trial_id: str
     config: dict = field(default_factory=lambda: {"lr": 0.1, "epochs": 5})
     last_result: dict = field(default_factory=dict)
+    path: str | None = None  # its folder, holding progress.csv
 
 
 def _report(tracker: MlflowTracker, trial: FakeTrial, epoch: int) -> None:
@@ -43,7 +44,7 @@ def server(tmp_path):
 
 
 def test_epoch_metrics_are_written_in_batches_not_while_the_trial_waits(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "FLUSH_S", 3600.0)
+    monkeypatch.setattr(epochs, "FLUSH_S", 3600.0)
     uri = f"sqlite:///{tmp_path}/store.db"
     tracker = MlflowTracker(uri=uri, experiment="e", search_name="s", folder=str(tmp_path), metric="val_acc")
     client = MlflowClient(tracking_uri=uri)
@@ -58,15 +59,40 @@ def test_epoch_metrics_are_written_in_batches_not_while_the_trial_waits(tmp_path
     assert client.get_metric_history(run.info.run_id, "val_acc") == []  # kept by the driver, not yet written
     tracker.on_trial_complete(0, [], trial)  # a trial's end writes what it reported, then closes its run
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2, 3]
-    monkeypatch.setattr(runs, "FLUSH_S", 0.0)
+    monkeypatch.setattr(epochs, "FLUSH_S", 0.0)
     tracker.on_step_end(0, [])  # the other trial's: once FLUSH_S has passed, at the driver's next step
     assert len(client.get_metric_history(_child(client, experiment_id, "o").info.run_id, "val_acc")) == 1
     tracker.end()
 
 
+def test_a_resumed_search_catches_up_the_epochs_its_killed_driver_had_not_written(tmp_path):
+    import pandas as pd
+
+    uri = f"sqlite:///{tmp_path}/store.db"
+    folder = tmp_path / "train_t"
+    folder.mkdir()
+    # Epochs 1-3 reached the trial's files; the driver was killed before it wrote them to MLflow.
+    pd.DataFrame({"epoch": [1, 2, 3, 3], "val_acc": [float("nan"), 0.5, 0.6, 0.6], "val_acc_tta0": [0.3, 0.4, 0.5, 0.5],
+                  "train_loss": [2.0, 1.5, 1.2, 1.2]}).to_csv(folder / "progress.csv", index=False)  # fmt: skip
+    first = MlflowTracker(uri=uri, experiment="e", search_name="s", folder=str(tmp_path), metric="val_acc")
+    trial = FakeTrial("t", path=str(folder))
+    first.on_trial_start(0, [], trial)
+    parent = first.parent_run_id
+    resumed = MlflowTracker(uri=uri, experiment="e", search_name="s", folder=str(tmp_path), metric="val_acc",
+                            parent_run_id=parent, resume=True)  # fmt: skip
+    resumed.on_trial_start(0, [], trial)  # restarted from its checkpoint at epoch 2: it reports epoch 3 again
+    _report(resumed, trial, 3)
+    resumed.on_trial_complete(0, [], trial)
+    client = MlflowClient(tracking_uri=uri)
+    run = _child(client, client.get_experiment_by_name("e").experiment_id, "t")
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc")) == [1, 2, 3]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train_loss")) == [1, 2]
+    resumed.end()
+
+
 def test_an_outage_is_waited_out_and_caught_up(tmp_path, server, monkeypatch, capsys):
     monkeypatch.setattr(resilient, "RECONNECT_S", 0.0)  # try again at every call
-    monkeypatch.setattr(runs, "FLUSH_S", 0.0)  # each report written at the step that follows it
+    monkeypatch.setattr(epochs, "FLUSH_S", 0.0)  # each report written at the step that follows it
     tracker = MlflowTracker(uri=server.uri, experiment="e", search_name="s", folder=str(tmp_path), metric="val_acc")
     tracker.retry_delays = (0.1,)
     done, cut = FakeTrial("done"), FakeTrial("cut")
@@ -105,7 +131,7 @@ def test_an_outage_is_waited_out_and_caught_up(tmp_path, server, monkeypatch, ca
 
 def test_a_server_down_from_the_start_gets_the_whole_search_when_it_returns(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(resilient, "RECONNECT_S", 0.0)
-    monkeypatch.setattr(runs, "FLUSH_S", 0.0)
+    monkeypatch.setattr(epochs, "FLUSH_S", 0.0)
     server = MlflowServer(backend=f"sqlite:///{tmp_path}/store.db", artifacts=tmp_path / "artifacts",
                           log=tmp_path / "server.log")  # fmt: skip
     tracker = MlflowTracker(uri=server.uri, experiment="e", search_name="s", folder=str(tmp_path),

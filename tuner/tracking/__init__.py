@@ -4,6 +4,8 @@
   kept through an outage and replayed, fail fast where the server is known down.
 - ``runs``: ``MlflowTracker``, a Tune callback on that client: one parent run per search,
   one child run per trial, tags, the example inputs.
+- ``epochs``: its per-epoch half: metrics written in batches, not while a trial waits,
+  and what a killed driver lost caught up from the trial's files.
 - ``registry``: the best checkpoint registered as a pyfunc on raw inputs, and which
   version is champion.
 - ``served_model``: the registered model's code (MLflow models from code).

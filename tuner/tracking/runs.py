@@ -3,8 +3,7 @@
 All logging happens in the driver, through a Tune ``Callback``: trials never
 open connections to the tracking store, and a child run is found again by its
 ``trial_id`` tag, so a resumed search re-attaches to its runs instead of
-duplicating them. Per-epoch metrics are written in batches, every ``FLUSH_S``
-seconds and when a trial ends, not while the trial that reported them waits.
+duplicating them. Per-epoch metrics are written in batches (``tuner.tracking.epochs``).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from tuner import schedulers
 from tuner.config.settings import SearchSettings, redact
 from tuner.tracking import registry
 from tuner.tracking.client import ResilientClient, artifact_location, fail_fast, tracked
+from tuner.tracking.epochs import EpochMetrics
 
 # And the space's metric. val_*_tta0: the cifar task's scores without test-time augmentation, at the epochs no
 # scheduler judges (val_acc and val_loss are NaN there: trainables.loop.epoch_scores).
@@ -38,14 +38,9 @@ SEARCH_TAG = "hpsearch.search"
 PARENT_TAG = "mlflow.parentRunId"
 MODEL_TAG = "hpsearch.model_uri"
 CONFIRMED_TAG = "hpsearch.confirmed"  # --confirm: the config's mean score and spread over seeds
-EXPLOIT_TAG = "hpsearch.exploit"  # .1, .2, ...: each PBT exploit of a trial, from which trial, at which epoch, how
 NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 MAX_PARAM_LENGTH = 6000
-# Each epoch's metrics wait in the driver and are written at most this often, and when their trial ends: a write
-# to the store takes 5-20 ms, and a trial waits in its report while the driver handles the result.
-FLUSH_S = 2.0
-MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
 EXAMPLE_FILE = "model_example.json"  # the task's example inputs, kept in the search's folder
 
 
@@ -98,17 +93,6 @@ def how_to_load(uri: str, registered: registry.Registered) -> str:
             f'model = mlflow.pyfunc.load_model("{ref}"); model.predict(raw_inputs)')  # fmt: skip
 
 
-def describe_exploit(result: dict[str, Any]) -> str:
-    """``from trial X at epoch 4: lr 11.5 -> 13.8, ...`` for a result that carries a PBT exploit."""
-    changes = json.loads(result["exploit"])
-    values = ", ".join(f"{k} {_short(old)} -> {_short(new)}" for k, (old, new) in changes.items()) or "no value changed"
-    return f"from trial {result['exploited_from']} at epoch {result['exploit_epoch']}: {values}"
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def describe_search(settings: SearchSettings, space: SearchSpace) -> str:
     """The parent run's description in the MLflow UI (markdown)."""
     b, label = settings.budget, schedulers.get(settings.scheduler).label
@@ -125,19 +109,11 @@ def describe_search(settings: SearchSettings, space: SearchSpace) -> str:
     )
 
 
-def _number(value: Any) -> float | None:
-    """A reported value as MLflow takes it; None for what is not a number (left out, as a refused call would be)."""
-    try:
-        return float(value) if value is not None and not isinstance(value, str) else None
-    except (TypeError, ValueError):
-        return None
-
-
 def _params(values: dict[str, Any]) -> list[Param]:
     return [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(values.items())]
 
 
-class MlflowTracker(ResilientClient, tune.Callback):
+class MlflowTracker(EpochMetrics, ResilientClient, tune.Callback):
     """Mirrors a Tune search into MLflow as it runs.
 
     Every call to the store goes through ``ResilientClient``: retried, skipped
@@ -170,8 +146,7 @@ class MlflowTracker(ResilientClient, tune.Callback):
         self.parent_run_id = parent_run_id
         self._children: dict[str, str] = {}
         self.resume = resume  # a resumed search finds its parent run by name when it has no id saved
-        self._unsent: dict[str, tuple[dict | None, list[Metric]]] = {}  # per trial: its config, metrics not yet written
-        self._flushed_at = time.monotonic()
+        self._setup_epochs()
         self._open()
 
     @staticmethod
@@ -343,55 +318,16 @@ class MlflowTracker(ResilientClient, tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._running.add(trial.trial_id)
+        if self.resume:
+            self._restarted.add(trial.trial_id)
         self._start(trial.trial_id, trial.config)
 
     @tracked
     def _start(self, trial_id: str, config: dict[str, Any]) -> None:
         self.child_run(trial_id, config=config, reopen=True)
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
-        """Keep the epoch's metrics for the next write (``flush``): the trial waiting in its report goes on at once."""
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        now = int(time.time() * 1000)
-        batch = [Metric(k, v, now, step) for k in self.metric_keys if (v := _number(result.get(k))) is not None]
-        self._unsent.setdefault(trial.trial_id, (trial.config, []))[1].extend(batch)
-        if "exploit" in result:  # PBT continued this trial from another's checkpoint: say from which, and how
-            self._flush_trial(trial.trial_id, exploit=describe_exploit(result))
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if self._unsent and time.monotonic() - self._flushed_at >= FLUSH_S:
-            self.flush()
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.flush()  # also when the search stops early (Ctrl-C): its last epochs are in MLflow
-
-    def flush(self) -> None:
-        """Write every trial's kept metrics now, one batch per trial."""
-        for trial_id in list(self._unsent):
-            self._flush_trial(trial_id)
-        self._flushed_at = time.monotonic()
-
-    def _flush_trial(self, trial_id: str, *, exploit: str | None = None) -> None:
-        config, batch = self._unsent.pop(trial_id, (None, []))
-        if not batch and not exploit:
-            return
-        for start in range(0, max(len(batch), 1), MAX_METRICS_PER_BATCH):
-            self._log_trial(trial_id, config, batch[start : start + MAX_METRICS_PER_BATCH], exploit=exploit)
-            exploit = None
-
-    @tracked
-    def _log_trial(self, trial_id: str, config: dict | None, batch: list[Metric], *, exploit: str | None) -> None:
-        run_id = self.child_run(trial_id, config=config)
-        tags = []
-        if exploit:
-            said = [v for k, v in self.client.get_run(run_id).data.tags.items() if k.startswith(f"{EXPLOIT_TAG}.")]
-            if exploit not in said:  # a retried trial says it again
-                tags.append(RunTag(f"{EXPLOIT_TAG}.{len(said) + 1}", exploit))
-        if batch or tags:
-            self.client.log_batch(run_id, metrics=batch, tags=tags)
-
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._flush_trial(trial.trial_id)
+        self._trial_ends(trial)
         result, budget = trial.last_result or {}, (trial.config or {}).get("epochs")
         outcome = trial_status(failed=False, ended=next((f for f in EARLY_END_FLAGS if result.get(f)), None),
                                epochs=int(result.get("epoch", 0) or 0),
@@ -399,5 +335,5 @@ class MlflowTracker(ResilientClient, tune.Callback):
         self._terminate(trial.trial_id, "FINISHED", outcome)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._flush_trial(trial.trial_id)
+        self._trial_ends(trial)
         self._terminate(trial.trial_id, "FAILED", "error")

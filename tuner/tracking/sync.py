@@ -10,44 +10,29 @@ sync changes nothing.
 
 from __future__ import annotations
 
-import io
 import math
 import sys
 from typing import Any, TextIO
 
-import pandas as pd
-
 import results
 from results import storage
 from results.report import make_report
-from results.table import EARLY_END_FLAGS
 from search_spaces.exceptions import SyncError
 from tuner.config.settings import SearchSettings, redact
 from tuner.driver import provenance
+from tuner.tracking.epochs import history, missing_epochs
 from tuner.tracking.runs import MODEL_TAG, MlflowTracker, describe_search, load_example
-
-
-def _history(trial_path: str) -> pd.DataFrame:
-    path = storage.join(trial_path, "progress.csv")
-    return pd.read_csv(io.StringIO(storage.read_text(path))) if storage.exists(path) else pd.DataFrame()
 
 
 def _sync_trial(tracker: MlflowTracker, row: dict[str, Any]) -> int:
     """Log what the trial's child run lacks; returns how many epochs were added."""
     config = {k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/")}
     run_id = tracker.child_run(row["trial_id"], config=config)
-    have = {m.step for m in tracker.client.get_metric_history(run_id, tracker.metric)}
-    history = _history(row["path"])
-    added = 0
-    for epoch_row in history.to_dict("records"):
-        epoch = int(epoch_row.get("epoch", 0) or 0)
-        if epoch in have or epoch < 1 or any(epoch_row.get(flag) == 1 for flag in EARLY_END_FLAGS):
-            continue
-        metrics = {k: epoch_row[k] for k in tracker.metric_keys if k in epoch_row and not pd.isna(epoch_row[k])}
-        tracker.log_metrics(metrics, run_id=run_id, step=epoch)
-        added += 1
+    lost = missing_epochs(tracker.client, run_id, history(row["path"]), keys=tracker.metric_keys)
+    for epoch in sorted({m.step for m in lost}):
+        tracker.log_metrics({m.key: m.value for m in lost if m.step == epoch}, run_id=run_id, step=epoch)
     tracker.client.set_terminated(run_id, status="FAILED" if row["status"] == "error" else "FINISHED")
-    return added
+    return len({m.step for m in lost})
 
 
 def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> dict[str, int]:
