@@ -110,14 +110,16 @@ def load(folder: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(storage.read_text(path)))
 
 
+def load_history(trial_path: str) -> pd.DataFrame | None:
+    """One trial's reports as its progress.csv in ``trial_path`` holds them; None if it has none."""
+    path = storage.join(trial_path, "progress.csv")
+    return pd.read_csv(io.StringIO(storage.read_text(path))) if trial_path and storage.exists(path) else None
+
+
 def load_histories(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Each trial's progress.csv, from the trial folders results.csv names."""
-    histories = {}
-    for row in frame.to_dict("records"):
-        path = storage.join(str(row.get("path", "")), "progress.csv")
-        if row.get("path") and storage.exists(path):
-            histories[str(row["trial_id"])] = pd.read_csv(io.StringIO(storage.read_text(path)))
-    return histories
+    found = {str(row["trial_id"]): load_history(str(row.get("path") or "")) for row in frame.to_dict("records")}
+    return {trial_id: history for trial_id, history in found.items() if history is not None}
 
 
 def load_best(folder: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from results import storage
 from results.table import ranked
 from search_spaces import SearchSpace
 from trainables.task import TaskData
+from tuner import schedulers
 from tuner.config.settings import SearchSettings
 from tuner.driver.progress import result_files
 from tuner.driver.space import param_space
@@ -85,7 +86,7 @@ def confirm(
     points = [{**configs[row["trial_id"]], "seed": seed} for row in top for seed in seeds]
     print(f"\nconfirming the top {len(top)} config(s) over {len(seeds)} more seed(s) each ({len(points)} trials of "
           f"{settings.budget.max_epochs} epochs, no early stopping)", file=out, flush=True)  # fmt: skip
-    trainable = make_trainable(settings, space, dataset, keep=1, checkpoint_epochs=(settings.budget.max_epochs,))
+    trainable = make_trainable(settings, space, dataset, keep=1, scheduler=schedulers.get("fifo"))  # no early stop
     path = storage.join(settings.folder, CONFIRM_DIR)
     if tune.Tuner.can_restore(path):  # the search was resumed while it confirmed
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)

@@ -155,10 +155,7 @@ def build_tuner(
     scheduler = spec.build(budget=settings.budget, space=space, folder=settings.folder, seed=settings.seed)
     # Under PBT other trials restore from a trial's checkpoints: keep them a little longer.
     keep = max(settings.run.keep_checkpoints, spec.min_checkpoints)
-    trainable = make_trainable(settings, space, dataset, keep=keep,
-                               checkpoint_epochs=spec.checkpoint_epochs(settings.budget),
-                               answer_epochs=spec.answer_epochs(settings.budget),
-                               judged_epochs=spec.judged_epochs(settings.budget))  # fmt: skip
+    trainable = make_trainable(settings, space, dataset, keep=keep, scheduler=spec)
     if settings.run.resume:
         if not tune.Tuner.can_restore(settings.folder):
             raise UsageError(

@@ -64,7 +64,7 @@ class SchedulerSpec(ABC):
         A scheduler (or a stop criterion) that may stop a trial at any epoch must name every epoch here:
         a trial stopped at another epoch would train on until its next report.
         """
-        return (*self.rungs(budget), budget.max_epochs)
+        return self.checkpoint_epochs(budget)
 
     def judged_epochs(self, budget: Budget) -> tuple[int, ...] | None:
         """The epochs whose score it reads (its rungs) or ranks by (the last), None for every epoch.

@@ -11,7 +11,6 @@ by ``--resume``, ends (``missing_epochs``; ``--sync`` uses it too).
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from typing import Any
@@ -19,8 +18,7 @@ from typing import Any
 import pandas as pd
 from mlflow.entities import Metric, RunTag
 
-from results import storage
-from results.table import EARLY_END_FLAGS
+from results.table import EARLY_END_FLAGS, load_history
 from tuner.tracking.client import tracked
 
 # Each epoch's metrics wait in the driver and are written at most this often, and when their trial ends.
@@ -37,18 +35,14 @@ def number(value: Any) -> float | None:
         return None
 
 
-def history(trial_path: str) -> pd.DataFrame:
-    """A trial's reports as its progress.csv holds them (empty if it has none)."""
-    path = storage.join(trial_path, "progress.csv")
-    return pd.read_csv(io.StringIO(storage.read_text(path))) if storage.exists(path) else pd.DataFrame()
-
-
-def missing_epochs(client: Any, run_id: str, reports: pd.DataFrame, *, keys: tuple[str, ...]) -> list[Metric]:
+def missing_epochs(client: Any, run_id: str, reports: pd.DataFrame | None, *, keys: tuple[str, ...]) -> list[Metric]:
     """The metrics of the epochs in ``reports`` that the run ``run_id`` has none of (an early end's report aside).
 
     An epoch counts as logged when any of ``keys`` is: the cifar task leaves its
     metric empty (NaN) at the epochs no scheduler judges.
     """
+    if reports is None:
+        return []
     present = [k for k in keys if k in reports]
     have = {m.step for k in present for m in client.get_metric_history(run_id, k)}
     now, out = int(time.time() * 1000), []
@@ -114,13 +108,16 @@ class EpochMetrics:
         """Its kept metrics written; after a resume, the epochs a killed driver lost caught up from its files."""
         self._flush_trial(trial.trial_id)
         if trial.trial_id in self._restarted and getattr(trial, "path", None):
-            self._catch_up(trial.trial_id, trial.path)
+            self.catch_up(trial.trial_id, trial.path)
 
     @tracked
-    def _catch_up(self, trial_id: str, trial_path: str) -> None:
-        lost = missing_epochs(self.client, self.child_run(trial_id), history(trial_path), keys=self.metric_keys)
+    def catch_up(self, trial_id: str, trial_path: str) -> int:
+        """Log the epochs of the trial's progress.csv that its run lacks; how many (``--sync`` calls it too)."""
+        run_id = self.child_run(trial_id)
+        lost = missing_epochs(self.client, run_id, load_history(trial_path), keys=self.metric_keys)
         for start in range(0, len(lost), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.child_run(trial_id), metrics=lost[start : start + MAX_METRICS_PER_BATCH])
+            self.client.log_batch(run_id, metrics=lost[start : start + MAX_METRICS_PER_BATCH])
+        return len({m.step for m in lost})
 
     def _flush_trial(self, trial_id: str, *, exploit: str | None = None) -> None:
         config, batch = self._unsent.pop(trial_id, (None, []))

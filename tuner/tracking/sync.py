@@ -20,7 +20,6 @@ from results.report import make_report
 from search_spaces.exceptions import SyncError
 from tuner.config.settings import SearchSettings, redact
 from tuner.driver import provenance
-from tuner.tracking.epochs import history, missing_epochs
 from tuner.tracking.runs import MODEL_TAG, MlflowTracker, describe_search, load_example
 
 
@@ -28,11 +27,9 @@ def _sync_trial(tracker: MlflowTracker, row: dict[str, Any]) -> int:
     """Log what the trial's child run lacks; returns how many epochs were added."""
     config = {k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/")}
     run_id = tracker.child_run(row["trial_id"], config=config)
-    lost = missing_epochs(tracker.client, run_id, history(row["path"]), keys=tracker.metric_keys)
-    for epoch in sorted({m.step for m in lost}):
-        tracker.log_metrics({m.key: m.value for m in lost if m.step == epoch}, run_id=run_id, step=epoch)
+    added = tracker.catch_up(row["trial_id"], row["path"]) or 0  # None: the server went away (sync() says so)
     tracker.client.set_terminated(run_id, status="FAILED" if row["status"] == "error" else "FINISHED")
-    return len({m.step for m in lost})
+    return added
 
 
 def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> dict[str, int]:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from search_spaces import SearchSpace
     from trainables.task import TaskData
     from tuner.config.settings import SearchSettings
+    from tuner.schedulers import SchedulerSpec
 
 
 def trainable_for(space: str) -> Callable[..., None]:
@@ -41,11 +42,12 @@ def make_trainable(
     dataset: TaskData,
     *,
     keep: int,
-    checkpoint_epochs: tuple[int, ...],
-    answer_epochs: tuple[int, ...] = (),
-    judged_epochs: tuple[int, ...] | None = None,
+    scheduler: SchedulerSpec,
 ) -> Any:
-    """The search's Tune function with its data, trial settings and resources (a search's, or a confirmation's)."""
+    """The search's Tune function with its data, trial settings and resources (a search's, or a confirmation's).
+
+    ``scheduler`` says which epochs a trial always checkpoints, waits for the driver's answer at, and scores exactly.
+    """
     import ray
     from ray import tune
 
@@ -63,9 +65,9 @@ def make_trainable(
         max_failures=settings.run.max_failures,
         worker_start_timeout_s=settings.resources.worker_start_timeout_s,
         train_storage=storage.join(settings.folder, "train"),
-        checkpoint_epochs=checkpoint_epochs,
-        answer_epochs=answer_epochs,
-        judged_epochs=judged_epochs,
+        checkpoint_epochs=scheduler.checkpoint_epochs(settings.budget),
+        answer_epochs=scheduler.answer_epochs(settings.budget),
+        judged_epochs=scheduler.judged_epochs(settings.budget),
         metric=settings.metric,
         mode=settings.mode,
         task=space.task,
