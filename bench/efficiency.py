@@ -26,6 +26,11 @@ good config.
     python bench/efficiency.py --smoke                  # small form, CPU, synthetic CIFAR-shaped data (CI)
     python bench/efficiency.py --smoke --data-dir data  # small form on a slice of real CIFAR-10
     python bench/efficiency.py --data-dir data          # the cifar task's default budget, on a GPU
+    python bench/efficiency.py --table                  # replay recorded learning curves: every method, 50 seeds
+
+``--table`` runs no search: it replays a learning-curve table recorded once
+(``bench/record_curves.py``) through the same schedulers and searchers in
+simulated time, over many seeds, in seconds (``bench/efficiency_table.py``).
 """
 
 from __future__ import annotations
@@ -41,9 +46,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import efficiency_table
 import pandas as pd
 import yaml
-from common import machine, table
+from common import machine, table, write_json
 
 import results
 from results.cost import progress_curve, reached, scheduler_epochs
@@ -146,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py (default with --smoke: "
                    "synthetic images)")  # fmt: skip
     p.add_argument("--smoke", action="store_true", help="the small form: --smoke-test searches on CPU")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per method (default: 2 smoke, 3 otherwise)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per method (default: 2 smoke, 50 with --table, "
+                   "3 otherwise)")  # fmt: skip
     p.add_argument("--budget-epochs", type=int, default=None,
                    help="trial-epochs each search may spend (default: 3 smoke or 8 full trials of max-epochs)")
     p.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default: the space's)")
@@ -154,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
                    "best of the baseline's runs)")  # fmt: skip
     p.add_argument("--cpus", type=int, default=None, help="logical CPUs for Ray (default: this machine's)")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
+    efficiency_table.add_arguments(p)
     args = p.parse_args(argv)
+    if args.table:
+        write_json(args.out, efficiency_table.run(args))
+        return 0
     import ray
 
     space = get_space("cifar")

@@ -1,0 +1,354 @@
+"""A learning-curve table replayed through the project's schedulers and searchers, in simulated time.
+
+A table (``bench/record_curves.py``) holds configs of a real space, each
+trained to the full budget: every epoch's score and seconds. A simulated
+search asks the project's own searcher for a config (random: Ray's domains
+from ``tuner.driver.space.param_space``; TPE: ``optuna_searcher``), trains
+the recorded config nearest to it, and hands each recorded epoch to the
+project's own scheduler (``tuner.schedulers``: the same Ray Tune objects a
+search builds) when that epoch would have ended on one of N workers. The
+scheduler's answer (continue, stop, pause, exploit) is carried out as Tune's
+controller does, with real ``ray.tune.experiment.Trial`` objects and no Ray
+processes: a search of thousands of trial-epochs takes a fraction of a second.
+
+What is approximated, and how:
+
+- A suggested config is mapped to the recorded one nearest to it: each number
+  scaled to [0, 1] over its range (log scale for ``loguniform``), a different
+  choice counting as a whole range, an inactive conditional parameter as -1.
+- A new trial is asked for when a worker is free (the search's
+  ``ConcurrencyLimiter``); PBT's population is made at once and takes turns
+  (Tune's ``choose_trial_to_run``).
+- After a PBT exploit the trial goes on from the donor's score at the
+  donor's epoch (its weights), changing from epoch to epoch as the recorded
+  config nearest to its perturbed values did (its new hyperparameters), kept
+  within the lowest and highest score any recorded config had at each epoch.
+  The table holds no curve trained from another config's weights, so this is
+  a model; following the donor's curve alone would make every replay of an
+  exploit alike, and a population that has all copied one curve exploit again
+  at each dip of it, without end.
+- Compute is the sum of the workers' busy seconds (trial-seconds), the
+  figure the project's cost and time to target count.
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+import itertools
+import json
+import logging
+import math
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from search_spaces import Budget, SearchSpace, conditions, drop_inactive, load_space_file
+
+CURVES = "curves.csv.gz"
+PROVENANCE = "provenance.json"
+
+
+@dataclass(frozen=True)
+class Curves:
+    """A recorded table: configs, and each one's score and seconds at every epoch (NaN where it ended sooner)."""
+
+    space: SearchSpace
+    metric: str
+    mode: str
+    configs: list[dict[str, Any]]
+    scores: np.ndarray  # (configs, max_epochs)
+    seconds: np.ndarray  # (configs, max_epochs)
+    vectors: np.ndarray = field(repr=False)  # each config as a point, for nearest()
+
+    @property
+    def max_epochs(self) -> int:
+        return self.scores.shape[1]
+
+    def nearest(self, config: dict[str, Any]) -> int:
+        """The index of the recorded config nearest to ``config`` (ties: the first recorded)."""
+        point = encode(self.space, config)
+        return int(np.argmin(((self.vectors - point) ** 2).sum(axis=1)))
+
+    def best_scores(self) -> np.ndarray:
+        """Each config's best score over its epochs, sign-adjusted so that higher is better."""
+        sign = 1.0 if self.mode == "max" else -1.0
+        return np.nanmax(sign * self.scores, axis=1) * sign
+
+
+def encode(space: SearchSpace, config: dict[str, Any]) -> np.ndarray:
+    """``config`` as a point: numbers scaled over their ranges, choices one-hot, inactive parameters -1."""
+    point: list[float] = []
+    for p in space.params:
+        if p.kind == "fixed":
+            continue
+        value = config.get(p.name)
+        if p.kind == "choice":
+            point += [float(value == c) / math.sqrt(2) for c in p.choices]  # another choice: distance 1
+        elif value is None or value == "inactive" or (isinstance(value, float) and math.isnan(value)):
+            point.append(-1.0)
+        elif p.kind == "loguniform":
+            point.append(math.log(float(value) / p.low) / math.log(p.high / p.low))
+        else:
+            point.append((float(value) - p.low) / max(float(p.high - p.low), 1e-12))
+    return np.asarray(point)
+
+
+def load(folder: str | Path, *, metric: str | None = None, mode: str | None = None) -> Curves:
+    """The table ``bench/record_curves.py`` wrote in ``folder``, replayed by ``metric`` (default: the space's)."""
+    folder = Path(folder)
+    provenance = json.loads((folder / PROVENANCE).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        space_path = Path(tmp) / "space.yaml"
+        space_path.write_text(provenance["space"])
+        space = load_space_file(space_path)
+    frame = pd.read_csv(folder / CURVES)
+    metric, mode = metric or provenance["metric"], mode or provenance["mode"]
+    if metric not in frame.columns or mode not in ("min", "max"):
+        raise SystemExit(f"the table has no metric {metric!r} with mode {mode!r}: pick one of "
+                         f"{', '.join(c for c in frame.columns if c.startswith('val_'))}, and min or max")
+    max_epochs = int(provenance["max_epochs"])
+    params = provenance["params"]
+    numbers = sorted(frame["config"].unique())
+    scores = np.full((len(numbers), max_epochs), np.nan)
+    seconds = np.full((len(numbers), max_epochs), np.nan)
+    configs = []
+    for i, (_, rows) in enumerate(frame.groupby("config", sort=True)):
+        first = rows.iloc[0]
+        configs.append({p: _value(first[p]) for p in params})
+        epochs = rows["epoch"].to_numpy(int) - 1
+        scores[i, epochs] = rows[metric].to_numpy(float)
+        seconds[i, epochs] = rows["seconds"].to_numpy(float)
+    vectors = np.stack([encode(space, c) for c in configs])
+    return Curves(space=space, metric=metric, mode=mode, configs=configs, scores=scores,
+                  seconds=seconds, vectors=vectors)  # fmt: skip
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None if v == "inactive" else v
+    return v.item() if hasattr(v, "item") else v
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way to search: a scheduler of ``tuner.schedulers`` and a searcher (``random`` or ``optuna``)."""
+
+    name: str
+    scheduler: str
+    searcher: str = "random"
+
+
+METHODS = (
+    Method("random, full budget", "fifo"),
+    Method("ASHA (random)", "asha"),
+    Method("ASHA (Optuna TPE)", "asha", "optuna"),
+    Method("HyperBand (random)", "hyperband"),
+    Method("median rule (random)", "median"),
+    Method("PBT", "pbt"),
+)
+
+
+class _Controller:
+    """The part of Tune's controller the schedulers call: the trials, pausing one, saving one."""
+
+    search_alg = None
+
+    def __init__(self) -> None:
+        self.trials: list[Any] = []
+
+    def get_trials(self) -> list[Any]:
+        return self.trials
+
+    def get_live_trials(self) -> list[Any]:
+        return [t for t in self.trials if not t.is_finished()]
+
+    def _schedule_trial_save(self, trial: Any, result: dict | None = None) -> Any:
+        return _saved(trial, result or trial.last_result)
+
+    def pause_trial(self, trial: Any, should_checkpoint: bool = True) -> None:
+        from ray.tune.experiment import Trial
+
+        _saved(trial, trial.last_result)
+        trial.set_status(Trial.PAUSED)
+
+
+def _saved(trial: Any, metrics: dict) -> Any:
+    """A checkpoint of ``trial`` as of ``metrics`` (its epoch is where a trial restored from it goes on)."""
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+
+    checkpoint = Checkpoint(f"/sim/{trial.trial_id}/{metrics.get('epoch', 0)}")
+    trial.run_metadata.checkpoint_manager._latest_checkpoint_result = _TrainingResult(checkpoint, dict(metrics))
+    return checkpoint
+
+
+@dataclass
+class _Running:
+    trial: Any
+    row: int  # the recorded config it follows
+    epoch: int  # the epoch it is training (1-based)
+    started: float  # when that epoch began
+
+
+def replay(curves: Curves, method: Method, *, seed: int, workers: int, budget: Budget, cap_s: float,
+           targets: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+    """One simulated search: the compute (trial-seconds) at which the best score first reached each target."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from tuner import schedulers
+    from tuner.driver.space import optuna_searcher, param_space
+
+    random.seed(seed)
+    np.random.seed(seed)  # Ray's schedulers and domains draw from the global generators
+    rng = np.random.RandomState(seed)
+    metric, mode, space = curves.metric, curves.mode, curves.space
+    sign = 1.0 if mode == "max" else -1.0
+    with tempfile.TemporaryDirectory() as folder:
+        scheduler = schedulers.get(method.scheduler).build(budget=budget, space=space, folder=folder, seed=seed)
+    scheduler._save = lambda: None  # the state file is for --resume: nothing to resume here
+    scheduler.set_search_properties(metric, mode)
+    searcher = None
+    if method.searcher == "optuna":
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        searcher = optuna_searcher(space, metric=metric, mode=mode, seed=seed, max_epochs=budget.max_epochs,
+                                   points=[], priors=[])  # fmt: skip
+    domains = param_space(space, max_epochs=budget.max_epochs, seed=seed)
+    searched = [p.name for p in space.params if p.kind != "fixed"]
+    conds = conditions(space)
+    controller = _Controller()
+    population = budget.num_samples if schedulers.get(method.scheduler).whole_population else 0
+
+    def new_trial() -> Any:
+        trial_id = f"{len(controller.trials):05d}"
+        if searcher is not None:
+            config = dict(searcher.suggest(trial_id))
+        else:
+            config = drop_inactive({k: domains[k].sample(random_state=rng) for k in searched}, conds)
+        trial = Trial("sim", config=config, trial_id=trial_id, stub=True)
+        controller.trials.append(trial)
+        scheduler.on_trial_add(controller, trial)
+        return trial
+
+    for _ in range(population):
+        new_trial()
+    running: dict[str, _Running] = {}
+    rows: dict[str, int] = {}  # trial id -> the recorded config whose curve it follows
+    offsets: dict[str, float] = {}  # trial id -> its score less that curve's, after a PBT exploit
+    low, high = np.nanmin(curves.scores, axis=0), np.nanmax(curves.scores, axis=0)
+    events: list[tuple[float, int, str]] = []
+    order = itertools.count()  # ties in time: first scheduled, first ended
+    done_s = 0.0  # seconds of the epochs finished
+    best = -math.inf
+    reached: dict[str, float] = {}
+    trials_run = epochs_run = stopped = 0
+    now = 0.0
+
+    def start(trial: Any) -> None:
+        nonlocal trials_run
+        last = trial.run_metadata.checkpoint_manager._latest_checkpoint_result
+        epoch = int(last.metrics.get("epoch", 0)) + 1 if last is not None else 1
+        if trial.status == Trial.PENDING:
+            trials_run += 1
+            rows[trial.trial_id] = curves.nearest(trial.config)
+        elif last is not None and last.metrics.get("trial_id") != trial.trial_id:  # a PBT exploit
+            row = rows[trial.trial_id] = curves.nearest(trial.config)
+            offsets[trial.trial_id] = float(last.metrics[metric]) - float(curves.scores[row, epoch - 2])
+        row = rows[trial.trial_id]
+        trial.set_status(Trial.RUNNING)
+        running[trial.trial_id] = _Running(trial, row, epoch, now)
+        heapq.heappush(events, (now + _seconds(curves, row, epoch), next(order), trial.trial_id))
+
+    def fill() -> None:
+        while len(running) < workers and done_s < cap_s:
+            trial = scheduler.choose_trial_to_run(controller)
+            if trial is None:
+                if population:
+                    return
+                trial = new_trial()
+            start(trial)
+
+    def finish(run: _Running, result: dict) -> None:
+        scheduler.on_trial_complete(controller, run.trial, result)
+        if searcher is not None:
+            searcher.on_trial_complete(run.trial.trial_id, result)
+        run.trial.set_status(Trial.TERMINATED)
+
+    fill()
+    while events and len(reached) < len(targets):
+        now, _, trial_id = heapq.heappop(events)
+        run = running.pop(trial_id)
+        seconds = _seconds(curves, run.row, run.epoch)
+        done_s += seconds
+        epochs_run += 1
+        score = float(curves.scores[run.row, run.epoch - 1])
+        if trial_id in offsets:
+            score = float(np.clip(score + offsets[trial_id], low[run.epoch - 1], high[run.epoch - 1]))
+        result = {metric: score, "epoch": run.epoch, "training_iteration": run.epoch, "time_this_iter_s": seconds,
+                  "trial_id": trial_id, "config": dict(run.trial.config)}  # fmt: skip
+        if score == score and sign * score > best:
+            best = sign * score
+            spent = done_s + sum(now - r.started for r in running.values())
+            for name, target in targets.items():
+                if name not in reached and best >= sign * target - 1e-12:
+                    reached[name] = spent
+        if score != score or run.epoch >= budget.max_epochs:  # a diverged record ends the trial, as in a search
+            run.trial.update_last_result(result)
+            finish(run, result)
+        else:
+            decision = scheduler.on_trial_result(controller, run.trial, result)
+            if decision != TrialScheduler.STOP and searcher is not None:
+                searcher.on_trial_result(trial_id, result)
+            run.trial.update_last_result(result)
+            if decision == TrialScheduler.STOP:
+                stopped += 1
+                finish(run, result)
+            elif decision == TrialScheduler.PAUSE:
+                controller.pause_trial(run.trial)
+            elif run.trial.status == Trial.RUNNING:  # CONTINUE (NOOP: PBT paused it to exploit)
+                running[trial_id] = run
+                run.epoch, run.started = run.epoch + 1, now
+                heapq.heappush(events, (now + _seconds(curves, run.row, run.epoch), next(order), trial_id))
+        fill()
+    return {"method": method.name, "seed": seed, "trials": trials_run, "epochs": epochs_run, "stopped": stopped,
+            "exploits": len(getattr(scheduler, "exploits", ())), "best": sign * best if best > -math.inf else math.nan,
+            **{f"{name}_s": reached.get(name, math.inf) for name in targets}}  # fmt: skip
+
+
+def _seconds(curves: Curves, row: int, epoch: int) -> float:
+    value = float(curves.seconds[row, epoch - 1])
+    return value if value == value else 0.0  # an epoch the record lacks (it diverged before) takes no time
+
+
+def replay_many(curves: Curves, methods: tuple[Method, ...], *, seeds: int, workers: int, budget: Budget,
+                cap_s: float, targets: dict[str, float], processes: int = 1) -> list[dict[str, Any]]:  # fmt: skip
+    """Every method over ``seeds`` seeds (0..seeds-1); rows in method, then seed, order whatever ``processes``."""
+    jobs = [(curves, m, s, workers, budget, cap_s, targets) for m in methods for s in range(seeds)]
+    if processes <= 1:
+        return [_job(j) for j in jobs]
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        return pool.map(_job, jobs, chunksize=max(1, len(jobs) // (processes * 4)))
+
+
+def _job(job: tuple) -> dict[str, Any]:
+    curves, method, seed, workers, budget, cap_s, targets = job
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)  # PBT logs every exploit at INFO
+    import contextlib
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return replay(curves, method, seed=seed, workers=workers, budget=budget, cap_s=cap_s, targets=targets)
