@@ -32,8 +32,9 @@ def test_the_best_configs_that_fit_come_first_and_the_others_are_reported(tmp_pa
                            {"lr": 9.0, "momentum": 0.88, "batch_size": 1024}]  # fmt: skip
     assert [score for _, score in warm.priors] == [0.91, 0.9, 0.88]  # scored and inside the space, best first
     assert warm.skipped == ["trial t1: lr 20.0 is outside log[5, 15]"]
-    text = warm.describe(optuna=True)
-    assert "its best 2 config(s) first, 3 of its trials told to Optuna" in text and "trial t1: lr 20.0" in text
+    text = warm.describe(model=True)
+    assert "its best 2 config(s) first, 3 of its trials told to the searcher's model" in text
+    assert "trial t1: lr 20.0" in text
 
 
 def test_optuna_knows_the_old_trials_before_it_suggests(tmp_path):

@@ -254,7 +254,7 @@ def search(
 
     ``space``: a built-in space's name or a space file's path. ``params``: overrides, e.g.
     ``{"lr": "0.001:0.1", "batch_size": [256, 512], "width": 0.5}`` (a range, choices, a fixed value).
-    ``searcher``: ``random`` or ``optuna`` (the flag ``--search``). Relative paths are taken from the
+    ``searcher``: ``random``, ``optuna`` or ``bohb`` (the flag ``--search``). Relative paths are taken from the
     working directory. ``out``: where progress and the summary are printed (default: standard output);
     ``quiet``: print nothing. ``on_result``: called with a ``TrialUpdate`` for every epoch any trial reports.
     """

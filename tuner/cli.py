@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="cap on trials running at once (default: what resources allow)",
     )
-    p.add_argument("--search", choices=SEARCH_ALGORITHMS, default="random", help="random search, or Optuna's TPE")
+    p.add_argument("--search", choices=SEARCH_ALGORITHMS, default="random", help="random search, Optuna's TPE, or "
+                   "bohb (TPE fitted at ASHA's rungs: model-based multi-fidelity; --scheduler asha or hyperband)")
     p.add_argument(
         "--scheduler",
         choices=SCHEDULERS,
@@ -147,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FOLDER",
         default=None,
         help="seed this search with a finished one (its folder): its best configs are tried first and, with "
-        "--search optuna, all its trials are Optuna's prior observations; configs outside this space are skipped",
+        "--search optuna or bohb, all its trials are the model's prior observations; configs outside this space are "
+        "skipped",
     )
     p.add_argument(
         "--data-dir",

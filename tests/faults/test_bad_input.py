@@ -41,6 +41,7 @@
 | 37 | a table's problem that does not report the space's metric | the metrics it reports, or leave both out |
 | 38 | --worker-start-timeout 0 | must be > 0, in seconds |
 | 39 | several GPUs for a single-process trial | DDP workers, one GPU each |
+| 40 | --search bohb with a scheduler that has no rungs (fifo, median) | --scheduler asha or hyperband |
 
 An unreachable MLflow server is not bad input: the search runs without it
 (tests/faults/test_mlflow_down.py).
@@ -164,6 +165,8 @@ CASES = {
                                                                         "the folder of a finished search"]),
     "pbt with optuna": (lambda t, c: ["--scheduler", "pbt", "--search", "optuna"],
                         ["cannot follow --search optuna", "drop --search"]),
+    "bohb without rungs": (lambda t, c: ["--scheduler", "median", "--search", "bohb"],
+                           ["--search bohb fits its model", "--scheduler asha or hyperband"]),
     "pbt, nothing mutable": (lambda t, c: ["--scheduler", "pbt", "--param", "lr=11.5", "--param", "momentum=0.85",
                                            "--param", "weight_decay=0.0153", "--param", "label_smoothing=0.2"],
                              ["marks none", "mutable: true"]),

@@ -27,7 +27,7 @@ from tuner import schedulers
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S, TrialShape, trial_shape
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-SEARCH_ALGORITHMS = ("random", "optuna")
+SEARCH_ALGORITHMS = ("random", "optuna", "bohb")
 SCHEDULERS = tuple(schedulers.SCHEDULERS)  # --scheduler's choices: the registry's names (no Ray imported)
 GPUS_AUTO, GPUS_DEFAULT = "auto", "default"  # --gpus-per-trial values resolved once Ray has started
 

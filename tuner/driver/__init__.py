@@ -3,6 +3,7 @@
 - ``runner``: ``run_search(settings)``: data, Ray, the Tuner with its scheduler, searcher
   and callbacks, resume; raises ``Interrupted`` when stopped with its state saved.
 - ``space``: a search space (plain data) as Tune's ``param_space`` and Optuna's searcher.
+- ``bohb``: ``--search bohb``, BOHB's model (TPE) fitted at ASHA's rungs.
 - ``warm``: warm starts, a new search seeded with a finished one's best configs.
 - ``progress``: the one compact progress table printed instead of Ray's output.
 - ``stopping``: Ctrl-C and SIGTERM stop the driver within a bound, state saved.

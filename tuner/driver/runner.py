@@ -32,6 +32,7 @@ from tuner.config import resources
 from tuner.config.settings import SearchSettings, tracking_unreachable
 from tuner.driver import progress as progress_module
 from tuner.driver import provenance
+from tuner.driver.bohb import BohbSearch
 from tuner.driver.finish import finish
 from tuner.driver.lease import Lease
 from tuner.driver.progress import ProgressTable, result_files
@@ -177,13 +178,19 @@ def build_tuner(
                                  max_epochs=settings.budget.max_epochs, points=points,
                                  priors=warm.priors if warm else [])  # fmt: skip
         searcher = ConcurrencyLimiter(optuna, max_concurrent=concurrency)
+    elif settings.search == "bohb":
+        # The rungs ASHA (or HyperBand) judges at, and the last epoch: the budgets BOHB's model is fitted at.
+        rungs = schedulers.get(settings.scheduler).checkpoint_epochs(settings.budget)
+        bohb = BohbSearch(space, metric=settings.metric, mode=settings.mode, seed=settings.seed, rungs=rungs,
+                          points=points, priors=warm.priors if warm else [])  # fmt: skip
+        searcher = ConcurrencyLimiter(bohb, max_concurrent=concurrency)
     else:
         # PBT's population is every trial at once: it takes turns (pausing trials at their
         # checkpoints) where the cluster cannot run them all, so the searcher makes them all.
         limit = 0 if spec.whole_population else concurrency
         searcher = BasicVariantGenerator(random_state=settings.seed, max_concurrent=limit,
                                          points_to_evaluate=points or None)  # fmt: skip
-    sampled = settings.search != "optuna"  # Optuna's define-by-run space holds what it searches
+    sampled = settings.search == "random"  # Optuna's (and BOHB's) define-by-run space holds what it searches
     return tune.Tuner(
         trainable,
         param_space=param_space(space, max_epochs=settings.budget.max_epochs, seed=settings.seed, sampled=sampled),
@@ -332,7 +339,7 @@ def _search(
     )
     warm = None if settings.run.resume else warm_start(settings, space)
     if warm:
-        print(warm.describe(optuna=settings.search == "optuna"), file=out)
+        print(warm.describe(model=settings.search != "random"), file=out)
     ddp = settings.resources.workers_per_trial > 1
     watch = PlacementWatch(out=out, timeout_s=settings.resources.worker_start_timeout_s if ddp else None)
     callbacks = [tracker, progress, watch, *result_files(), *hooks]

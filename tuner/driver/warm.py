@@ -34,10 +34,10 @@ class WarmStart:
     priors: list[tuple[dict[str, Any], float]] = field(default_factory=list)  # every scored trial that fits, scored
     skipped: list[str] = field(default_factory=list)  # why a trial's config was left out
 
-    def describe(self, *, optuna: bool) -> str:
+    def describe(self, *, model: bool) -> str:
         text = f"warm start from {self.source}: its best {len(self.points)} config(s) first"
-        if optuna:
-            text += f", {len(self.priors)} of its trials told to Optuna as prior observations"
+        if model:
+            text += f", {len(self.priors)} of its trials told to the searcher's model as prior observations"
         if self.skipped:
             text += f"; skipped {len(self.skipped)} outside this space:\n" + "\n".join(f"  {s}" for s in self.skipped)
         return text

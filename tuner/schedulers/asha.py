@@ -23,6 +23,7 @@ class HalvingSpec(SchedulerSpec):
     """Asynchronous successive halving over one bracket (ASHA) or one per early-stopping rate (HyperBand)."""
 
     every_bracket: bool = False  # HyperBand: a bracket for each first rung, grace x rf^s epochs
+    judges_at_rungs: bool = True
 
     def brackets(self, budget: Budget) -> int:
         """How many brackets Ray lays out for ``budget``."""

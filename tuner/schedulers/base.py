@@ -34,6 +34,7 @@ class SchedulerSpec(ABC):
     min_checkpoints: int = 0  # checkpoints each trial keeps at least, because other trials restore from them
     whole_population: bool = False  # every trial is made at once and they take turns on the cluster
     reads_every_epoch: bool = False  # it reads a trial's score at every epoch, not only at its rungs
+    judges_at_rungs: bool = False  # it stops trials at fixed epochs only (rungs): --search bohb fits its model there
 
     @abstractmethod
     def build(self, *, budget: Budget, space: SearchSpace, folder: str, seed: int) -> TrialScheduler:
