@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"{cap_s:.0f} trial-seconds (every recorded config at the full budget)", flush=True)  # fmt: skip
     started = time.perf_counter()
     processes = args.processes or os.cpu_count() or 1
-    rows = simulate.replay_many(curves, simulate.METHODS, seeds=seeds, workers=args.workers, budget=budget,
+    rows = simulate.replay_many(curves, simulate.methods(), seeds=seeds, workers=args.workers, budget=budget,
                                 cap_s=cap_s, targets=targets, processes=processes)  # fmt: skip
     took = time.perf_counter() - started
     summary = summarise(rows, targets)

@@ -72,7 +72,7 @@ class Curves:
 
     def nearest(self, config: dict[str, Any]) -> int:
         """The index of the recorded config nearest to ``config`` (ties: the first recorded)."""
-        point = encode(self.space, config)
+        point = encode(self.space, drop_inactive(config, conditions(self.space)))
         return int(np.argmin(((self.vectors - point) ** 2).sum(axis=1)))
 
     def best_scores(self) -> np.ndarray:
@@ -153,19 +153,40 @@ METHODS = (
     Method("random, full budget", "fifo"),
     Method("ASHA (random)", "asha"),
     Method("ASHA (Optuna TPE)", "asha", "optuna"),
+    Method("ASHA (BOHB)", "asha", "bohb"),
     Method("HyperBand (random)", "hyperband"),
     Method("median rule (random)", "median"),
     Method("PBT", "pbt"),
 )
+RAY_BOHB = "ray-bohb"  # Ray's TuneBOHB with HyperBandForBOHB (synchronous): measured where hpbandster is installed
+RAY_BOHB_METHOD = Method("Ray's BOHB (HyperBandForBOHB)", RAY_BOHB, RAY_BOHB)
+
+
+def methods() -> tuple[Method, ...]:
+    """``METHODS``, and Ray's own BOHB where its packages (hpbandster, ConfigSpace) are installed."""
+    import importlib.util
+
+    ray_bohb = all(importlib.util.find_spec(m) for m in ("hpbandster", "ConfigSpace"))
+    return (*METHODS, RAY_BOHB_METHOD) if ray_bohb else METHODS
 
 
 class _Controller:
-    """The part of Tune's controller the schedulers call: the trials, pausing one, saving one."""
-
-    search_alg = None
+    """The part of Tune's controller the schedulers call: the trials, pausing, stopping or saving one."""
 
     def __init__(self) -> None:
         self.trials: list[Any] = []
+        self.search_alg: Any = None
+        self.scheduler: Any = None
+
+    def stop_trial(self, trial: Any) -> None:
+        """A paused or pending trial the scheduler ends (synchronous HyperBand's losers), as Tune's controller does."""
+        from ray.tune.experiment import Trial
+
+        if trial.status in (Trial.PENDING, Trial.PAUSED):
+            self.scheduler.on_trial_remove(self, trial)
+            if self.search_alg is not None:
+                self.search_alg.searcher.on_trial_complete(trial.trial_id)
+            trial.set_status(Trial.TERMINATED)
 
     def get_trials(self) -> list[Any]:
         return self.trials
@@ -207,30 +228,19 @@ def replay(curves: Curves, method: Method, *, seed: int, workers: int, budget: B
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import TrialScheduler
 
-    from tuner import schedulers
-    from tuner.driver.space import optuna_searcher, param_space
+    from tuner.driver.space import param_space
 
     random.seed(seed)
     np.random.seed(seed)  # Ray's schedulers and domains draw from the global generators
     rng = np.random.RandomState(seed)
     metric, mode, space = curves.metric, curves.mode, curves.space
     sign = 1.0 if mode == "max" else -1.0
-    with tempfile.TemporaryDirectory() as folder:
-        scheduler = schedulers.get(method.scheduler).build(budget=budget, space=space, folder=folder, seed=seed)
-    scheduler._save = lambda: None  # the state file is for --resume: nothing to resume here
-    scheduler.set_search_properties(metric, mode)
-    searcher = None
-    if method.searcher == "optuna":
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        searcher = optuna_searcher(space, metric=metric, mode=mode, seed=seed, max_epochs=budget.max_epochs,
-                                   points=[], priors=[])  # fmt: skip
+    controller = _Controller()
+    scheduler, searcher, population = _build(method, curves, budget=budget, seed=seed, controller=controller)
+    controller.scheduler = scheduler
     domains = param_space(space, max_epochs=budget.max_epochs, seed=seed)
     searched = [p.name for p in space.params if p.kind != "fixed"]
     conds = conditions(space)
-    controller = _Controller()
-    population = budget.num_samples if schedulers.get(method.scheduler).whole_population else 0
 
     def new_trial() -> Any:
         trial_id = f"{len(controller.trials):05d}"
@@ -326,6 +336,53 @@ def replay(curves: Curves, method: Method, *, seed: int, workers: int, budget: B
     return {"method": method.name, "seed": seed, "trials": trials_run, "epochs": epochs_run, "stopped": stopped,
             "exploits": len(getattr(scheduler, "exploits", ())), "best": sign * best if best > -math.inf else math.nan,
             **{f"{name}_s": reached.get(name, math.inf) for name in targets}}  # fmt: skip
+
+
+def _build(method: Method, curves: Curves, *, budget: Budget, seed: int, controller: _Controller) -> tuple:
+    """The method's scheduler and searcher (None: random search), and its population (0: trials as they go)."""
+    from tuner import schedulers
+
+    metric, mode, space = curves.metric, curves.mode, curves.space
+    if method.scheduler == RAY_BOHB:  # Ray's own BOHB, for comparison: hpbandster and ConfigSpace must be installed
+        from ray.tune.schedulers import HyperBandForBOHB
+        from ray.tune.search.bohb import TuneBOHB
+
+        from tuner.driver.space import param_space
+
+        scheduler = HyperBandForBOHB(time_attr="epoch", max_t=budget.max_epochs,
+                                     reduction_factor=budget.reduction_factor)  # fmt: skip
+        scheduler.set_search_properties(metric, mode)
+        domains = param_space(space, max_epochs=budget.max_epochs, seed=seed)
+        searched = {p.name: domains[p.name] for p in space.params if p.kind != "fixed"}
+        searcher = TuneBOHB(space=TuneBOHB.convert_search_space(searched), metric=metric, mode=mode, seed=seed)
+        controller.search_alg = _SearchAlg(searcher)
+        return scheduler, searcher, 0
+    spec = schedulers.get(method.scheduler)
+    with tempfile.TemporaryDirectory() as folder:
+        scheduler = spec.build(budget=budget, space=space, folder=folder, seed=seed)
+    scheduler._save = lambda: None  # the state file is for --resume: nothing to resume here
+    scheduler.set_search_properties(metric, mode)
+    searcher = None
+    if method.searcher == "optuna":
+        import optuna
+
+        from tuner.driver.space import optuna_searcher
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        searcher = optuna_searcher(space, metric=metric, mode=mode, seed=seed, max_epochs=budget.max_epochs,
+                                   points=[], priors=[])  # fmt: skip
+    elif method.searcher == "bohb":
+        from tuner.driver.bohb import BohbSearch
+
+        searcher = BohbSearch(space, metric=metric, mode=mode, seed=seed, rungs=spec.checkpoint_epochs(budget))
+    return scheduler, searcher, budget.num_samples if spec.whole_population else 0
+
+
+class _SearchAlg:
+    """What HyperBandForBOHB reaches through Tune's controller: the search algorithm's searcher."""
+
+    def __init__(self, searcher: Any) -> None:
+        self.searcher = searcher
 
 
 def _seconds(curves: Curves, row: int, epoch: int) -> float:

@@ -119,7 +119,7 @@ def test_efficiency_table_prints_every_method_and_is_deterministic(tmp_path: Pat
             assert method.name in done.stdout
         assert "x sooner than random, full budget at the median" in done.stdout
         figures = json.loads(out.read_text())
-        assert len(figures["runs"]) == 4 * len(simulate.METHODS)
+        assert len(figures["runs"]) == 4 * len(simulate.methods())
         outs.append(figures)
     assert outs[0]["runs"] == outs[1]["runs"] and outs[0]["summary"] == outs[1]["summary"]
     assert outs[0]["summary"][0]["target: x sooner"] == 1.0  # the baseline against itself
@@ -142,3 +142,13 @@ def test_the_recorder_writes_a_table_the_simulator_replays(tmp_path: Path) -> No
     row = simulate.replay(curves, simulate.METHODS[0], seed=0, workers=1, budget=budget, cap_s=1e9,
                           targets={"best": float(curves.best_scores().max())})  # fmt: skip
     assert math.isfinite(row["best_s"]) and row["best"] == pytest.approx(curves.best_scores().max())
+
+
+def test_the_table_in_the_repository_is_whole_and_says_where_it_came_from():
+    folder = ROOT / "bench" / "curves" / "digits"
+    provenance = json.loads((folder / simulate.PROVENANCE).read_text())
+    assert provenance["command"].startswith("python bench/record_curves.py")
+    assert provenance["dataset"]["name"] == "sklearn.datasets.load_digits" and provenance["git_commit"] != "unknown"
+    curves = simulate.load(folder)
+    assert curves.scores.shape == (300, 27) and not np.isnan(curves.scores).any()
+    assert curves.metric == "val_acc" and curves.mode == "max"
