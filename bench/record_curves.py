@@ -40,7 +40,7 @@ import yaml
 from common import ROOT, machine
 
 import results
-from search_spaces import BUILTIN_DIR, get_space, is_path
+from search_spaces import BUILTIN_DIR, is_path
 
 TABULAR_SPACE = ROOT / "examples" / "tabular" / "space.yaml"
 SKIPPED = ("val_acc_tta0", "val_loss_tta0")  # the cifar task's cheaper scores: FIFO scores every epoch exactly
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                    "example on scikit-learn's digits)")  # fmt: skip
     p.add_argument("--data-dir", default=None, help="with --space: its data")
     p.add_argument("--gpus-per-trial", default=None, help="with --space: as the search's flag (default: auto)")
+    p.add_argument("--smoke-test", action="store_true", help="with --space: on the space's smoke slice of the data")
     p.add_argument("--concurrent", type=int, default=None, help="trials at once (default: one per CPU)")
     args = p.parse_args(argv)
     import tuner
@@ -136,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         result = tuner.search(str(work / "space.yaml"), data_dir=data_dir, name="curves", scheduler="fifo",
                               gpus_per_trial=args.gpus_per_trial, storage_path=str(work / "runs"),
                               mlflow_uri=f"sqlite:///{work / 'mlflow.db'}", seed=args.seed,
-                              max_concurrent=args.concurrent, keep_trials=1, out=log)  # fmt: skip
-        params = [q.name for q in get_space(str(work / "space.yaml")).params if q.kind != "fixed"]
+                              num_samples=args.configs, max_epochs=args.max_epochs, grace_period=1,
+                              smoke_test=args.smoke_test, max_concurrent=args.concurrent, keep_trials=1,
+                              out=log)  # fmt: skip
+        searched = result.settings.space()  # the smoke test's narrower choices, where --smoke-test is given
+        params = [q.name for q in searched.params if q.kind != "fixed"]
         table = curves(result.folder, params)
     incomplete = table.groupby("config")["epoch"].max() < args.max_epochs
     if incomplete.any():
@@ -153,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "metric": result.settings.metric,
         "mode": result.settings.mode,
         "params": params,
+        "smoke_test": args.smoke_test,
         "max_epochs": args.max_epochs,
         "configs": int(table["config"].nunique()),
         "search": {"scheduler": "fifo", "searcher": "random", "seed": args.seed,

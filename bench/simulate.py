@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from search_spaces import Budget, SearchSpace, conditions, drop_inactive, load_space_file
+from search_spaces import Budget, SearchSpace, conditions, drop_inactive, searched_space
 
 CURVES = "curves.csv.gz"
 PROVENANCE = "provenance.json"
@@ -106,7 +106,7 @@ def load(folder: str | Path, *, metric: str | None = None, mode: str | None = No
     with tempfile.TemporaryDirectory() as tmp:
         space_path = Path(tmp) / "space.yaml"
         space_path.write_text(provenance["space"])
-        space = load_space_file(space_path)
+        space = searched_space(str(space_path), smoke_test=bool(provenance.get("smoke_test")), params=[])
     frame = pd.read_csv(folder / CURVES)
     metric, mode = metric or provenance["metric"], mode or provenance["mode"]
     if metric not in frame.columns or mode not in ("min", "max"):
