@@ -22,7 +22,7 @@ What is approximated, and how:
 - After a PBT exploit the trial goes on from the donor's score at the
   donor's epoch (its weights), changing from epoch to epoch as the recorded
   config nearest to its perturbed values did (its new hyperparameters), kept
-  within the lowest and highest score any recorded config had at each epoch.
+  within the lowest and highest score recorded.
   The table holds no curve trained from another config's weights, so this is
   a model; following the donor's curve alone would make every replay of an
   exploit alike, and a population that has all copied one curve exploit again
@@ -258,7 +258,7 @@ def replay(curves: Curves, method: Method, *, seed: int, workers: int, budget: B
     running: dict[str, _Running] = {}
     rows: dict[str, int] = {}  # trial id -> the recorded config whose curve it follows
     offsets: dict[str, float] = {}  # trial id -> its score less that curve's, after a PBT exploit
-    low, high = np.nanmin(curves.scores, axis=0), np.nanmax(curves.scores, axis=0)
+    low, high = float(np.nanmin(curves.scores)), float(np.nanmax(curves.scores))
     events: list[tuple[float, int, str]] = []
     order = itertools.count()  # ties in time: first scheduled, first ended
     done_s = 0.0  # seconds of the epochs finished
@@ -306,7 +306,7 @@ def replay(curves: Curves, method: Method, *, seed: int, workers: int, budget: B
         epochs_run += 1
         score = float(curves.scores[run.row, run.epoch - 1])
         if trial_id in offsets:
-            score = float(np.clip(score + offsets[trial_id], low[run.epoch - 1], high[run.epoch - 1]))
+            score = float(np.clip(score + offsets[trial_id], low, high))
         result = {metric: score, "epoch": run.epoch, "training_iteration": run.epoch, "time_this_iter_s": seconds,
                   "trial_id": trial_id, "config": dict(run.trial.config)}  # fmt: skip
         if score == score and sign * score > best:
