@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import shlex
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -95,14 +94,6 @@ def curves(folder: str, params: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder to write curves.csv.gz and provenance.json in")
@@ -140,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                               num_samples=args.configs, max_epochs=args.max_epochs, grace_period=1,
                               smoke_test=args.smoke_test, max_concurrent=args.concurrent, keep_trials=1,
                               out=log)  # fmt: skip
+        ran_with = json.loads(Path(result.folder, "provenance.json").read_text())  # data and code keys, versions
         searched = result.settings.space()  # the smoke test's narrower choices, where --smoke-test is given
         params = [q.name for q in searched.params if q.kind != "fixed"]
         table = curves(result.folder, params)
@@ -151,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python bench/record_curves.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "recorded": started.isoformat(timespec="seconds"),
         "machine": machine(),
-        "git_commit": git_commit(),
+        "git_commit": ran_with.get("git_commit", "unknown"),
+        "data_key": ran_with.get("data_key"),  # SHA-256 of the trials' data, as `python -m results replay` keys it
+        "code_key": ran_with.get("code_key"),
+        "versions": ran_with.get("versions"),
         "dataset": dataset,
         "task": yaml.safe_load(space_text).get("task", ""),
         "metric": result.settings.metric,
