@@ -19,14 +19,14 @@ What is approximated, and how:
 - A new trial is asked for when a worker is free (the search's
   ``ConcurrencyLimiter``); PBT's population is made at once and takes turns
   (Tune's ``choose_trial_to_run``).
-- After a PBT exploit the trial goes on from the donor's score at the
-  donor's epoch (its weights), changing from epoch to epoch as the recorded
-  config nearest to its perturbed values did (its new hyperparameters), kept
-  within the lowest and highest score recorded.
-  The table holds no curve trained from another config's weights, so this is
-  a model; following the donor's curve alone would make every replay of an
-  exploit alike, and a population that has all copied one curve exploit again
-  at each dip of it, without end.
+- After a PBT exploit the trial goes on along the donor's recorded curve from
+  the donor's epoch: it has the donor's weights, and the table holds no curve
+  of the perturbed values trained from them, so the perturbation's own effect
+  (better or worse) is not modelled. A replay repeats a curve exactly, which a
+  real trial with other values would not: where the donor's curve dips after
+  its epoch, the trial exploited from it scores below the donors' earlier
+  scores each time, is exploited again, and may go round until the compute
+  cap ends the search. PBT's figures are the least certain of all.
 - Compute is the sum of the workers' busy seconds (trial-seconds), the
   figure the project's cost and time to target count.
 """
@@ -257,8 +257,6 @@ def replay(curves: Curves, method: Method, *, seed: int, workers: int, budget: B
         new_trial()
     running: dict[str, _Running] = {}
     rows: dict[str, int] = {}  # trial id -> the recorded config whose curve it follows
-    offsets: dict[str, float] = {}  # trial id -> its score less that curve's, after a PBT exploit
-    low, high = float(np.nanmin(curves.scores)), float(np.nanmax(curves.scores))
     events: list[tuple[float, int, str]] = []
     order = itertools.count()  # ties in time: first scheduled, first ended
     done_s = 0.0  # seconds of the epochs finished
@@ -275,8 +273,7 @@ def replay(curves: Curves, method: Method, *, seed: int, workers: int, budget: B
             trials_run += 1
             rows[trial.trial_id] = curves.nearest(trial.config)
         elif last is not None and last.metrics.get("trial_id") != trial.trial_id:  # a PBT exploit
-            row = rows[trial.trial_id] = curves.nearest(trial.config)
-            offsets[trial.trial_id] = float(last.metrics[metric]) - float(curves.scores[row, epoch - 2])
+            rows[trial.trial_id] = rows[last.metrics["trial_id"]]  # the donor's curve, from its epoch on
         row = rows[trial.trial_id]
         trial.set_status(Trial.RUNNING)
         running[trial.trial_id] = _Running(trial, row, epoch, now)
@@ -305,8 +302,6 @@ def replay(curves: Curves, method: Method, *, seed: int, workers: int, budget: B
         done_s += seconds
         epochs_run += 1
         score = float(curves.scores[run.row, run.epoch - 1])
-        if trial_id in offsets:
-            score = float(np.clip(score + offsets[trial_id], low, high))
         result = {metric: score, "epoch": run.epoch, "training_iteration": run.epoch, "time_this_iter_s": seconds,
                   "trial_id": trial_id, "config": dict(run.trial.config)}  # fmt: skip
         if score == score and sign * score > best:
@@ -315,23 +310,23 @@ def replay(curves: Curves, method: Method, *, seed: int, workers: int, budget: B
             for name, target in targets.items():
                 if name not in reached and best >= sign * target - 1e-12:
                     reached[name] = spent
-        if score != score or run.epoch >= budget.max_epochs:  # a diverged record ends the trial, as in a search
-            run.trial.update_last_result(result)
+        ends = score != score or run.epoch >= budget.max_epochs  # the trial's function returns after this report
+        if score != score:
+            result["diverged"] = True  # as a trial whose loss went NaN reports it: no score, and it ends
+        # Tune's order: the scheduler, then the searcher unless the trial is stopped; the last report too.
+        decision = scheduler.on_trial_result(controller, run.trial, result)
+        if decision != TrialScheduler.STOP and searcher is not None:
+            searcher.on_trial_result(trial_id, result)
+        run.trial.update_last_result(result)
+        if decision == TrialScheduler.STOP or ends:
+            stopped += decision == TrialScheduler.STOP and not ends
             finish(run, result)
-        else:
-            decision = scheduler.on_trial_result(controller, run.trial, result)
-            if decision != TrialScheduler.STOP and searcher is not None:
-                searcher.on_trial_result(trial_id, result)
-            run.trial.update_last_result(result)
-            if decision == TrialScheduler.STOP:
-                stopped += 1
-                finish(run, result)
-            elif decision == TrialScheduler.PAUSE:
-                controller.pause_trial(run.trial)
-            elif run.trial.status == Trial.RUNNING:  # CONTINUE (NOOP: PBT paused it to exploit)
-                running[trial_id] = run
-                run.epoch, run.started = run.epoch + 1, now
-                heapq.heappush(events, (now + _seconds(curves, run.row, run.epoch), next(order), trial_id))
+        elif decision == TrialScheduler.PAUSE:
+            controller.pause_trial(run.trial)
+        elif run.trial.status == Trial.RUNNING:  # CONTINUE (NOOP: PBT paused it to exploit)
+            running[trial_id] = run
+            run.epoch, run.started = run.epoch + 1, now
+            heapq.heappush(events, (now + _seconds(curves, run.row, run.epoch), next(order), trial_id))
         fill()
     return {"method": method.name, "seed": seed, "trials": trials_run, "epochs": epochs_run, "stopped": stopped,
             "exploits": len(getattr(scheduler, "exploits", ())), "best": sign * best if best > -math.inf else math.nan,

@@ -10,6 +10,7 @@ import pytest
 
 from search_spaces import get_space, load_space_file
 from tuner.driver.bohb import BohbSearch
+from tuner.driver.warm import Prior
 
 TABULAR = "examples/tabular/space.yaml"
 BEST_LR = 0.003
@@ -73,13 +74,27 @@ def test_a_conditional_parameter_is_suggested_only_where_it_is_active():
         assert ("dropout" in c) == (c["layers"] in (2, 3)), c
 
 
-def test_the_first_points_come_first_and_priors_count_at_the_last_rung():
+def test_the_first_points_come_first_and_priors_count_at_the_rung_they_reached():
     point = {"lr": 0.01, "weight_decay": 0.001, "hidden": 64, "layers": 1, "batch_size": 128}
-    priors = [({"lr": 0.003 * (1 + i / 10), "weight_decay": 0.001, "hidden": 64, "layers": 1, "batch_size": 128},
-               0.9 - i / 100) for i in range(7)]  # fmt: skip
-    search = searcher(points=[point], priors=priors)
+    params = [{"lr": 0.003 * (1 + i / 10), "weight_decay": 0.001, "hidden": 64, "layers": 1, "batch_size": 128}
+              for i in range(9)]  # fmt: skip
+    full = [Prior(p, 0.9 - i / 100, 9) for i, p in enumerate(params[:7])]
+    search = searcher(points=[point], priors=full)
     assert search.suggest("t0") == point
     assert search.model_rung() == 9  # the warm start's full-budget scores: enough to fit at once
+    # Trials the old search stopped at epochs 1 and 2 count at rung 1 only, not as full-budget scores.
+    stopped = [Prior(p, 0.9, 1 + i % 2) for i, p in enumerate(params)] + [Prior(params[0], 0.5, 0)]
+    search = searcher(priors=stopped)
+    assert search.model_rung() == 1 and len(search.observations) == 9
+    assert {rung for o in search.observations.values() for rung in o["scores"]} == {1}
+
+
+def test_a_first_point_missing_a_parameter_has_it_drawn():
+    """A reference value an override pushed out of bounds is left out of the point: the searcher draws it."""
+    partial = {"weight_decay": 0.001, "hidden": 64, "layers": 2, "dropout": 0.1, "batch_size": 128}
+    search = searcher(points=[partial])
+    first = search.suggest("t0")
+    assert {k: first[k] for k in partial} == partial and 0.0003 <= first["lr"] <= 0.03
 
 
 def test_a_restored_searcher_goes_on_as_if_never_stopped(tmp_path):

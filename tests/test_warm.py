@@ -30,7 +30,8 @@ def test_the_best_configs_that_fit_come_first_and_the_others_are_reported(tmp_pa
     warm = load_warm_start(_finished(tmp_path / "old"), space, metric="val_acc", mode="max", top=2)
     assert warm.points == [{"lr": 11.5, "momentum": 0.85, "batch_size": 1024},
                            {"lr": 9.0, "momentum": 0.88, "batch_size": 1024}]  # fmt: skip
-    assert [score for _, score in warm.priors] == [0.91, 0.9, 0.88]  # scored and inside the space, best first
+    assert [p.score for p in warm.priors] == [0.91, 0.9, 0.88]  # scored and inside the space, best first
+    assert {p.epochs for p in warm.priors} == {10}
     assert warm.skipped == ["trial t1: lr 20.0 is outside log[5, 15]"]
     text = warm.describe(model=True)
     assert "its best 2 config(s) first, 3 of its trials told to the searcher's model" in text
@@ -45,6 +46,12 @@ def test_optuna_knows_the_old_trials_before_it_suggests(tmp_path):
     study = searcher._ot_study
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(done) == 4 and study.best_value == 0.93 and study.best_params["lr"] == 20.0
+    # A trial the old search stopped early is no full budget's score: Optuna has it as pruned at its epoch.
+    stopped = [p._replace(epochs=3) for p in warm.priors]
+    study = optuna_searcher(space, metric="val_acc", mode="max", seed=0, max_epochs=10, points=[],
+                            priors=stopped)._ot_study  # fmt: skip
+    assert [t.state.name for t in study.trials] == ["PRUNED"] * 4
+    assert [t.intermediate_values for t in study.trials][0] == {3: 0.93}
     first = searcher.suggest("a")
     assert {k: first[k] for k in warm.points[0]} == warm.points[0]  # the best old config runs first
 

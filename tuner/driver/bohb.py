@@ -44,7 +44,7 @@ class BohbSearch(Searcher):
         seed: int,
         rungs: tuple[int, ...],
         points: list[dict] = (),  # type: ignore[assignment]
-        priors: list[tuple[dict, float]] = (),  # type: ignore[assignment]
+        priors: list[Any] = (),  # type: ignore[assignment]  # tuner.driver.warm.Prior: params, score, epochs
         min_points: int | None = None,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
@@ -53,18 +53,17 @@ class BohbSearch(Searcher):
         searched = [p for p in space.params if p.kind != "fixed"]
         self.min_points = min_points or len(searched) + 1  # BOHB's N_min: the parameters searched, plus one
         self.points = [dict(p) for p in points]
-        # trial id -> {"params": ..., "scores": {epoch: score}}; a prior (--warm-start) is scored at the last rung
-        self.observations: dict[str, dict[str, Any]] = {
-            f"prior-{i}": {"params": dict(params), "scores": {self.rungs[-1]: float(score)}}
-            for i, (params, score) in enumerate(priors)
-        }
+        # trial id -> {"params": ..., "scores": {epoch: score}}; a prior (--warm-start) counts at the largest
+        # rung it trained to (a trial stopped at 1 epoch is no full budget's observation)
+        self.observations: dict[str, dict[str, Any]] = {}
+        for i, (params, score, epochs) in enumerate(priors):
+            reached = [r for r in self.rungs if r <= epochs]
+            if reached:
+                self.observations[f"prior-{i}"] = {"params": dict(params), "scores": {reached[-1]: float(score)}}
         self.rng = np.random.RandomState(seed)
 
     def suggest(self, trial_id: str) -> dict | None:
-        if self.points:
-            params = self.points.pop(0)
-        else:
-            params = self._sample()
+        params = self._sample(first=self.points.pop(0) if self.points else None)
         self.observations[trial_id] = {"params": dict(params), "scores": {}}
         return dict(params)
 
@@ -75,12 +74,14 @@ class BohbSearch(Searcher):
                 return rung
         return None
 
-    def _sample(self) -> dict[str, Any]:
+    def _sample(self, *, first: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A config: ``first`` (a known-good point) with what it leaves out drawn at random, else from the model
+        (or at random)."""
         import optuna
 
         rung = self.model_rung()
         seed = int(self.rng.randint(2**31 - 1))
-        if rung is None or self.rng.rand() < RANDOM_FRACTION:
+        if first is not None or rung is None or self.rng.rand() < RANDOM_FRACTION:
             sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
             known: list[tuple[dict, float]] = []
         else:
@@ -93,6 +94,8 @@ class BohbSearch(Searcher):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             study = optuna.create_study(sampler=sampler, direction="maximize" if self.mode == "max" else "minimize")
+            if first is not None:  # its values where it has them (a point may lack some: an override narrowed them)
+                study.enqueue_trial(first, skip_if_exists=False)
             distributions = optuna_distributions(self.space)
             for params, score in known:
                 inside = {k: v for k, v in params.items() if k in distributions and _within(distributions[k], v)}

@@ -92,13 +92,14 @@ def optuna_searcher(
     seed: int,
     max_epochs: int,
     points: list[dict],
-    priors: list[tuple[dict, float]],
+    priors: list[Any],
 ) -> Any:
     """Ray's ``OptunaSearch`` over ``space`` (define-by-run), trying ``points`` first, knowing ``priors`` already.
 
-    ``priors`` are (parameters, score) of trials run before (``--warm-start``):
-    they enter Optuna's study as finished trials, so TPE's first suggestions
-    already follow them. Optuna learns what trials really reached: each epoch's
+    ``priors`` are (parameters, score, epochs) of trials run before
+    (``--warm-start``): they enter Optuna's study as finished trials (pruned at
+    their last epoch where they trained less than ``max_epochs``), so TPE's
+    first suggestions already follow them. Optuna learns what trials really reached: each epoch's
     score is an intermediate value (not an epoch scored more cheaply, whose
     score is NaN), a trial the scheduler stopped before ``max_epochs`` is
     PRUNED (Ray's own searcher says COMPLETE, so TPE would compare a 2-epoch
@@ -113,11 +114,14 @@ def optuna_searcher(
     class Search(OptunaSearch):  # _ot_study, _ot_trials, _completed_trials: Ray 2.60's OptunaSearch
         def _setup_study(self, mode: Any) -> None:
             super()._setup_study(mode)
-            for params, value in priors:
-                trial = optuna.trial.create_trial(
-                    state=optuna.trial.TrialState.COMPLETE, value=value, params=params,
-                    distributions={k: distributions[k] for k in params},
-                )  # fmt: skip
+            for params, value, epochs in priors:
+                distributions_of = {k: distributions[k] for k in params}
+                if epochs < max_epochs:  # stopped early: pruned, as a trial of this search would be
+                    trial = optuna.trial.create_trial(state=pruned, params=params, distributions=distributions_of,
+                                                      intermediate_values={epochs: value})  # fmt: skip
+                else:
+                    trial = optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=value,
+                                                      params=params, distributions=distributions_of)  # fmt: skip
                 self._ot_study.add_trial(trial)
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:

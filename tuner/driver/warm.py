@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -27,11 +27,20 @@ from search_spaces.exceptions import UsageError
 TOP = 5  # configs of the old search tried first
 
 
+class Prior(NamedTuple):
+    """A trial of the old search: its parameters, its best score, and the epochs it trained (it may have been
+    stopped early: a searcher must not take that score for a full budget's)."""
+
+    params: dict[str, Any]
+    score: float
+    epochs: int
+
+
 @dataclass
 class WarmStart:
     source: str
     points: list[dict[str, Any]] = field(default_factory=list)  # the top configs that fit the space, best first
-    priors: list[tuple[dict[str, Any], float]] = field(default_factory=list)  # every scored trial that fits, scored
+    priors: list[Prior] = field(default_factory=list)  # every scored trial that fits, best first
     skipped: list[str] = field(default_factory=list)  # why a trial's config was left out
 
     def describe(self, *, model: bool) -> str:
@@ -85,7 +94,8 @@ def load_warm_start(folder: str, space: SearchSpace, *, metric: str, mode: str, 
         if point is None:
             warm.skipped.append(f"trial {row['trial_id']}: {why}")
             continue
-        warm.priors.append((point, float(row[metric])))
+        epochs = row.get("epochs")
+        warm.priors.append(Prior(point, float(row[metric]), int(epochs) if pd.notna(epochs) else 0))
         if len(warm.points) < top and point and point not in warm.points:
             warm.points.append(point)
     return warm
