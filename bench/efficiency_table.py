@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--near", type=float, default=0.005, help="with --table: how far below the best recorded score "
                    "the second target lies (default 0.005)")  # fmt: skip
     p.add_argument("--population", type=int, default=16, help="with --table: PBT's population (default 16)")
+    p.add_argument("--pbt-interval", type=int, default=3, help="with --table: epochs between PBT's exploits "
+                   "(its grace period; default 3)")  # fmt: skip
     p.add_argument("--metric", default=None, help="with --table: the recorded metric to search by (default: the "
                    "space's)")  # fmt: skip
     p.add_argument("--mode", choices=("min", "max"), default=None, help="with --table and --metric: its direction")
@@ -96,13 +98,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"machine: {machine()}")
     print(f"table: {args.table}: {len(curves.configs)} configs x {curves.max_epochs} epochs of {curves.metric} "
           f"({curves.mode}); {args.workers} workers, {seeds} seeds per method; grace period {budget.grace_period}, "
-          f"reduction factor {budget.reduction_factor}, PBT population {budget.num_samples}")  # fmt: skip
+          f"reduction factor {budget.reduction_factor}, PBT population {budget.num_samples}, exploiting every "
+          f"{args.pbt_interval} epochs")  # fmt: skip
     print(f"targets: {curves.metric} {targets['target']:.4f} (the top quarter of the recorded configs) and "
           f"{targets['near best']:.4f} (the best recorded, less {args.near:g}); each search stops at both, or at "
           f"{cap_s:.0f} trial-seconds (every recorded config at the full budget)", flush=True)  # fmt: skip
     started = time.perf_counter()
     processes = args.processes or os.cpu_count() or 1
-    rows = simulate.replay_many(curves, simulate.methods(), seeds=seeds, workers=args.workers, budget=budget,
+    methods = [dataclasses.replace(m, grace_period=args.pbt_interval) if m.scheduler == "pbt" else m
+               for m in simulate.methods()]  # fmt: skip
+    rows = simulate.replay_many(curves, tuple(methods), seeds=seeds, workers=args.workers, budget=budget,
                                 cap_s=cap_s, targets=targets, processes=processes)  # fmt: skip
     took = time.perf_counter() - started
     summary = summarise(rows, targets)

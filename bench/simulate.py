@@ -33,6 +33,7 @@ What is approximated, and how:
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import io
 import itertools
@@ -147,6 +148,7 @@ class Method:
     name: str
     scheduler: str
     searcher: str = "random"
+    grace_period: int | None = None  # its own grace period (PBT: the epochs between exploits), else the budget's
 
 
 METHODS = (
@@ -236,6 +238,8 @@ def replay(curves: Curves, method: Method, *, seed: int, workers: int, budget: B
     metric, mode, space = curves.metric, curves.mode, curves.space
     sign = 1.0 if mode == "max" else -1.0
     controller = _Controller()
+    if method.grace_period is not None:
+        budget = dataclasses.replace(budget, grace_period=method.grace_period)
     scheduler, searcher, population = _build(method, curves, budget=budget, seed=seed, controller=controller)
     controller.scheduler = scheduler
     domains = param_space(space, max_epochs=budget.max_epochs, seed=seed)
