@@ -112,7 +112,7 @@ def test_a_warm_started_search_tries_the_old_best_config_first(searched, tmp_pat
     argv = search_args(tmp_path, cifar_dir, "warm", "--smoke-test", "--num-samples", "3", "--max-epochs", "1",
                        "--search", "optuna", "--warm-start", str(searched))  # fmt: skip
     assert main(argv) == 0
-    assert f"warm start from {searched}: its best 3 config(s) first, 3 of its trials told to Optuna" in \
+    assert f"warm start from {searched}: its best 3 config(s) first, 3 of its trials told to the searcher's model" in \
         capsys.readouterr().out
     new = pd.read_csv(tmp_path / "runs" / "warm" / "results.csv")
     tried = {(row["config/lr"], row["config/momentum"]) for _, row in new.iterrows()}

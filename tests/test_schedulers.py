@@ -237,24 +237,3 @@ def test_the_registry_and_the_settings_import_no_ray():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
-
-def test_pbt_exploits_only_trials_worse_than_the_top_quarter(tmp_path):
-    """Tied scores (an accuracy on a small validation set) exploit nothing: Ray would pick the same trials by the
-    order they were added at every interval and send them back to their donors' epoch, over and over."""
-    from ray.tune.experiment import Trial
-
-    budget = Budget(num_samples=8, max_epochs=20, grace_period=2, reduction_factor=2)
-    pbt = schedulers.get("pbt").build(budget=budget, space=get_space("cifar"), folder=str(tmp_path), seed=0)
-    pbt.set_search_properties("val_acc", "max")
-    trials = [Trial("t", config={"lr": 10.0}, trial_id=f"t{i}", stub=True) for i in range(8)]
-    for trial in trials:
-        pbt.on_trial_add(SimpleNamespace(search_alg=None), trial)
-    scores = [0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.95, 0.95]  # the top quarter at 0.95; six tied below
-    for trial, score in zip(trials, scores, strict=True):
-        pbt._save_trial_state(pbt._trial_state[trial], 2, {"val_acc": score, "epoch": 2}, trial)
-    lower, upper = pbt._quantiles()
-    assert {t.trial_id for t in upper} == {"t6", "t7"} and {t.trial_id for t in lower} == {"t0", "t1"}
-    for trial in trials[:6]:  # now everyone scores as well as the top quarter's worst
-        pbt._trial_state[trial].last_score = 0.95
-    lower, upper = pbt._quantiles()
-    assert len(upper) == 2 and lower == []

@@ -198,17 +198,6 @@ class PersistentPBT(Saved, PopulationBasedTraining):
         super().on_trial_complete(tune_controller, trial, result)
         self._save()
 
-    def _quantiles(self) -> tuple[list, list]:
-        # A trial that scores as well as the worst of the top quarter gains nothing by copying one of them. Ray
-        # sorts tied scores by the order trials were added, so with ties (an accuracy on a small validation set)
-        # the same trials would be exploited at every interval, each sent back to its donor's epoch; and as a
-        # population taking turns runs the trials that are furthest behind first, it would never finish.
-        lower, upper = super()._quantiles()
-        if not upper:
-            return lower, upper
-        floor = min(self._trial_state[t].last_score for t in upper)
-        return [t for t in lower if self._trial_state[t].last_score < floor], upper
-
     def _exploit(self, tune_controller, trial, trial_to_clone) -> None:
         before = {k: trial.config.get(k) for k in self._mutable}
         donor = {k: trial_to_clone.config.get(k) for k in self._mutable}
