@@ -236,4 +236,3 @@ def test_the_registry_and_the_settings_import_no_ray():
     code = "import sys, tuner.schedulers, tuner.config.checks; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
-

@@ -171,14 +171,8 @@ def make_settings(
         warm_start=_resolve(warm_start, cwd=cwd),
     )
     # The overrides must make a valid space, one the scheduler can work with.
-    spec = schedulers.get(scheduler)
-    spec.check(space=settings.space(), budget=budget, search=searcher, max_concurrent=max_concurrent)
-    if searcher == "bohb" and not spec.judges_at_rungs:
-        raise UsageError(
-            f"--search bohb fits its model to the scores trials reach at the epochs a halving scheduler judges "
-            f"them, and --scheduler {scheduler} ({spec.label}) has none: use --scheduler asha or hyperband, or "
-            f"another --search"
-        )
+    schedulers.get(scheduler).check(space=settings.space(), budget=budget, search=searcher,
+                                    max_concurrent=max_concurrent)  # fmt: skip
     check_config_keys(task, {p.name for p in space.params} | set(constants) | {"epochs", "seed"}, constants)
     if workers_per_trial > 1 and not task.supports_ddp:
         raise UsageError(

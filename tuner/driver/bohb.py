@@ -48,7 +48,8 @@ class BohbSearch(Searcher):
         min_points: int | None = None,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
-        self.space = space
+        self.define = OptunaSpace(space)  # suggests the searched parameters, conditional ones where active
+        self.distributions = optuna_distributions(space)
         self.rungs = tuple(sorted(set(rungs)))
         searched = [p for p in space.params if p.kind != "fixed"]
         self.min_points = min_points or len(searched) + 1  # BOHB's N_min: the parameters searched, plus one
@@ -96,15 +97,14 @@ class BohbSearch(Searcher):
             study = optuna.create_study(sampler=sampler, direction="maximize" if self.mode == "max" else "minimize")
             if first is not None:  # its values where it has them (a point may lack some: an override narrowed them)
                 study.enqueue_trial(first, skip_if_exists=False)
-            distributions = optuna_distributions(self.space)
+            # Suggested from this space, or a warm start's configs already fitted to it (tuner.driver.warm).
             for params, score in known:
-                inside = {k: v for k, v in params.items() if k in distributions and _within(distributions[k], v)}
                 study.add_trial(optuna.trial.create_trial(
-                    params=inside, distributions={k: distributions[k] for k in inside}, value=score))  # fmt: skip
+                    params=params, distributions={k: self.distributions[k] for k in params}, value=score))  # fmt: skip
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 trial = study.ask()
-                OptunaSpace(self.space)(trial)
+                self.define(trial)
             return dict(trial.params)
         finally:
             optuna.logging.set_verbosity(verbosity)
@@ -135,10 +135,3 @@ class BohbSearch(Searcher):
         self.observations, self.points = state["observations"], state["points"]
         self.rng.set_state(state["rng"])
 
-
-def _within(distribution: Any, value: Any) -> bool:
-    """Whether Optuna's ``distribution`` holds ``value`` (a warm start's config may lie outside a narrowed space)."""
-    try:
-        return bool(distribution._contains(distribution.to_internal_repr(value)))
-    except (ValueError, TypeError):
-        return False

@@ -180,8 +180,8 @@ def build_tuner(
         searcher = ConcurrencyLimiter(optuna, max_concurrent=concurrency)
     elif settings.search == "bohb":
         # The rungs ASHA (or HyperBand) judges at, and the last epoch: the budgets BOHB's model is fitted at.
-        rungs = schedulers.get(settings.scheduler).checkpoint_epochs(settings.budget)
-        bohb = BohbSearch(space, metric=settings.metric, mode=settings.mode, seed=settings.seed, rungs=rungs,
+        bohb = BohbSearch(space, metric=settings.metric, mode=settings.mode, seed=settings.seed,
+                          rungs=spec.checkpoint_epochs(settings.budget),
                           points=points, priors=warm.priors if warm else [])  # fmt: skip
         searcher = ConcurrencyLimiter(bohb, max_concurrent=concurrency)
     else:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from results import storage
 from results.cost import scheduler_epochs, scheduler_rungs
 from search_spaces import Budget, SearchSpace
+from search_spaces.exceptions import UsageError
 
 if TYPE_CHECKING:
     from ray.tune.schedulers import TrialScheduler
@@ -40,11 +41,15 @@ class SchedulerSpec(ABC):
     def build(self, *, budget: Budget, space: SearchSpace, folder: str, seed: int) -> TrialScheduler:
         """Ray Tune's scheduler for a search of ``budget`` over ``space``, its state kept in ``folder``."""
 
-    def check(  # noqa: B027 (a hook: most schedulers ask nothing)
-        self, *, space: SearchSpace, budget: Budget, search: str, max_concurrent: int | None
-    ) -> None:
+    def check(self, *, space: SearchSpace, budget: Budget, search: str, max_concurrent: int | None) -> None:
         """Raise ``UsageError`` where the space, budget, searcher or ``--max-concurrent`` leave this scheduler
         nothing to do, or cannot run with it. The message names the fix."""
+        if search == "bohb" and not self.judges_at_rungs:
+            raise UsageError(
+                f"--search bohb fits its model to the scores trials reach at the epochs a halving scheduler judges "
+                f"them, and --scheduler {self.name} ({self.label}) has none: use --scheduler asha or hyperband, or "
+                f"another --search"
+            )
 
     def state_path(self, folder: str) -> str:
         """Where the state of a search in ``folder`` is kept (``state_file`` must be set)."""
