@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from search_spaces import Budget, SearchSpace, conditions, drop_inactive, searched_space
+from search_spaces import INACTIVE, Budget, SearchSpace, conditions, drop_inactive, searched_space
 
 CURVES = "curves.csv.gz"
 PROVENANCE = "provenance.json"
@@ -91,7 +91,7 @@ def encode(space: SearchSpace, config: dict[str, Any]) -> np.ndarray:
         value = config.get(p.name)
         if p.kind == "choice":
             point += [float(value == c) / math.sqrt(2) for c in p.choices]  # another choice: distance 1
-        elif value is None or value == "inactive" or (isinstance(value, float) and math.isnan(value)):
+        elif value is None:  # inactive: dropped from a suggestion, None in a loaded table (``_value``)
             point.append(-1.0)
         elif p.kind == "loguniform":
             point.append(math.log(float(value) / p.low) / math.log(p.high / p.low))
@@ -137,7 +137,7 @@ def _value(v: Any) -> Any:
         try:
             return float(v)
         except ValueError:
-            return None if v == "inactive" else v
+            return None if v == INACTIVE else v
     return v.item() if hasattr(v, "item") else v
 
 
