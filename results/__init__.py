@@ -21,7 +21,9 @@ from results.table import (
     leaderboard,
     load_best,
     load_histories,
+    mark_front,
     objective,
+    select_order,
     write,
 )
 from results.table import load as load_results
@@ -36,7 +38,9 @@ __all__ = [
     "load_best",
     "load_histories",
     "load_results",
+    "mark_front",
     "objective",
+    "select_order",
     "read_record",
     "write",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from results import ResultsError, leaderboard, load_best, load_results, objective
+from results import ResultsError, leaderboard, load_best, load_results, read_record
 from results.table import DEFAULT_TOP
 
 
@@ -73,14 +73,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{len(frame)} trials in {args.folder}")
-    metric, mode = objective(args.folder)
-    print(leaderboard(frame, metric=metric, mode=mode, top=None if args.all else args.top, folder=args.folder))
+    record = read_record(args.folder, missing_ok=True)
+    print(leaderboard(frame, metric=record.metric, mode=record.mode, top=None if args.all else args.top,
+                      folder=args.folder, objectives=tuple(record.objectives)))  # fmt: skip
     try:
         best = load_best(args.folder)
     except (OSError, ValueError):
         return 0
     tests = "".join(f", {k} {best[k]:.4f}" for k in best.get("test_metrics", ()) if best.get(k) is not None)
+    metric = record.metric
     print(f"\nbest trial {best.get('trial_id')}: {metric} {best.get(metric):.4f}{tests}, epoch {best.get('epoch')}")
+    if best.get("select"):
+        print(f"chosen by the space's select rule: {best['select']}")
     if best.get("registered"):
         print(best["registered"])
     return 0

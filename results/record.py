@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from results import storage
-from search_spaces import Budget
+from search_spaces import Budget, Objective, SelectRule, rule_from_data
 from search_spaces.exceptions import ResultsError
 
 SEARCH_JSON = "search.json"
@@ -66,6 +66,8 @@ class SearchRecord:
     target: float | None = None
     confirm: int = 0
     warm_start: str = ""
+    objectives: Mapping[str, str] = field(default_factory=dict)  # further objectives, metric -> mode
+    select: Mapping[str, Any] = field(default_factory=dict)  # the select rule as data (search_spaces.objectives)
     budget: Budget | None = None
     resources: Mapping[str, Any] = field(default_factory=dict)
     run: Mapping[str, Any] = field(default_factory=dict)
@@ -75,6 +77,14 @@ class SearchRecord:
     def space_source(self) -> str:
         """What finds the space again (``search_spaces.searched_space``): its YAML file, or a built-in's name."""
         return self.space_file or self.space_name
+
+    def all_objectives(self) -> tuple[Objective, ...]:
+        """The metric first, then the further objectives (a search from before objectives has one)."""
+        return (Objective(self.metric, self.mode), *(Objective(str(k), str(v)) for k, v in self.objectives.items()))
+
+    def rule(self) -> SelectRule:
+        """The rule that picked the registered model (the best by the metric, for a search without one)."""
+        return rule_from_data(dict(self.select), metric=self.metric)
 
     @property
     def name(self) -> str:
@@ -108,7 +118,8 @@ class SearchRecord:
 def _typed(saved: Mapping[str, Any]) -> dict[str, Any]:
     """The record's own settings among ``saved``'s top-level keys, as the record's field types."""
     cast = {"params": lambda v: tuple(str(p) for p in v), "smoke_test": bool, "compile": bool, "seed": int,
-            "confirm": int, "target": lambda v: None if v is None else float(v)}  # fmt: skip
+            "confirm": int, "target": lambda v: None if v is None else float(v), "objectives": dict,
+            "select": dict}  # fmt: skip
     own = {f.name for f in dataclasses.fields(SearchRecord)} - set(PARTS) - {"saved"}
     return {k: cast.get(k, str)(v) for k, v in saved.items() if k in own and v is not None}
 

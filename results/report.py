@@ -22,6 +22,7 @@ import pandas as pd
 from results import cost, storage
 from results.table import RESULTS_CSV, ResultsError, leaderboard, ranked
 from results.view import SearchView, importances, load_view, trial_curves
+from search_spaces import PARETO
 
 REPORT_DIR = "report"
 HTML = "report.html"
@@ -170,6 +171,48 @@ def png_confusion(best: dict[str, Any] | None, path: Path) -> bool:
     return True
 
 
+def trade_offs(view: SearchView) -> list[tuple[str, str, pd.DataFrame]]:
+    """For a search over a trade-off: (the metric, a further objective, the trials that have both, with ``front``
+    True for those on the Pareto front), one per further objective; [] for a search of one objective."""
+    out = []
+    if PARETO not in view.frame:
+        return out
+    front = view.frame[PARETO].astype(str).str.lower() == "true"
+    for o in view.record.all_objectives()[1:]:
+        if o.metric not in view.frame or view.metric not in view.frame:
+            continue
+        pairs = view.frame[["trial_id", view.metric, o.metric]].apply(pd.to_numeric, errors="coerce")
+        pairs = pairs.assign(trial_id=view.frame["trial_id"].astype(str), front=front)
+        out.append((view.metric, o.metric, pairs.dropna(subset=[view.metric, o.metric]).sort_values(o.metric)))
+    return out
+
+
+def png_trade_offs(view: SearchView, path: Path) -> bool:
+    """Each further objective against the metric: every trial, the front joined up, the chosen trial ringed."""
+    pairs = trade_offs(view)
+    if not pairs:
+        return False
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4.5), squeeze=False)
+    chosen = str((view.best or {}).get("trial_id"))
+    for ax, (metric, other, frame) in zip(axes[0], pairs, strict=True):
+        ax.scatter(frame[other], frame[metric], color="#9e9e9e", s=18, label="trial")
+        on = frame[frame["front"]]
+        ax.plot(on[other], on[metric], color="#d62728", marker="o", drawstyle="steps-post", label="Pareto front")
+        picked = frame[frame["trial_id"] == chosen]
+        ax.scatter(picked[other], picked[metric], s=160, facecolors="none", edgecolors="black", label="registered")
+        for b in view.record.rule().where:
+            if b.metric == other:
+                ax.axvline(b.value, color="black", linestyle=":", label=b.describe())
+        ax.set_xlabel(other)
+        ax.set_ylabel(metric)
+        ax.legend()
+    fig.suptitle(f"Trade-offs ({(view.best or {}).get('select') or 'no trial registered'})")
+    _save(fig, path)
+    return True
+
+
 # --- the HTML report (plotly) ---------------------------------------------------------
 
 
@@ -222,6 +265,25 @@ def _plotly_figures(view: SearchView, scores: dict[str, float] | None) -> list[t
                                            "showscale": True}, dimensions=dims))  # fmt: skip
         fig.update_layout(title=f"Parameters of every trial, coloured by {view.metric}")
         figures.append(("Parallel coordinates", fig))
+    chosen = str((view.best or {}).get("trial_id"))
+    for metric, other, frame in trade_offs(view):
+        on = frame[frame["front"]]
+        picked = frame[frame["trial_id"] == chosen]
+        fig = go.Figure([
+            go.Scatter(x=frame[other], y=frame[metric], mode="markers", name="trial", text=frame["trial_id"],
+                       marker={"color": "#9e9e9e"}),
+            go.Scatter(x=on[other], y=on[metric], mode="lines+markers", line_shape="hv", name="Pareto front",
+                       text=on["trial_id"], marker={"color": "#d62728"}),
+            go.Scatter(x=picked[other], y=picked[metric], mode="markers", name="registered", text=picked["trial_id"],
+                       marker={"size": 16, "symbol": "circle-open", "color": "black"}),
+        ])  # fmt: skip
+        for b in view.record.rule().where:
+            if b.metric == other:
+                fig.add_vline(x=b.value, line_dash="dot", annotation_text=b.describe())
+        rule = (view.best or {}).get("select") or "no trial met the select rule"
+        fig.update_layout(title=f"Trade-off: {metric} against {other} (registered: {rule})", xaxis_title=other,
+                          yaxis_title=metric)  # fmt: skip
+        figures.append((f"Trade-off with {other}", fig))
     if scores:
         names = list(scores)[::-1]
         fig = go.Figure(go.Bar(x=[scores[n] for n in names], y=names, orientation="h"))
@@ -250,7 +312,8 @@ def html_report(view: SearchView, scores: dict[str, float] | None) -> str:
                         mode=view.mode, top=len(view.frame))  # fmt: skip
     best = view.best or {}
     headline = (f"best trial {best.get('trial_id')}: {view.metric} {_number(best.get(view.metric))}"
-                + "".join(f", {k} {_number(best.get(k))}" for k in best.get("test_metrics", ())))  # fmt: skip
+                + "".join(f", {k} {_number(best.get(k))}" for k in best.get("test_metrics", ()))
+                + (f"; chosen by the space's select rule: {best['select']}" if best.get("select") else ""))  # fmt: skip
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Search {html.escape(view.name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}
@@ -282,6 +345,7 @@ def make_report(folder: str, *, histories: dict[str, pd.DataFrame] | None = None
         png_parallel_coordinates(view, local / "parallel_coordinates.png")
     png_importance(scores, local / "param_importance.png")
     png_confusion(view.best, local / "confusion_matrix.png")
+    png_trade_offs(view, local / "trade_offs.png")
     (local / HTML).write_text(html_report(view, scores))
     if remote:
         for path in sorted(local.iterdir()):

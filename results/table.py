@@ -3,7 +3,10 @@
 One row per trial: ``trial_id``, ``status`` (completed, stopped early by the scheduler,
 or error), ``epochs``, ``seconds``, ``val_acc`` (the trial's best, the value
 its kept checkpoint scored), the final metrics, and the config as
-``config/<name>`` columns.
+``config/<name>`` columns. A search over a trade-off adds its further
+objectives (their values at the trial's best epoch) and ``pareto``: whether
+the trial is on the front (no other trial as good on every objective and
+better on one).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import shlex
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -18,6 +22,7 @@ import pandas as pd
 from results import storage
 from results.record import SEARCH_JSON as SEARCH_JSON  # its home is results.record; still importable from here
 from results.record import read as read_record
+from search_spaces import PARETO, Objective, SelectRule, eligible, pareto_mask
 from search_spaces.exceptions import ResultsError
 
 RESULTS_CSV = "results.csv"
@@ -75,6 +80,30 @@ def ranked(frame: pd.DataFrame, *, metric: str, mode: str) -> pd.DataFrame:
         return frame
     ascending = [mode == "min" if c == metric else True for c in by]
     return frame.sort_values(by, ascending=ascending, na_position="last", kind="stable", key=_rank_key)
+
+
+def mark_front(rows: list[dict[str, Any]], objectives: Sequence[Objective]) -> list[str]:
+    """Set each row's ``pareto`` (True: no other trial is as good on every objective and better on one); return the
+    trial ids on the front. A search with one objective has no such column."""
+    if len(objectives) < 2 or not rows:
+        return []
+    frame = pd.DataFrame(rows)
+    front = pareto_mask(frame, objectives)
+    for row, on in zip(rows, front.tolist(), strict=True):
+        row[PARETO] = bool(on)
+    return [str(r["trial_id"]) for r in rows if r[PARETO]]
+
+
+def select_order(rows: list[dict[str, Any]], rule: SelectRule, *, mode: str) -> tuple[list[str], int]:
+    """The trial ids the select ``rule`` allows, best first by ``rule.best`` (``mode``), and how many it allows.
+
+    Ties and trials without a score rank as ``ranked`` puts them.
+    """
+    frame = pd.DataFrame(rows)
+    if frame.empty or rule.best not in frame:
+        return [], 0
+    allowed = frame[eligible(frame, rule) & pd.to_numeric(frame[rule.best], errors="coerce").notna()]
+    return [str(t) for t in ranked(allowed, metric=rule.best, mode=mode)["trial_id"]], len(allowed)
 
 
 def objective(folder: str) -> tuple[str, str]:
@@ -141,7 +170,13 @@ def _fmt(value: Any) -> str:
 
 
 def leaderboard(
-    frame: pd.DataFrame, *, metric: str, mode: str, top: int | None = DEFAULT_TOP, folder: str | None = None
+    frame: pd.DataFrame,
+    *,
+    metric: str,
+    mode: str,
+    top: int | None = DEFAULT_TOP,
+    folder: str | None = None,
+    objectives: Sequence[str] = (),
 ) -> str:
     """The trials best first (``ranked``), at most ``top`` of them (None: every one): config, metric, epochs, seconds.
 
@@ -156,7 +191,7 @@ def leaderboard(
         return "(no trials)"
     config_cols = [c for c in frame.columns if c.startswith("config/")]
     varying = [c for c in config_cols if frame[c].nunique(dropna=False) > 1] or config_cols
-    cols = ["trial_id", metric, "confirmed", "epochs", "seconds", "status", *varying]
+    cols = ["trial_id", metric, *objectives, PARETO, "confirmed", "epochs", "seconds", "status", *varying]
     cols = [c for c in cols if c in frame]
     order = ranked(frame, metric=metric, mode=mode)
     shown = (order if top is None else order.head(top))[cols]

@@ -4,6 +4,8 @@
 ``search_spaces/cifar.yaml``.
 
 - ``_schema``: parsing and validating a space written as plain data (``SearchSpace``, ``Param``, ``Budget``).
+- ``objectives``: a space's further objectives (a trade-off), the Pareto front of a search's trials and the
+  ``select`` rule that picks its registered model.
 - ``overrides``: ``--param NAME=SPEC``, a parameter's bounds, choices or value changed.
 - ``exceptions``: every error the project raises for a user, under ``HpsearchError``
   (at the bottom of the layers, so every package can raise them).
@@ -34,6 +36,7 @@ from search_spaces._schema import (
     smoke_of,
 )
 from search_spaces.exceptions import SpaceError
+from search_spaces.objectives import PARETO, Bound, Objective, SelectRule, eligible, pareto_mask, rule_from_data
 from search_spaces.overrides import apply_overrides
 
 BUILTIN_DIR = Path(__file__).resolve().parent
@@ -110,7 +113,8 @@ def format_spaces() -> str:
         space = get_space(name)
         b = space.budget
         lines.append(f"{name}: {space.description}")
-        lines.append(f"  task {space.task}, metric {space.metric or 'as its task decides'} ({space.mode or '-'})")
+        lines.append(f"  task {space.task}, metric {space.metric or 'as its task decides'} ({space.mode or '-'})"
+                     + "".join(f", objective {o.metric} ({o.mode})" for o in space.objectives))
         lines.append(
             f"  default budget: {b.num_samples} trials, max {b.max_epochs} epochs, "
             f"grace period {b.grace_period}, reduction factor {b.reduction_factor}, "
@@ -133,6 +137,13 @@ def format_spaces() -> str:
 
 __all__ = [
     "INACTIVE",
+    "PARETO",
+    "Bound",
+    "Objective",
+    "SelectRule",
+    "eligible",
+    "pareto_mask",
+    "rule_from_data",
     "BUILTIN_DIR",
     "Budget",
     "Param",

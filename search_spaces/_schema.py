@@ -2,7 +2,8 @@
 
 A space is a dict, written as a YAML file (see ``cifar.yaml``): a name, a
 description, the ``task`` that trains it, the ``metric`` trials report and its
-``mode`` (``max`` or ``min``), ``params`` (one
+``mode`` (``max`` or ``min``), ``objectives`` and ``select`` (further metrics
+to trade against it, and which trial is registered: see ``objectives``), ``params`` (one
 entry per hyperparameter, with its distribution, bounds, unit and a one-line
 description), ``constants`` (fixed settings every trial receives), ``budget``
 (the search's default size), ``trials_per_gpu`` (how many trials share a GPU
@@ -18,12 +19,13 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from search_spaces.exceptions import SpaceError
+from search_spaces.objectives import Objective, SelectRule, check_names, parse_objectives, parse_select
 
 KINDS = ("loguniform", "uniform", "int", "choice", "fixed")
 MODES = ("max", "min")
 TASKS = ("cifar", "imagefolder")  # the built-in tasks (trainables.task.BUILTIN)
-SPACE_KEYS = ("name", "description", "task", "dataset", "metric", "mode", "params", "reference", "constants",
-              "budget", "trials_per_gpu", "smoke")  # fmt: skip
+SPACE_KEYS = ("name", "description", "task", "dataset", "metric", "mode", "objectives", "select", "params",
+              "reference", "constants", "budget", "trials_per_gpu", "smoke")  # fmt: skip
 SMOKE_KEYS = ("budget", "params", "train_size", "val_size", "test_size")
 BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor")
 
@@ -110,6 +112,9 @@ class SearchSpace:
     # names none: its task decides (trainables.task.resolve_objective), and the search's settings hold the result.
     metric: str | None = None
     mode: str | None = None  # whether a higher or a lower metric is better (None: the metric's direction)
+    # Further metrics to trade against the metric (search_spaces.objectives), and which trial is registered.
+    objectives: tuple[Objective, ...] = ()
+    select: SelectRule | None = None
     source: str = ""  # the YAML file the space was read from
 
     @property
@@ -306,8 +311,12 @@ def parse_space(raw: dict[str, Any], *, source: str = "") -> SearchSpace:
         task=_parse_task(raw.get("task", "cifar"), space=name),
         metric=metric,
         mode=mode,
+        objectives=parse_objectives(raw.get("objectives"), space=name),
+        select=parse_select(raw.get("select"), space=name),
         source=source,
     )
+    if metric is not None:  # else its task names the metric, and the search's settings check them then
+        check_names(space.objectives, space.select, metric=metric, space=name)
     for pname in (*(smoke.params if smoke else {}), *space.reference):
         space.param(pname)  # smoke overrides and the reference name real parameters
     return order_conditions(space)

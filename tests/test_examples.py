@@ -64,8 +64,9 @@ def test_a_users_tabular_task_end_to_end(tmp_path, houses_csv, ray_local, monkey
         ({"constants": {"target": "town", "problem": "regression"}}, "set problem: classification"),
         # The problem decides the metric; a space that names one must name one the problem reports.
         ({"constants": {"target": "town", "problem": "classification"}, "metric": "val_rmse", "mode": "min"},
-         "the space's metric 'val_rmse' is not one its task reports (val_acc (max), val_loss (min), train_loss (min)): "
-         "set metric to one of them; or leave metric and mode out of the space: its task then goes by val_acc (max)"),
+         "the space's metric 'val_rmse' is not one its task reports (val_acc (max), val_loss (min), train_loss (min), "
+         "params (min), latency_ms (min)): set metric to one of them; or leave metric and mode out of the space: "
+         "its task then goes by val_acc (max)"),
         ({"metric": "val_rmse", "mode": "max"}, "reports val_rmse as lower is better: set mode: min"),
     ],
 )

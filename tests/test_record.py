@@ -33,6 +33,8 @@ CURRENT = {
     "target": 0.9,
     "confirm": 2,
     "warm_start": "",
+    "objectives": {"params": "min"},
+    "select": {"best": "val_loss", "where": {"params": {"max": 5000.0}}},
 }  # fmt: skip
 
 
@@ -71,6 +73,8 @@ def test_both_layouts_give_the_settings_a_search_resumes_with(tmp_path):
     assert SearchSettings.from_json(current.to_json()) == current
     assert current.resources == Resources(gpus_per_trial=0.5, cpus_per_trial=2.0, worker_start_timeout_s=120.0)
     assert current.run.mlflow_run_id == "abc" and current.params == ["lr=0.1", "batch_size=[64,128]"]
+    assert current.rule().describe(mode="min") == "best val_loss (min) among trials with params <= 5000"
+    assert [(o.metric, o.mode) for o in current.all_objectives()] == [("val_loss", "min"), ("params", "min")]
 
 
 def test_the_part_keys_of_the_flat_layout_are_the_parts_fields():
@@ -84,8 +88,10 @@ def test_the_part_keys_of_the_flat_layout_are_the_parts_fields():
 def test_settings_added_since_read_as_what_an_older_search_did():
     old = {k: v for k, v in _flat(CURRENT).items()
            if k not in ("scheduler", "metric", "mode", "target", "confirm", "warm_start", "space_file",
-                        "workers_per_trial", "worker_start_timeout_s", "compile")}  # fmt: skip
+                        "workers_per_trial", "worker_start_timeout_s", "compile", "objectives", "select")}  # fmt: skip
     record = parse(json.dumps(old))
+    assert [o.metric for o in record.all_objectives()] == ["val_acc"] and record.rule().describe(mode="max") == (
+        "best val_acc (max)")  # fmt: skip
     assert (record.scheduler, record.metric, record.mode, record.target, record.confirm) == (
         "asha", "val_acc", "max", None, 0)  # fmt: skip
     assert record.workers_per_trial == 1 and record.space_source == "cifar"

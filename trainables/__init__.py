@@ -14,4 +14,5 @@
 - ``models``: the CIFAR networks; ``optim``: optimizer, schedule, lookahead;
   ``augment``: whole-batch augmentation on the device.
 - ``checkpoint``: checkpoint files, loaded without running code; ``load_model``.
+- ``footprint``: a model's parameter count and measured inference latency (``params``, ``latency_ms``).
 """

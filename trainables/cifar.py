@@ -43,7 +43,7 @@ class CifarTask:
 
     def metrics(self, constants: dict[str, Any]) -> dict[str, str]:
         return {"val_acc": "max", "val_loss": "min", "train_loss": "min", "images_per_s": "max",
-                "epoch_time_s": "min"}  # fmt: skip
+                "epoch_time_s": "min", "params": "min", "latency_ms": "min"}  # fmt: skip
 
     def config_keys(self, constants: dict[str, Any]) -> tuple[str, ...]:
         return RECIPE_KEYS

@@ -34,6 +34,7 @@ from torchvision.transforms.v2.functional import resize, rgb_to_grayscale
 
 from trainables import augment
 from trainables import device as placement
+from trainables.footprint import footprint
 from trainables.task import Diverged, TaskData, TaskError, TrialContext, class_frame, on_device
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -238,7 +239,7 @@ class ImageFolderTask:
                         example_shape=(-1, -1, -1, -1))  # fmt: skip
 
     def metrics(self, constants: dict[str, Any]) -> dict[str, str]:
-        return {"val_acc": "max", "val_loss": "min", "train_loss": "min"}
+        return {"val_acc": "max", "val_loss": "min", "train_loss": "min", "params": "min", "latency_ms": "min"}
 
     def config_keys(self, constants: dict[str, Any]) -> tuple[str, ...]:
         # Besides these, small_cnn reads width and the torchvision models read pretrained.
@@ -288,6 +289,13 @@ class ImageFolderTask:
         generator = torch.Generator(device=device)
         translate = int(config["translate"])
         net = context.distributed(model)  # DDP at world size > 1: gradients averaged over the ranks
+        one = d["val_x"][:1].to(device)  # what the model costs to keep and to answer one image with
+
+        def answer() -> torch.Tensor:
+            with placement.autocast(device):
+                return model(placement.formatted(one))
+
+        size = footprint(model, answer, device=device)
         for epoch in range(first, int(config["epochs"]) + 1):
             generator.manual_seed(int(config["seed"]) * 100_003 + epoch)  # the same order again after a resume
             order = torch.randperm(n, device=device, generator=generator)
@@ -314,7 +322,7 @@ class ImageFolderTask:
             if not math.isfinite(train_loss):
                 raise Diverged(epoch=epoch, loss=train_loss)
             val_loss, val_acc = self._scores(model, d["val_x"], d["val_y"])
-            metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc}
+            metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc, **size}
             context.report(metrics, lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                              "schedule": schedule.state_dict(), "channels": data["channels"],
                                              "classes": list(data["classes"]), "mean": data["mean"],

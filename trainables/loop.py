@@ -25,6 +25,7 @@ from torch import nn
 
 from trainables import augment
 from trainables.context import Reporter
+from trainables.footprint import footprint
 from trainables.models import build_model
 from trainables.optim import OTHER, Lookahead, build_optimizer, build_schedule, kilostep_scale, retune
 from trainables.task import Diverged
@@ -343,6 +344,9 @@ def train(
         run.load(start)
         first_epoch = int(start["epoch"]) + 1
     momentum = float(config["momentum"])
+    # What the model costs to keep and to answer one image with (its test-time augmentation): every epoch's report.
+    size = footprint(run.raw_model, lambda: logits(run.raw_model, data.val_x[:1], tta=int(config["tta"])),
+                     device=device)  # fmt: skip
     for epoch in range(first_epoch, int(config["epochs"]) + 1):
         t0 = time.perf_counter()
         train_loss = run.epoch(epoch, generator)
@@ -367,6 +371,7 @@ def train(
             "train_time_s": train_seconds,
             "images_per_s": run.steps_per_epoch * run.batch_size / train_seconds,
             "compile_time_s": compile_time,
+            **size,
         }
         report(metrics, lambda epoch=epoch: run.state(epoch))
     return run.raw_model

@@ -39,6 +39,7 @@ from ray import tune
 import results
 from results import storage
 from results.report import HTML, REPORT_DIR
+from search_spaces import PARETO
 from search_spaces.exceptions import HpsearchError, Interrupted
 from tuner.config.checks import make_settings
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S
@@ -95,7 +96,16 @@ class SearchResult:
     def leaderboard(self, *, all: bool = False) -> str:
         """The leaderboard as the summary prints it (the top 20, or every trial)."""
         top = None if all else results.table.DEFAULT_TOP
-        return results.leaderboard(self.table, metric=self.metric, mode=self.mode, top=top, folder=self.folder)
+        return results.leaderboard(self.table, metric=self.metric, mode=self.mode, top=top, folder=self.folder,
+                                   objectives=tuple(self.settings.objectives))  # fmt: skip
+
+    @property
+    def front(self) -> pd.DataFrame:
+        """A trade-off's Pareto front: the rows of ``table`` no other trial beats on every objective (empty for a
+        search with one objective)."""
+        if PARETO not in self.table:
+            return self.table.iloc[0:0]
+        return self.table[self.table[PARETO].astype(str).str.lower() == "true"]
 
     def histories(self) -> dict[str, pd.DataFrame]:
         """Each trial's reports, epoch by epoch."""

@@ -257,9 +257,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"known spaces: {', '.join(space_names())} (see --list-spaces)", file=sys.stderr)
         return e.exit_code
     if result.best is None:
-        print(
-            "error: no trial produced a usable checkpoint; the diverged and failed trials are listed above",
-            file=sys.stderr,
-        )
+        import pandas as pd
+
+        scored = result.metric in result.table and bool(pd.to_numeric(result.table[result.metric]).notna().any())
+        why = "no trial produced a usable checkpoint; the diverged and failed trials are listed above"
+        if settings.select and scored:
+            why = "no trial met the space's select rule, so nothing was registered (the summary above says why)"
+        print(f"error: {why}", file=sys.stderr)
         return 1
     return 0

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from trainables.footprint import footprint
 from trainables.task import Diverged, TaskData, TaskError, TrialContext, class_frame
 
 PROBLEMS = ("regression", "classification")
@@ -146,9 +147,10 @@ class TabularTask:
         return TaskData(trial, {"x": x[test], "y": y[test], "problem": problem}, description, example)
 
     def metrics(self, constants: dict[str, Any]) -> dict[str, str]:
+        size = {"params": "min", "latency_ms": "min"}  # trainables.footprint: what the model costs to keep and run
         if constants.get("problem") == "classification":
-            return {"val_acc": "max", "val_loss": "min", "train_loss": "min"}
-        return {"val_rmse": "min", "val_loss": "min", "train_loss": "min"}
+            return {"val_acc": "max", "val_loss": "min", "train_loss": "min", **size}
+        return {"val_rmse": "min", "val_loss": "min", "train_loss": "min", **size}
 
     def objective(self, constants: dict[str, Any]) -> tuple[str, str]:
         """The problem decides what the search goes by, unless the space names a metric and mode itself."""
@@ -197,6 +199,7 @@ class TabularTask:
         steps = max(1, len(y) // batch)  # whole batches only: each rank's part of one is the same size
         generator = torch.Generator().manual_seed(int(config["seed"]))
         mlp = context.distributed(model[0])  # the MLP alone (regression trains on the standardised target)
+        size = footprint(model, lambda: model(x_val[:1]), device=device)  # one row answered: reported every epoch
         for epoch in range(first, int(config["epochs"]) + 1):
             generator.manual_seed(int(config["seed"]) * 1000 + epoch)  # the same order again after a resume
             model.train()
@@ -217,7 +220,7 @@ class TabularTask:
             if not math.isfinite(train_loss):
                 raise Diverged(epoch=epoch, loss=train_loss)
             scores = self._scores(model, x_val, y_val, problem)
-            metrics = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in scores.items()}}
+            metrics = {"epoch": epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in scores.items()}, **size}
             context.report(metrics, lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                              "dims": [int(x.shape[1]), int(data["outputs"])],
                                              "scale": list(data["scale"]), **data["serving"]})  # fmt: skip

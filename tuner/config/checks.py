@@ -9,14 +9,16 @@ arguments' names with dashes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from results import storage
-from search_spaces import Budget, SearchSpace, get_space, is_path
-from search_spaces.exceptions import UsageError
+from search_spaces import Budget, Objective, SearchSpace, get_space, is_path
+from search_spaces.exceptions import SpaceError, UsageError
+from search_spaces.objectives import check_names
 from trainables.loading import check_config_keys, load_task, resolve_objective
 from trainables.task import TaskError
 from tuner import schedulers
@@ -144,14 +146,20 @@ def make_settings(
     task, constants = load_task(space.task), dict(space.constants)
     try:
         metric, mode = resolve_objective(task, space.metric, space.mode, constants)
-    except TaskError as e:  # a space file's mistake: say which file
-        raise TaskError(f"{space.source or space.name}: {e}") from None
+        objectives = {o.metric: _objective_mode(task, o, constants) for o in space.objectives}
+        check_names(space.objectives, space.select, metric=metric, space=space.name)
+    except (TaskError, SpaceError) as e:  # a space file's mistake: say which file
+        raise type(e)(f"{space.source or space.name}: {e}") from None
+    _check_trade_off(space, searcher=searcher, confirm=confirm)
+    select = dataclasses.replace(space.select, best=space.select.best or metric).as_data() if space.select else {}
     gpus = parse_gpus_per_trial(None if gpus_per_trial is None else str(gpus_per_trial))
     settings = SearchSettings(
         space_name=space.name,
         space_file=space.source,
         metric=metric,
         mode=mode,
+        objectives=objectives,
+        select=select,
         data_dir=str((cwd / data_dir).resolve()),
         budget=budget,
         resources=Resources(gpus_per_trial=gpus, cpus_per_trial=float(cpus_per_trial),
@@ -191,6 +199,31 @@ def make_settings(
             f"a search named '{name}' already exists in {root}: continue it with --resume, or pick another --name"
         )
     return settings
+
+
+def _objective_mode(task: Any, objective: Objective, constants: dict[str, Any]) -> str:
+    """An objective's mode, checked as the metric's is (the task reports it, in that direction)."""
+    try:
+        return resolve_objective(task, objective.metric, objective.mode, constants)[1]
+    except TaskError as e:
+        raise TaskError(f"objectives: {objective.metric}: {e}; or remove it from objectives") from None
+
+
+def _check_trade_off(space: SearchSpace, *, searcher: str, confirm: int) -> None:
+    """Refuse what cannot search over several objectives, naming what can."""
+    if not space.objectives:
+        return
+    names = ", ".join(o.metric for o in space.objectives)
+    if searcher == "bohb":
+        raise UsageError(
+            f"--search bohb models one metric, and space '{space.name}' trades it against {names}: use --search "
+            f"optuna (multi-objective TPE) or random, or remove objectives from the space"
+        )
+    if confirm:
+        raise UsageError(
+            f"--confirm retrains the best configs by one metric, and space '{space.name}' picks its model from "
+            f"the trade-off with {names} by its select rule: leave out --confirm, or remove objectives"
+        )
 
 
 def _resolve(folder: str | None, *, cwd: Path) -> str:

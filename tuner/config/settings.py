@@ -21,7 +21,16 @@ from typing import Any
 
 from results import SEARCH_JSON, SearchRecord, read_record, storage
 from results.record import parse as parse_record
-from search_spaces import Budget, SearchSpace, check_budget, searched_space, smoke_of
+from search_spaces import (
+    Budget,
+    Objective,
+    SearchSpace,
+    SelectRule,
+    check_budget,
+    rule_from_data,
+    searched_space,
+    smoke_of,
+)
 from search_spaces.exceptions import ResultsError, UsageError
 from tuner import schedulers
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S, TrialShape, trial_shape
@@ -104,6 +113,10 @@ class SearchSettings:
     space_file: str = ""  # the YAML file the space was read from (absolute), unless it is a built-in
     metric: str = "val_acc"  # the space's: what ASHA, the searcher and the results go by
     mode: str = "max"
+    # The space's further objectives, metric -> mode (a trade-off: the searcher models them all, results.csv
+    # marks the Pareto front), and its select rule as data (search_spaces.objectives.SelectRule.as_data).
+    objectives: dict[str, str] = field(default_factory=dict)
+    select: dict[str, Any] = field(default_factory=dict)
     target: float | None = None  # --target: a score whose time to reach the summary reports
     confirm: int = 0  # --confirm K: the top K configs retrained over more seeds before one is registered
     warm_start: str = ""  # --warm-start: a finished search's folder whose best configs (and trials) seed this one
@@ -120,7 +133,19 @@ class SearchSettings:
         """The named space with the smoke test's and the user's overrides applied."""
         space = searched_space(self.space_file or self.space_name, smoke_test=self.smoke_test, params=self.params)
         # The metric and mode as resolved when the search started (a space may leave them to its task).
-        return dataclasses.replace(space, metric=self.metric, mode=self.mode)
+        return dataclasses.replace(space, metric=self.metric, mode=self.mode, objectives=self.all_objectives()[1:],
+                                   select=self.rule() if self.objectives else None)  # fmt: skip
+
+    def all_objectives(self) -> tuple[Objective, ...]:
+        """The metric first, then the space's further objectives."""
+        return (Objective(self.metric, self.mode), *(Objective(k, v) for k, v in self.objectives.items()))
+
+    def rule(self) -> SelectRule:
+        """Which trial is registered: the space's select rule, or the best by the metric."""
+        return rule_from_data(self.select, metric=self.metric)
+
+    def mode_of(self, metric: str) -> str:
+        return next(o.mode for o in self.all_objectives() if o.metric == metric)
 
     def with_gpus(self, gpus_per_trial: float) -> SearchSettings:
         return dataclasses.replace(self, resources=dataclasses.replace(self.resources, gpus_per_trial=gpus_per_trial))

@@ -8,6 +8,7 @@ which model version was registered, who is champion, and how to load it.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import pandas as pd
@@ -18,7 +19,7 @@ import results
 from results import cost as cost_module
 from results import storage
 from results.report import HTML, REPORT_DIR, make_report
-from search_spaces import SearchSpace, conditions, mark_inactive
+from search_spaces import SearchSpace, SelectRule, conditions, mark_inactive
 from trainables.loading import load_task
 from trainables.task import TaskData
 from tuner.config.settings import SearchSettings
@@ -78,8 +79,11 @@ def finish(
     metric, mode = settings.metric, settings.mode
     task = load_task(space.task)
     rows = trial_rows(
-        grid, max_epochs=settings.budget.max_epochs, metric=metric, mode=mode, conditions=conditions(space)
-    )
+        grid, max_epochs=settings.budget.max_epochs, metric=metric, mode=mode, conditions=conditions(space),
+        objectives=tuple(settings.objectives),
+    )  # fmt: skip
+    front = results.mark_front(rows, settings.all_objectives())  # a trade-off's Pareto front ([] for one objective)
+    choice = Choice.of(settings, rows)
     gpus, cpus = float(settings.resources.gpus_per_trial), settings.resources.cpus_per_trial
     cost_module.add_trial_costs(rows, gpus_per_trial=gpus, cpus_per_trial=cpus)
     histories = trial_histories(grid)
@@ -102,7 +106,10 @@ def finish(
         tracker.log_confirmation({c.trial_id: c.describe() for c in confirmed})
         winner = confirmed[0]
         tracker.log_metrics({f"confirmed_{metric}_mean": winner.mean, f"confirmed_{metric}_std": winner.std})
-    best = best_trial(grid, metric=metric, mode=mode, only=confirmed[0].trial_id if confirmed else None)
+    if choice is None:
+        best = best_trial(grid, metric=metric, mode=mode, only=confirmed[0].trial_id if confirmed else None)
+    else:  # the space's select rule: the first allowed trial (in its order) with a kept checkpoint
+        best = next(filter(None, (best_trial(grid, metric=metric, mode=mode, only=t) for t in choice.order)), None)
     record: dict[str, Any] | None = None
     registered = None
     if best is not None:
@@ -124,6 +131,11 @@ def finish(
             "cost": cost,
             **confusion,
         }
+        if choice is not None:  # what the registered model was chosen by, and what it trades
+            row = next(r for r in rows if r["trial_id"] == record["trial_id"])
+            record.update({o: row[o] for o in settings.objectives}, objectives=dict(settings.objectives),
+                          select=choice.describe(), pareto=front,
+                          chosen_by={"metric": choice.rule.best, "mode": choice.mode})  # fmt: skip
         if confirmed:
             record["confirm"] = [{"trial_id": c.trial_id, "search_rank": c.rank, "confirmed_rank": c.confirmed_rank,
                                   "mean": c.mean, "std": c.std, "scores": c.scores, "held": c.held}
@@ -139,6 +151,8 @@ def finish(
             record["model_uri"] = registered.uri
             record["registered"] = registered.describe()
         tracker.log_metrics({f"best_{metric}": record[metric], **scores})
+    if front:
+        tracker.log_front(rows, rule=choice.describe() if choice else "")
     frame = results.write(settings.folder, rows, record, metric=metric, mode=mode)
     try:
         report = make_report(settings.folder, histories=histories)
@@ -148,12 +162,15 @@ def finish(
     else:
         tracker.log_report(str(report), note=describe_search(settings, space))
     pruned = prune_checkpoints(
-        rows, folder=settings.folder, keep_trials=settings.run.keep_trials, metric=metric, mode=mode
-    )
+        rows, folder=settings.folder, keep_trials=settings.run.keep_trials, metric=metric, mode=mode,
+        keep={*front, *([record["trial_id"]] if record else [])},  # the front and the chosen: a user picks among them
+    )  # fmt: skip
     if pruned:
         print(f"removed the checkpoints of {len(pruned)} trial(s) outside the top {settings.run.keep_trials}", file=out)
-    tracker.end(status="FINISHED" if record else "FAILED")
+    tracker.end(status="FINISHED" if record or (choice and rows) else "FAILED")  # none met the rule: still done
     print_summary(settings, rows, frame, record, grid, out=out)
+    if choice is not None:
+        print(choice.summary(record, front=front, folder=settings.folder, space=space), file=out)
     if confirmed:
         w = confirmed[0]
         held = ", ".join(f"{c.trial_id} #{c.rank} -> #{c.confirmed_rank}{' (held)' if c.held else ''}"
@@ -177,6 +194,45 @@ def finish(
     return record or {}
 
 
+@dataclass(frozen=True)
+class Choice:
+    """How a search with a select rule (or over a trade-off) picks its registered model."""
+
+    rule: SelectRule
+    mode: str  # the direction of ``rule.best``
+    order: list[str]  # the trial ids the rule allows, best first
+    trials: int  # how many trials there were
+
+    @classmethod
+    def of(cls, settings: SearchSettings, rows: list[dict[str, Any]]) -> Choice | None:
+        """None for a search of one objective without a rule: the best by the metric, as always."""
+        if not settings.objectives and not settings.select:
+            return None
+        rule = settings.rule()
+        mode = settings.mode_of(rule.best)
+        order, _ = results.select_order(rows, rule, mode=mode)
+        return cls(rule=rule, mode=mode, order=order, trials=len(rows))
+
+    def describe(self) -> str:
+        return self.rule.describe(mode=self.mode)
+
+    def summary(self, record: dict[str, Any] | None, *, front: list[str], folder: str, space: SearchSpace) -> str:
+        """What chose the registered model (or why none), and where the front is."""
+        lines = []
+        if front:
+            lines.append(f"Pareto front: {len(front)} of {self.trials} trials ({', '.join(front)}); results.csv marks "
+                         f"them (column pareto), the report draws them")  # fmt: skip
+        met = f"{len(self.order)} of {self.trials} trials met it"
+        if record:
+            lines.append(f"chosen by the space's select rule: {self.describe()} ({met}): trial {record['trial_id']}")
+        else:
+            where = space.source or f"space '{space.name}'"
+            lines.append(f"no trial met the space's select rule ({self.describe()}; {met}), so no model is tested or "
+                         f"registered: loosen select's bounds in {where} and search again, or pick a trial of the "
+                         f"front in {storage.join(folder, results.RESULTS_CSV)}")  # fmt: skip
+        return "\n".join(lines)
+
+
 def print_summary(
     settings: SearchSettings,
     rows: list[dict],
@@ -186,7 +242,8 @@ def print_summary(
     *,
     out: TextIO,
 ) -> None:
-    board = results.leaderboard(frame, metric=settings.metric, mode=settings.mode, folder=settings.folder)
+    board = results.leaderboard(frame, metric=settings.metric, mode=settings.mode, folder=settings.folder,
+                                objectives=tuple(settings.objectives))  # fmt: skip
     reasons = end_reasons(grid)
     print(f"\nleaderboard ({len(rows)} trials, best first):\n{board}", file=out)
     for status, why in (("diverged", "diverged (training loss not finite)"),

@@ -176,7 +176,8 @@ def build_tuner(
         # Define-by-run: Optuna suggests a conditional parameter only where it is active.
         optuna = optuna_searcher(space, metric=settings.metric, mode=settings.mode, seed=settings.seed,
                                  max_epochs=settings.budget.max_epochs, points=points,
-                                 priors=warm.priors if warm else [])  # fmt: skip
+                                 priors=warm.priors if warm else [],
+                                 objectives=settings.all_objectives()[1:])  # fmt: skip
         searcher = ConcurrencyLimiter(optuna, max_concurrent=concurrency)
     elif settings.search == "bohb":
         # The rungs ASHA (or HyperBand) judges at, and the last epoch: the budgets BOHB's model is fitted at.
@@ -231,6 +232,7 @@ def start_tracking(settings: SearchSettings, space: SearchSpace) -> tuple[Search
         uri=settings.run.mlflow_uri,
         experiment=space.name,
         metric=settings.metric,
+        objectives=tuple(settings.objectives),
         conditions=conditions(space),
         search_name=settings.name,
         parent_run_id=settings.run.mlflow_run_id,
@@ -273,7 +275,7 @@ def run_search(settings: SearchSettings, *, out: TextIO | None = None, hooks: Se
 
 def _already_finished(settings: SearchSettings, *, out: TextIO) -> dict[str, Any]:
     board = results.leaderboard(results.load_results(settings.folder), metric=settings.metric, mode=settings.mode,
-                                folder=settings.folder)  # fmt: skip
+                                folder=settings.folder, objectives=tuple(settings.objectives))  # fmt: skip
     print(f"search '{settings.name}' already finished (nothing to run, nothing registered again):\n{board}", file=out)
     best = storage.join(settings.folder, results.BEST_CONFIG)
     return results.load_best(settings.folder) if storage.exists(best) else {}
@@ -339,7 +341,8 @@ def _search(
     )
     warm = None if settings.run.resume else warm_start(settings, space)
     if warm:
-        print(warm.describe(model=settings.search != "random"), file=out)
+        # A multi-objective study is told no priors (tuner.driver.space.optuna_searcher): only their configs.
+        print(warm.describe(model=settings.search != "random" and not settings.objectives), file=out)
     ddp = settings.resources.workers_per_trial > 1
     watch = PlacementWatch(out=out, timeout_s=settings.resources.worker_start_timeout_s if ddp else None)
     callbacks = [tracker, progress, watch, *result_files(), *hooks]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 from ray import tune
 
 from results.table import EARLY_END_FLAGS
-from search_spaces import Param, SearchSpace, condition_holds
+from search_spaces import Objective, Param, SearchSpace, condition_holds
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def optuna_searcher(
     max_epochs: int,
     points: list[dict],
     priors: list[Any],
+    objectives: Sequence[Objective] = (),
 ) -> Any:
     """Ray's ``OptunaSearch`` over ``space`` (define-by-run), trying ``points`` first, knowing ``priors`` already.
 
@@ -105,6 +107,12 @@ def optuna_searcher(
     PRUNED (Ray's own searcher says COMPLETE, so TPE would compare a 2-epoch
     score with full-budget ones), and one that failed, diverged or ran out of
     memory is FAIL.
+
+    With further ``objectives`` (a trade-off), the study is multi-objective
+    (Optuna's TPE over every objective's score at a trial's last epoch). Optuna
+    takes no intermediate values there: a trial stopped early is PRUNED without
+    them, which its TPE counts among the worse configs; the warm start's
+    ``priors`` are not told (their configs are still tried first, as ``points``).
     """
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -114,7 +122,7 @@ def optuna_searcher(
     class Search(OptunaSearch):  # _ot_study, _ot_trials, _completed_trials: Ray 2.60's OptunaSearch
         def _setup_study(self, mode: Any) -> None:
             super()._setup_study(mode)
-            for params, value, epochs in priors:
+            for params, value, epochs in [] if several else priors:
                 distributions_of = {k: distributions[k] for k in params}
                 if epochs < max_epochs:  # stopped early: pruned, as a trial of this search would be
                     trial = optuna.trial.create_trial(state=pruned, params=params, distributions=distributions_of,
@@ -129,12 +137,12 @@ def optuna_searcher(
                 super().on_trial_result(trial_id, result)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            state = optuna_outcome(result, error=error, metric=metric, max_epochs=max_epochs)
+            state = optuna_outcome(result, error=error, metrics=metrics, max_epochs=max_epochs)
             if state is None or trial_id in self._completed_trials or trial_id not in self._ot_trials:
                 super().on_trial_complete(trial_id, result, error)
                 return
             ot_trial = self._ot_trials[trial_id]
-            if state == "pruned":
+            if state == "pruned" and not several:  # a multi-objective study takes no intermediate values
                 # Tune hands the report the scheduler stopped it at to on_trial_complete alone: it is the
                 # trial's last intermediate value, which Optuna gives a PRUNED trial (as its own pruners do).
                 step = int(result.get("training_iteration", result.get("epoch", 0)))
@@ -148,17 +156,23 @@ def optuna_searcher(
             self._completed_trials.add(trial_id)
 
     distributions = optuna_distributions(space)
-    return Search(space=OptunaSpace(space), metric=metric, mode=mode, seed=seed, points_to_evaluate=points or None)
+    several = bool(objectives)
+    metrics = [metric, *(o.metric for o in objectives)]
+    modes = [mode, *(o.mode for o in objectives)]
+    return Search(space=OptunaSpace(space), metric=metrics if several else metric, mode=modes if several else mode,
+                  seed=seed, points_to_evaluate=points or None)  # fmt: skip
 
 
 def _scored(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def optuna_outcome(result: dict | None, *, error: bool, metric: str, max_epochs: int) -> str | None:
-    """How a finished trial ends in Optuna's study: "failed", "pruned", or None (COMPLETE, with its last score)."""
+def optuna_outcome(result: dict | None, *, error: bool, metrics: Sequence[str], max_epochs: int) -> str | None:
+    """How a finished trial ends in Optuna's study: "failed", "pruned", or None (COMPLETE, with its last scores).
+
+    ``metrics``: the search's objectives, the metric first; a trial missing one of them has failed."""
     result = result or {}
-    if error or any(result.get(flag) for flag in EARLY_END_FLAGS) or not _scored(result.get(metric)):
+    if error or any(result.get(flag) for flag in EARLY_END_FLAGS) or not all(_scored(result.get(m)) for m in metrics):
         return "failed"
     if int(result.get("epoch", max_epochs)) < max_epochs:
         return "pruned"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,30 @@ def end_reasons(grid: tune.ResultGrid) -> dict[str, str]:
     return {_trial_id(r): str(r.metrics["end_reason"]) for r in grid if (r.metrics or {}).get("end_reason")}
 
 
+def _at_best(history, *, metric: str, mode: str, names: Sequence[str]) -> dict[str, float]:
+    """``names``' values at the trial's best scored epoch (its earliest of equals): the epoch its kept checkpoint
+    is from, so a trade-off's objectives describe the model that checkpoint holds."""
+    scored = scored_epochs(history, metric) if history is not None else None
+    if scored is None or not len(scored):
+        return dict.fromkeys(names, float("nan"))
+    values = pd.to_numeric(scored[metric], errors="coerce")
+    at = values.idxmax() if mode == "max" else values.idxmin()
+    return {n: float(scored.at[at, n]) if n in scored and pd.notna(scored.at[at, n]) else float("nan") for n in names}
+
+
 def trial_rows(
-    grid: tune.ResultGrid, *, max_epochs: int, metric: str, mode: str, conditions: dict | None = None
+    grid: tune.ResultGrid,
+    *,
+    max_epochs: int,
+    metric: str,
+    mode: str,
+    conditions: dict | None = None,
+    objectives: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """One row per trial: status, epochs, seconds, best and final ``metric`` and other metrics, and its config.
 
     A conditional parameter whose condition did not hold shows as ``inactive``.
+    The space's further ``objectives`` are their values at the trial's best epoch.
     """
     rows = []
     for result in grid:
@@ -83,6 +102,8 @@ def trial_rows(
             f"final_{metric}": metrics.get(metric, float("nan")),
         }
         row.update({k: metrics.get(k, float("nan")) for k in FINAL_METRICS if k != metric})
+        if objectives:
+            row.update(_at_best(history, metric=metric, mode=mode, names=objectives))
         row.update({f"config/{k}": v for k, v in mark_inactive(result.config or {}, conditions or {}).items()})
         row["path"] = result.path
         row["error_log"] = _error_log(result) if result.error is not None else ""
@@ -157,9 +178,10 @@ def failed_trials(grid: tune.ResultGrid) -> list[tuple[str, str, str]]:
 
 
 def prune_checkpoints(
-    rows: list[dict[str, Any]], *, folder: str, keep_trials: int, metric: str, mode: str
+    rows: list[dict[str, Any]], *, folder: str, keep_trials: int, metric: str, mode: str, keep: Collection[str] = ()
 ) -> list[str]:
-    """Delete the checkpoints of all but the ``keep_trials`` best trials; return the trial ids pruned.
+    """Delete the checkpoints of all but the ``keep_trials`` best trials and those in ``keep`` (a trade-off's
+    front, the selected trial); return the trial ids pruned.
 
     Tune (single-process trials) keeps them in the trial's folder; Ray Train (DDP
     trials) in ``<folder>/train/train-<trial id>``.
@@ -168,6 +190,8 @@ def prune_checkpoints(
     pruned = []
     for row in order.iloc[keep_trials:].to_dict("records"):
         trial_id = row["trial_id"]
+        if trial_id in keep:
+            continue
         targets = storage.subfolders(row["path"], prefix="checkpoint_")
         targets += storage.subfolders(storage.join(folder, "train", f"train-{trial_id}"), prefix="checkpoint_")
         for target in targets:

@@ -1,9 +1,10 @@
 """The model registry: a search's best checkpoint as a pyfunc on raw inputs, registered, and who is champion.
 
 Every version carries what it can be compared by (``COMPARABLE``: the metric,
-its mode, the task and the key of the data it was trained and validated on)
-and its score. The ``champion`` alias moves only between versions that share
-all four, and only to a better score; a smoke test's version (a slice of the
+its mode, the task and the key of the data it was trained and validated on;
+and the space's select rule, where one chose it) and its score. The
+``champion`` alias moves only between versions that share all of them, and
+only to a better score; a smoke test's version (a slice of the
 data) never holds it.
 """
 
@@ -25,6 +26,7 @@ from trainables.loading import BUILTIN
 CHAMPION = "champion"  # the alias of the best comparable version: models:/<space>-best@champion
 COMPARABLE = ("metric", "mode", "task", "data_key")  # version tags two versions must share to be compared
 SCORE_TAG = "score"  # the version's value of its metric, in full
+SELECT_TAG = "select"  # the space's select rule that chose the version (absent: the best by its metric)
 SMOKE_TAG = "smoke"  # "true": a --smoke-test search's version, never the champion
 SMOKE_REASON = "a --smoke-test search trains on a slice of the data, and its versions never become the champion"
 SERVED_MODEL = Path(__file__).with_name("served_model.py")  # the pyfunc's code, saved with every version
@@ -172,10 +174,12 @@ def crown(client: Any, name: str, version: str, *, tags: dict[str, str], mode: s
         return holder, SMOKE_REASON
     if held is not None and all(k in held.tags for k in COMPARABLE):
         differ = [k for k in COMPARABLE if held.tags[k] != tags.get(k)]
+        if held.tags.get(SELECT_TAG, "") != tags.get(SELECT_TAG, ""):  # no tag: the best by the metric
+            differ.append(SELECT_TAG)
         if differ:
             said = [_DIFFERENT[k] for k in differ]
             because = said[0] if len(said) == 1 else ", ".join(said[:-1]) + " and " + said[-1]
-            theirs = ", ".join(f"{k} {held.tags[k][:12]}" for k in differ)
+            theirs = ", ".join(f"{k} {held.tags.get(k, 'none')[:60 if k == SELECT_TAG else 12]}" for k in differ)
             return holder, (
                 f"v{holder}, the champion, {because} ({theirs}), so the two are not compared; to make v{version} the "
                 f"champion anyway, set the alias in the MLflow UI or with "
@@ -190,18 +194,23 @@ def crown(client: Any, name: str, version: str, *, tags: dict[str, str], mode: s
 
 
 _DIFFERENT = {"metric": "goes by another metric", "mode": "another mode", "task": "another task",
-              "data_key": "was trained on other data"}  # fmt: skip
+              "data_key": "was trained on other data", "select": "was chosen by another select rule"}  # fmt: skip
 
 
 def version_tags(record: dict[str, Any], *, task: str, data_key: str, smoke: bool) -> dict[str, str]:
     """What a version is compared by and what it scored (``record``: the best trial's entry of best_config.json)."""
-    metric = str(record["metric"])
+    # A select rule may pick by another objective (the lowest latency_ms among accurate enough trials, say):
+    # its versions are compared, and crowned, by that one.
+    chosen_by = record.get("chosen_by") or {}
+    metric, mode = str(chosen_by.get("metric") or record["metric"]), str(chosen_by.get("mode") or record["mode"])
     tags = {"search": str(record["search"]), "trial_id": str(record["trial_id"]), "metric": metric,
-            "mode": str(record["mode"]), "task": task, "data_key": data_key, SMOKE_TAG: str(smoke).lower(),
+            "mode": mode, "task": task, "data_key": data_key, SMOKE_TAG: str(smoke).lower(),
             SCORE_TAG: repr(float(record[metric]))}  # fmt: skip
-    for key in (metric, *record.get("test_metrics", ())):
+    for key in (metric, *record.get("objectives", ()), *record.get("test_metrics", ())):
         if isinstance(record.get(key), (int, float)):
             tags[key] = f"{record[key]:.4f}"
+    if record.get("select"):
+        tags[SELECT_TAG] = str(record["select"])
     return tags
 
 

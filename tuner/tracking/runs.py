@@ -21,7 +21,7 @@ from ray import tune
 
 from results import storage
 from results.table import EARLY_END_FLAGS, trial_status
-from search_spaces import SearchSpace, mark_inactive
+from search_spaces import PARETO, SearchSpace, mark_inactive
 from tuner import schedulers
 from tuner.config.settings import SearchSettings, redact
 from tuner.tracking import registry
@@ -31,12 +31,14 @@ from tuner.tracking.epochs import EpochMetrics
 # And the space's metric. val_*_tta0: the cifar task's scores without test-time augmentation, at the epochs no
 # scheduler judges (val_acc and val_loss are NaN there: trainables.loop.epoch_scores).
 METRIC_KEYS = ("val_acc", "val_loss", "val_acc_tta0", "val_loss_tta0", "train_loss", "lr", "epoch_time_s",
-               "images_per_s")  # fmt: skip
+               "images_per_s", "params", "latency_ms")  # fmt: skip
 TRIAL_TAG = "hpsearch.trial_id"
 OUTCOME_TAG = "hpsearch.outcome"  # completed, stopped (by the scheduler), diverged, infeasible, error
 SEARCH_TAG = "hpsearch.search"
 PARENT_TAG = "mlflow.parentRunId"
 MODEL_TAG = "hpsearch.model_uri"
+PARETO_TAG = "hpsearch.pareto"  # a trade-off's search: "true" for the trials on its Pareto front
+SELECT_TAG = "hpsearch.select"  # the rule that chose the registered model
 CONFIRMED_TAG = "hpsearch.confirmed"  # --confirm: the config's mean score and spread over seeds
 NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -100,7 +102,9 @@ def describe_search(settings: SearchSettings, space: SearchSpace) -> str:
     return (
         f"**{settings.name}**: a {settings.search} search of the `{space.name}` space (task `{space.task}`): "
         f"{b.num_samples} trials of up to {b.max_epochs} epochs, {label} (grace period "
-        f"{b.grace_period}, reduction factor {b.reduction_factor}) by `{settings.metric}` ({settings.mode}).\n\n"
+        f"{b.grace_period}, reduction factor {b.reduction_factor}) by `{settings.metric}` ({settings.mode})"
+        + "".join(f", traded against `{k}` ({v})" for k, v in settings.objectives.items())
+        + ".\n\n"
         f"Searched: {searched}.\n\n"
         f"Each trial is a child run (tag `hpsearch.outcome`: completed, stopped, diverged, infeasible, error); "
         f"the best model is registered as `{space.name}-best` (alias `champion`: the best of the searches "
@@ -132,13 +136,15 @@ class MlflowTracker(EpochMetrics, ResilientClient, tune.Callback):
         offline_reason: str | None = None,
         folder: str = "",
         metric: str = "val_acc",
+        objectives: tuple[str, ...] = (),
         conditions: dict | None = None,
         resume: bool = False,
     ) -> None:
         super().__init__(uri=uri, folder=folder, offline_reason=offline_reason)
         self.conditions = conditions or {}  # conditional params: logged as "inactive" where they do not hold
         self.metric = metric
-        self.metric_keys = tuple(dict.fromkeys((metric, *METRIC_KEYS)))  # logged for every epoch of every trial
+        # Logged for every epoch of every trial: the metric, the space's further objectives, the usual ones.
+        self.metric_keys = tuple(dict.fromkeys((metric, *objectives, *METRIC_KEYS)))
         self.search_name = search_name
         self._running: set[str] = set()  # trials whose child run is open
         self.experiment = experiment
@@ -241,7 +247,7 @@ class MlflowTracker(EpochMetrics, ResilientClient, tune.Callback):
         tags = registry.version_tags(record, task=task, data_key=data_key, smoke=smoke)
         for k, v in tags.items():
             self.client.set_model_version_tag(registered_name, version, k, v)
-        champion, reason = registry.crown(self.client, registered_name, version, tags=tags, mode=str(record["mode"]))
+        champion, reason = registry.crown(self.client, registered_name, version, tags=tags, mode=tags["mode"])
         held_metric, held_score = registry.champion_score(self.client, registered_name, champion)
         return registry.Registered(
             name=registered_name, version=version, metric=self.metric, champion=champion,
@@ -290,6 +296,15 @@ class MlflowTracker(EpochMetrics, ResilientClient, tune.Callback):
             step = int(row.get("epochs") or 0)
             batch = [Metric(name, float(row[key]), now, step) for key, name in names.items()]
             self.client.log_batch(self.child_run(str(row["trial_id"])), metrics=batch)
+
+    @tracked
+    def log_front(self, rows: list[dict[str, Any]], *, rule: str) -> None:
+        """A trade-off's Pareto front: each child run tagged ``hpsearch.pareto`` (true or false); the parent run
+        with the front's size and the rule that chose the registered model."""
+        for row in rows:
+            self.client.set_tag(self.child_run(str(row["trial_id"])), PARETO_TAG, str(bool(row.get(PARETO))).lower())
+        self.client.set_tag(self.parent_run_id, SELECT_TAG, rule)
+        self.log_metrics({"pareto_trials": sum(bool(r.get(PARETO)) for r in rows)})
 
     # --- child runs, one per trial --------------------------------------------------
     def child_run(self, trial_id: str, *, config: dict[str, Any] | None = None, reopen: bool = False) -> str:

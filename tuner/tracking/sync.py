@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import results
 from results import storage
 from results.report import make_report
+from search_spaces import PARETO
 from search_spaces.exceptions import SyncError
 from tuner.config.settings import SearchSettings, redact
 from tuner.driver import provenance
@@ -40,11 +41,16 @@ def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> d
     uri = uri or settings.run.mlflow_uri
     parent = MlflowTracker.find_parent(uri, experiment=settings.space_name, search_name=settings.name)
     tracker = MlflowTracker(uri=uri, experiment=settings.space_name, search_name=settings.name, folder=folder,
-                            parent_run_id=parent, metric=settings.metric)  # fmt: skip
+                            parent_run_id=parent, metric=settings.metric,
+                            objectives=tuple(settings.objectives))  # fmt: skip
     if tracker.offline:
         raise SyncError(f"MLflow at {redact(uri)} is still unavailable: start it, or pass --mlflow-uri")
     tracker.log_search(params=settings.mlflow_params(), tags={"synced_from": folder})
     epochs = sum(_sync_trial(tracker, row) for row in frame.to_dict("records"))
+    if PARETO in frame:  # a trade-off's front, as the search's finish tags it
+        best = results.load_best(folder) if storage.exists(storage.join(folder, results.BEST_CONFIG)) else {}
+        rows = [{**row, PARETO: str(row[PARETO]).lower() == "true"} for row in frame.to_dict("records")]
+        tracker.log_front(rows, rule=str(best.get("select") or settings.rule().describe(mode=settings.mode)))
     _sync_best(tracker, folder, settings, out=out)
     if not tracker.client.list_artifacts(tracker.parent_run_id, "report"):
         tracker.log_report(str(make_report(folder)), note=describe_search(settings, settings.space()))

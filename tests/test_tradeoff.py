@@ -1,0 +1,233 @@
+"""Searches over a trade-off: a space with several objectives, its Pareto front, and the rule that picks the model."""
+
+import itertools
+import json
+import math
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+import results
+from search_spaces import Objective, SpaceError, get_space, pareto_mask, parse_space
+from search_spaces.objectives import parse_select
+from tests.conftest import ROOT
+from tuner.cli import main
+from tuner.driver.space import optuna_searcher
+
+TABULAR = ROOT / "examples" / "tabular" / "space.yaml"
+
+
+def _raw(**change):
+    raw = yaml.safe_load(TABULAR.read_text())
+    raw["params"]["hidden"]["choices"] = [8, 16, 32, 64, 128]
+    return {**raw, **change}
+
+
+def _dominates(a, b, modes):
+    """a beats b: no worse on every objective, better on one (the definition, written out)."""
+    better = [x > y if m == "max" else x < y for x, y, m in zip(a, b, modes, strict=True)]
+    no_worse = [x >= y if m == "max" else x <= y for x, y, m in zip(a, b, modes, strict=True)]
+    return all(no_worse) and any(better)
+
+
+def _front(frame, objectives):
+    names, modes = [o.metric for o in objectives], [o.mode for o in objectives]
+    points = frame[names].to_numpy(dtype=float)
+    valid = np.isfinite(points).all(axis=1)
+    return [bool(valid[i]) and not any(valid[j] and _dominates(points[j], points[i], modes)
+                                       for j in range(len(points)) if j != i)  # fmt: skip
+            for i in range(len(points))]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_front_is_every_trial_no_other_beats(seed):
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"val_acc": rng.choice([0.5, 0.6, 0.7, 0.8, 0.9], 40),  # ties on purpose
+                          "latency_ms": rng.choice([1.0, 2.0, 3.0], 40), "params": rng.integers(100, 200, 40)})
+    frame.loc[rng.choice(40, 4, replace=False), "latency_ms"] = math.nan  # never reported: never on the front
+    for objectives in ([Objective("val_acc", "max"), Objective("latency_ms", "min")],
+                       [Objective("val_acc", "max"), Objective("latency_ms", "min"), Objective("params", "min")],
+                       [Objective("val_acc", "min"), Objective("params", "max")]):  # fmt: skip
+        mask = pareto_mask(frame, objectives)
+        assert mask.tolist() == _front(frame, objectives) and mask.any()
+        if any(o.metric == "latency_ms" for o in objectives):
+            assert not mask[frame["latency_ms"].isna()].any()
+
+
+def test_a_space_states_its_objectives_and_rule():
+    rule = {"best": "latency_ms", "where": {"val_rmse": {"max": 30}, "params": {"max": 5000}}}
+    space = parse_space(_raw(metric="val_rmse", mode="min", objectives={"latency_ms": "min", "params": "min"},
+                             select=rule))  # fmt: skip
+    assert [(o.metric, o.mode) for o in space.objectives] == [("latency_ms", "min"), ("params", "min")]
+    described = space.select.describe(mode="min")
+    assert described == "best latency_ms (min) among trials with val_rmse <= 30 and params <= 5000"
+    rule = parse_select({"where": {"params": {"min": 10, "max": 20}}}, space="s")
+    assert [b.holds(v) for b in rule.where for v in (5, 15, math.nan)] == [False, True, False, True, True, False]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"objectives": {"latency_ms": "fast"}}, "objective latency_ms has mode 'fast', but must be max"),
+        ({"objectives": ["latency_ms"]}, "objectives must map each further metric to max or min"),
+        ({"metric": "val_rmse", "mode": "min", "objectives": {"val_rmse": "min"}}, "val_rmse is named twice"),
+        ({"metric": "val_rmse", "mode": "min", "objectives": {"params": "min"},
+          "select": {"where": {"latency_ms": {"max": 2}}}}, "select names latency_ms, which is not one of"),
+        ({"objectives": {"params": "min"}, "select": {"where": {"params": {"below": 2}}}}, "write {max: VALUE}"),
+        ({"objectives": {"params": "min"}, "select": {"where": {"params": {"max": "2k"}}}}, "must be a finite number"),
+        ({"objectives": {"params": "min"}, "select": {"pick": "params"}}, "select takes `best`"),
+    ],
+)
+def test_a_malformed_trade_off_is_refused_with_the_fix(change, message):
+    with pytest.raises(SpaceError, match=message.replace("(", r"\(").replace("{", r"\{")):
+        parse_space(_raw(**change))
+
+
+def test_optuna_models_every_objective_and_learns_stopped_trials_as_pruned():
+    space = get_space(str(TABULAR))
+    searcher = optuna_searcher(space, metric="val_rmse", mode="min", seed=0, max_epochs=4, points=[], priors=[],
+                               objectives=[Objective("params", "min")])  # fmt: skip
+    for trial_id in ("full", "stopped", "crashed", "unreported"):
+        assert searcher.suggest(trial_id)
+    for epoch in (1, 2, 3):
+        searcher.on_trial_result("full", {"epoch": epoch, "training_iteration": epoch, "val_rmse": 40.0 - epoch,
+                                          "params": 900.0})  # fmt: skip
+    searcher.on_trial_complete("full", {"epoch": 4, "training_iteration": 4, "val_rmse": 30.0, "params": 900.0})
+    searcher.on_trial_complete("stopped", {"epoch": 2, "training_iteration": 2, "val_rmse": 60.0, "params": 100.0})
+    searcher.on_trial_complete("crashed", {"epoch": 1, "val_rmse": 80.0, "params": 100.0}, error=True)
+    searcher.on_trial_complete("unreported", {"epoch": 4, "training_iteration": 4, "val_rmse": 35.0})
+    study = searcher._ot_study
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
+    full, stopped, crashed, unreported = sorted(study.trials, key=lambda t: t.number)
+    assert full.state.name == "COMPLETE" and full.values == [30.0, 900.0]
+    assert stopped.state.name == "PRUNED" and stopped.values is None  # no 2-epoch score taken for a full budget's
+    assert crashed.state.name == "FAIL" and unreported.state.name == "FAIL"  # an objective it never reported
+
+
+def _argv(tmp_path, space, csv, name, *extra):
+    return ["--space", str(space), "--data-dir", str(csv), "--storage-path", str(tmp_path / "runs"), "--name", name,
+            "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--search", "optuna", "--num-samples", "10",
+            "--max-epochs", "4", "--grace-period", "2", "--reduction-factor", "2", *extra]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_trade_off_search_end_to_end(tmp_path, houses_csv, ray_local, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)  # the space names its task as examples.tabular.task:TASK
+    space = tmp_path / "tradeoff.yaml"
+    space.write_text(yaml.safe_dump(_raw(name="tradeoff", objectives={"params": "min"},
+                                         select={"where": {"params": {"max": 3000}}})))  # fmt: skip
+    assert main(_argv(tmp_path, space, houses_csv, "front")) == 0
+    out = capsys.readouterr().out
+    folder = tmp_path / "runs" / "front"
+    frame = results.load_results(folder)
+    objectives = [Objective("val_rmse", "min"), Objective("params", "min")]
+    assert frame["pareto"].tolist() == _front(frame, objectives) and frame["pareto"].any()
+    # params as the task measured it: 7 inputs (area, rooms, age, 4 towns), hidden units, layers, 1 output.
+    for row in frame.to_dict("records"):
+        h, n = int(row["config/hidden"]), int(row["config/layers"])
+        assert row["params"] == (7 + 1) * h + (n - 1) * (h + 1) * h + (h + 1), row
+
+    # The registered model is the rule's: the lowest val_rmse among trials of at most 3000 parameters.
+    allowed = frame[frame["params"] <= 3000]
+    best = json.loads((folder / "best_config.json").read_text())
+    assert best["trial_id"] == allowed.sort_values(["val_rmse", "trial_id"])["trial_id"].iloc[0]
+    assert best["select"] == "best val_rmse (min) among trials with params <= 3000" and best["params"] <= 3000
+    assert sorted(best["pareto"]) == sorted(frame.loc[frame["pareto"], "trial_id"].astype(str))
+    assert f"chosen by the space's select rule: {best['select']} ({len(allowed)} of 10 trials met it)" in out
+    assert "Pareto front:" in out and " pareto " in out  # the leaderboard's column
+    if not frame.loc[frame["trial_id"] == best["trial_id"], "pareto"].item():
+        pytest.fail("the rule's choice is on the front: nothing allowed beats it on both objectives")
+
+    report = (folder / "report" / "report.html").read_text()
+    assert "Trade-off with params" in report and "params &lt;= 3000" in report
+    assert (folder / "report" / "trade_offs.png").stat().st_size > 10_000
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("tradeoff")
+    parent = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'front'")[0]
+    assert parent.data.tags["hpsearch.select"] == best["select"]
+    assert parent.data.metrics["pareto_trials"] == frame["pareto"].sum()
+    children = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")  # fmt: skip
+    tagged = {c.data.tags["hpsearch.trial_id"]: c.data.tags["hpsearch.pareto"] for c in children}
+    assert tagged == {str(t): str(p).lower() for t, p in zip(frame["trial_id"], frame["pareto"], strict=True)}
+    assert all(client.get_metric_history(c.info.run_id, "params") for c in children)
+    version = client.get_model_version("tradeoff-best", "1")
+    assert version.tags["select"] == best["select"] and float(version.tags["params"]) == best["params"]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    table = pd.read_csv(houses_csv)
+    predicted = mlflow.pyfunc.load_model("models:/tradeoff-best/1").predict(table.drop(columns=["price"]).head(20))
+    assert list(predicted.columns) == ["price"] and predicted["price"].notna().all()
+
+    # From Python, the front is the table's pareto rows; --sync to another store tags the front there too.
+    import tuner
+
+    assert sorted(tuner.load(str(folder)).front["trial_id"].astype(str)) == sorted(best["pareto"])
+    assert main(["--sync", str(folder), "--mlflow-uri", f"sqlite:///{tmp_path}/copy.db"]) == 0
+    capsys.readouterr()
+    copy = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/copy.db")
+    synced = copy.search_runs([copy.get_experiment_by_name("tradeoff").experiment_id],
+                              filter_string="tags.`hpsearch.pareto` = 'true'")  # fmt: skip
+    assert sorted(r.data.tags["hpsearch.trial_id"] for r in synced) == sorted(best["pareto"])
+
+    # The front's checkpoints are kept beside the top trials', whatever --keep-trials: a user picks among them.
+    for trial_id in frame.loc[frame["pareto"], "trial_id"]:
+        assert list(folder.glob(f"train_tradeoff_{trial_id}_*/checkpoint_*")), trial_id
+
+    # A bound no trial can meet: the front is still written, and nothing is registered (nor tested).
+    space.write_text(yaml.safe_dump(_raw(name="tradeoff", objectives={"params": "min"},
+                                         select={"where": {"params": {"max": 10}}})))  # fmt: skip
+    assert main(_argv(tmp_path, space, houses_csv, "strict", "--num-samples", "3")) == 1
+    out, err = capsys.readouterr()
+    assert "error: no trial met the space's select rule, so nothing was registered" in err
+    assert "no trial met the space's select rule (best val_rmse (min) among trials with params <= 10; 0 of 3 " in out
+    assert "loosen select's bounds in" in out and "registered as" not in out
+    strict = tmp_path / "runs" / "strict"
+    assert "pareto" in results.load_results(strict) and not (strict / "best_config.json").exists()
+    assert [str(v.version) for v in client.search_model_versions("name = 'tradeoff-best'")] == ["1"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--search", "bohb"), "--search bohb models one metric, and space 'tradeoff' trades it against params"),
+        (("--confirm", "2"), "--confirm retrains the best configs by one metric"),
+    ],
+)
+def test_what_cannot_search_a_trade_off_is_refused(tmp_path, houses_csv, monkeypatch, capsys, extra, message):
+    monkeypatch.chdir(ROOT)
+    space = tmp_path / "tradeoff.yaml"
+    space.write_text(yaml.safe_dump(_raw(name="tradeoff", objectives={"params": "min"})))
+    argv = [a for a in _argv(tmp_path, space, houses_csv, "no") if a not in ("--search", "optuna")]
+    assert main([*argv, *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("objectives", "message"),
+    [
+        ({"flops": "min"}, "objectives: flops: the space's metric 'flops' is not one its task reports"),
+        ({"params": "max"}, "objectives: params: the space says mode: max for params, but its task reports params"),
+    ],
+)
+def test_an_objective_the_task_does_not_report_is_refused(tmp_path, houses_csv, monkeypatch, capsys, objectives,
+                                                          message):  # fmt: skip
+    monkeypatch.chdir(ROOT)
+    space = tmp_path / "tradeoff.yaml"
+    space.write_text(yaml.safe_dump(_raw(name="tradeoff", objectives=objectives)))
+    assert main(_argv(tmp_path, space, houses_csv, "no")) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_each_pair_of_trials_on_the_front_trades_one_objective_for_another():
+    frame = pd.DataFrame({"val_acc": [0.9, 0.8, 0.95, 0.7, 0.9], "latency_ms": [1.0, 0.5, 3.0, 0.6, 1.0]})
+    objectives = [Objective("val_acc", "max"), Objective("latency_ms", "min")]
+    front = frame[pareto_mask(frame, objectives)]
+    assert front.index.tolist() == [0, 1, 2, 4]  # equal trials share the front; 3 is beaten by 1
+    for (_, a), (_, b) in itertools.combinations(front.iterrows(), 2):
+        assert not _dominates(a.tolist(), b.tolist(), ["max", "min"])
