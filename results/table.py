@@ -84,26 +84,37 @@ def ranked(frame: pd.DataFrame, *, metric: str, mode: str) -> pd.DataFrame:
 
 def mark_front(rows: list[dict[str, Any]], objectives: Sequence[Objective]) -> list[str]:
     """Set each row's ``pareto`` (True: no other trial is as good on every objective and better on one); return the
-    trial ids on the front. A search with one objective has no such column."""
+    trial ids on the front, best first by the metric. A search with one objective has no such column."""
     if len(objectives) < 2 or not rows:
         return []
     frame = pd.DataFrame(rows)
     front = pareto_mask(frame, objectives)
     for row, on in zip(rows, front.tolist(), strict=True):
         row[PARETO] = bool(on)
-    return [str(r["trial_id"]) for r in rows if r[PARETO]]
+    first = objectives[0]  # the metric: the front listed as results.csv ranks it
+    return [str(t) for t in ranked(frame[front], metric=first.metric, mode=first.mode)["trial_id"]]
 
 
-def select_order(rows: list[dict[str, Any]], rule: SelectRule, *, mode: str) -> tuple[list[str], int]:
-    """The trial ids the select ``rule`` allows, best first by ``rule.best`` (``mode``), and how many it allows.
+def select_order(rows: list[dict[str, Any]], rule: SelectRule, objectives: Sequence[Objective]) -> list[str]:
+    """The trial ids the select ``rule`` allows, best first by ``rule.best``.
 
-    Ties and trials without a score rank as ``ranked`` puts them.
+    Equal values of ``rule.best`` are ranked by the other ``objectives`` in
+    turn, then by the smaller trial id: the first is then on the Pareto front
+    (no allowed trial beats it on every objective), not one that an equally
+    accurate, smaller or faster trial beats.
     """
     frame = pd.DataFrame(rows)
     if frame.empty or rule.best not in frame:
-        return [], 0
-    allowed = frame[eligible(frame, rule) & pd.to_numeric(frame[rule.best], errors="coerce").notna()]
-    return [str(t) for t in ranked(allowed, metric=rule.best, mode=mode)["trial_id"]], len(allowed)
+        return []
+    scored = pd.Series(True, index=frame.index)
+    for name in {rule.best, *(o.metric for o in objectives)}:  # a trial missing one (failed, diverged) is no choice
+        scored &= pd.to_numeric(frame[name], errors="coerce").notna() if name in frame else False
+    allowed = frame[eligible(frame, rule) & scored]
+    modes = {o.metric: o.mode for o in objectives}
+    by = [rule.best, *(o.metric for o in objectives if o.metric != rule.best and o.metric in frame), "trial_id"]
+    order = allowed.sort_values(by, ascending=[c == "trial_id" or modes[c] == "min" for c in by], na_position="last",
+                                kind="stable", key=_rank_key)  # fmt: skip
+    return [str(t) for t in order["trial_id"]]
 
 
 def objective(folder: str) -> tuple[str, str]:

@@ -134,7 +134,7 @@ def test_a_trade_off_search_end_to_end(tmp_path, houses_csv, ray_local, monkeypa
     # The registered model is the rule's: the lowest val_rmse among trials of at most 3000 parameters.
     allowed = frame[frame["params"] <= 3000]
     best = json.loads((folder / "best_config.json").read_text())
-    assert best["trial_id"] == allowed.sort_values(["val_rmse", "trial_id"])["trial_id"].iloc[0]
+    assert best["trial_id"] == allowed.sort_values(["val_rmse", "params", "trial_id"])["trial_id"].iloc[0]
     assert best["select"] == "best val_rmse (min) among trials with params <= 3000" and best["params"] <= 3000
     assert sorted(best["pareto"]) == sorted(frame.loc[frame["pareto"], "trial_id"].astype(str))
     assert f"chosen by the space's select rule: {best['select']} ({len(allowed)} of 10 trials met it)" in out
@@ -222,6 +222,22 @@ def test_an_objective_the_task_does_not_report_is_refused(tmp_path, houses_csv, 
     space.write_text(yaml.safe_dump(_raw(name="tradeoff", objectives=objectives)))
     assert main(_argv(tmp_path, space, houses_csv, "no")) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_rule_picks_the_best_allowed_and_breaks_ties_by_the_other_objectives():
+    rows = [{"trial_id": "a", "val_acc": 1.0, "latency_ms": 0.9, "params": 900.0},
+            {"trial_id": "b", "val_acc": 1.0, "latency_ms": 0.5, "params": 500.0},  # beats a: as accurate, smaller
+            {"trial_id": "c", "val_acc": 0.9, "latency_ms": 0.1, "params": 100.0},
+            {"trial_id": "d", "val_acc": 1.0, "latency_ms": 3.0, "params": 50.0},  # too slow for the bound
+            {"trial_id": "e", "val_acc": math.nan, "latency_ms": 0.1, "params": 10.0}]  # fmt: skip
+    objectives = [Objective("val_acc", "max"), Objective("latency_ms", "min"), Objective("params", "min")]
+    rule = parse_select({"where": {"latency_ms": {"max": 2}}}, space="s")
+    rule = type(rule)(best="val_acc", where=rule.where)
+    assert results.select_order(rows, rule, objectives) == ["b", "a", "c"]
+    assert results.mark_front(rows, objectives) == ["b", "d", "c"] and [r["pareto"] for r in rows] == [
+        False, True, True, True, False]  # fmt: skip
+    smallest = type(rule)(best="params", where=())
+    assert results.select_order(rows, smallest, objectives) == ["d", "c", "b", "a"]  # e has no val_acc: no choice
 
 
 def test_each_pair_of_trials_on_the_front_trades_one_objective_for_another():

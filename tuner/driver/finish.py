@@ -210,7 +210,7 @@ class Choice:
             return None
         rule = settings.rule()
         mode = settings.mode_of(rule.best)
-        order, _ = results.select_order(rows, rule, mode=mode)
+        order = results.select_order(rows, rule, settings.all_objectives())
         return cls(rule=rule, mode=mode, order=order, trials=len(rows))
 
     def describe(self) -> str:
