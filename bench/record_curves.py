@@ -94,7 +94,7 @@ def curves(folder: str, params: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder to write curves.csv.gz and provenance.json in")
     p.add_argument("--configs", type=int, default=300, help="configs to record (default 300)")
@@ -106,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpus-per-trial", default=None, help="with --space: as the search's flag (default: auto)")
     p.add_argument("--smoke-test", action="store_true", help="with --space: on the space's smoke slice of the data")
     p.add_argument("--concurrent", type=int, default=None, help="trials at once (default: one per CPU)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     import tuner
 

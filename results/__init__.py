@@ -24,6 +24,7 @@ from results.table import (
     mark_front,
     objective,
     select_order,
+    unmet,
     write,
 )
 from results.table import load as load_results
@@ -41,6 +42,7 @@ __all__ = [
     "mark_front",
     "objective",
     "select_order",
+    "unmet",
     "read_record",
     "write",
 ]

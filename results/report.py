@@ -309,7 +309,7 @@ def html_report(view: SearchView, scores: dict[str, float] | None) -> str:
     spent = (view.best or {}).get("cost")
     cost_text = cost.describe(spent, metric=view.metric) if spent else "(no best trial: no cost recorded)"
     board = leaderboard(ranked(view.frame, metric=view.metric, mode=view.mode), metric=view.metric,
-                        mode=view.mode, top=len(view.frame))  # fmt: skip
+                        mode=view.mode, top=len(view.frame), objectives=tuple(view.record.objectives))  # fmt: skip
     best = view.best or {}
     headline = (f"best trial {best.get('trial_id')}: {view.metric} {_number(best.get(view.metric))}"
                 + "".join(f", {k} {_number(best.get(k))}" for k in best.get("test_metrics", ()))

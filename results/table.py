@@ -117,6 +117,13 @@ def select_order(rows: list[dict[str, Any]], rule: SelectRule, objectives: Seque
     return [str(t) for t in order["trial_id"]]
 
 
+def unmet(rows: list[dict[str, Any]], rule: SelectRule, objectives: Sequence[Objective]) -> bool:
+    """Whether trials scored on every objective but none kept within the rule's bounds (nothing to register)."""
+    unbounded = SelectRule(best=rule.best)
+    return bool(rule.where) and not select_order(rows, rule, objectives) and bool(select_order(rows, unbounded,
+                                                                                              objectives))
+
+
 def objective(folder: str) -> tuple[str, str]:
     """The metric and mode a search went by, from its ``search.json`` (``val_acc``, max, where it has none)."""
     record = read_record(folder, missing_ok=True)

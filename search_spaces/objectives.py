@@ -65,9 +65,6 @@ class Bound:
     def describe(self) -> str:
         return f"{self.metric} {BOUND_KEYS[self.side]} {self.value:g}"
 
-    def as_data(self) -> dict[str, dict[str, float]]:
-        return {self.metric: {self.side: self.value}}
-
 
 @dataclass(frozen=True)
 class SelectRule:
@@ -84,10 +81,14 @@ class SelectRule:
         return text
 
     def as_data(self) -> dict[str, Any]:
-        where: dict[str, Any] = {}
-        for b in self.where:
-            where.update(b.as_data())
+        where: dict[str, dict[str, float]] = {}
+        for b in self.where:  # a metric bounded on both sides keeps both
+            where.setdefault(b.metric, {})[b.side] = b.value
         return {"best": self.best, "where": where}
+
+    def plain(self, *, metric: str) -> bool:
+        """Whether the rule is what a search without one does: the best by ``metric``, no bounds."""
+        return not self.where and self.best in ("", metric)
 
 
 def _metric_name(raw: Any, *, where: str) -> str:

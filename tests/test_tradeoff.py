@@ -196,12 +196,17 @@ def test_a_trade_off_search_end_to_end(tmp_path, houses_csv, ray_local, monkeypa
     [
         (("--search", "bohb"), "--search bohb models one metric, and space 'tradeoff' trades it against params"),
         (("--confirm", "2"), "--confirm retrains the best configs by one metric"),
+        (("--confirm", "2", "--select-only"), "--confirm registers the config with the best mean by one metric, and "
+                                              "space 'tradeoff' picks its model by its select rule"),
     ],
 )
 def test_what_cannot_search_a_trade_off_is_refused(tmp_path, houses_csv, monkeypatch, capsys, extra, message):
     monkeypatch.chdir(ROOT)
     space = tmp_path / "tradeoff.yaml"
-    space.write_text(yaml.safe_dump(_raw(name="tradeoff", objectives={"params": "min"})))
+    trade = {"select": {"where": {"val_rmse": {"max": 50}}}} if "--select-only" in extra else {
+        "objectives": {"params": "min"}}  # fmt: skip
+    extra = tuple(a for a in extra if a != "--select-only")
+    space.write_text(yaml.safe_dump(_raw(name="tradeoff", **trade)))
     argv = [a for a in _argv(tmp_path, space, houses_csv, "no") if a not in ("--search", "optuna")]
     assert main([*argv, *extra]) == 2
     assert message in capsys.readouterr().err
@@ -211,8 +216,10 @@ def test_what_cannot_search_a_trade_off_is_refused(tmp_path, houses_csv, monkeyp
 @pytest.mark.parametrize(
     ("objectives", "message"),
     [
-        ({"flops": "min"}, "objectives: flops: the space's metric 'flops' is not one its task reports"),
-        ({"params": "max"}, "objectives: params: the space says mode: max for params, but its task reports params"),
+        ({"flops": "min"}, "objectives: its task does not report flops (it reports val_rmse (min), val_loss (min), "
+                           "train_loss (min), params (min), latency_ms (min)): name one of those under objectives"),
+        ({"params": "max"}, "objectives: its task reports params as min, not max: write `params: min` under "
+                            "objectives"),
     ],
 )
 def test_an_objective_the_task_does_not_report_is_refused(tmp_path, houses_csv, monkeypatch, capsys, objectives,
@@ -238,6 +245,72 @@ def test_the_rule_picks_the_best_allowed_and_breaks_ties_by_the_other_objectives
         False, True, True, True, False]  # fmt: skip
     smallest = type(rule)(best="params", where=())
     assert results.select_order(rows, smallest, objectives) == ["d", "c", "b", "a"]  # e has no val_acc: no choice
+
+
+def test_a_rule_keeps_both_sides_of_a_bound_through_search_json():
+    from search_spaces import rule_from_data
+
+    rule = parse_select({"best": "val_acc", "where": {"params": {"min": 10, "max": 20}, "latency_ms": {"max": 2}}},
+                        space="s")  # fmt: skip
+    again = rule_from_data(rule.as_data(), metric="val_acc")
+    assert again == rule and again.describe(mode="max") == (
+        "best val_acc (max) among trials with params >= 10 and params <= 20 and latency_ms <= 2")  # fmt: skip
+    assert rule_from_data({}, metric="val_acc").plain(metric="val_acc") and not again.plain(metric="val_acc")
+
+
+def test_the_report_that_ends_a_trial_early_carries_every_objective():
+    """Tune requires each metric its searcher models in every report: a diverged trial's too (NaN)."""
+    from trainables.task import Diverged
+    from tuner.trial.process import early_end
+    from tuner.trial.settings import TrialSettings
+
+    settings = TrialSettings(tracking_uri="", metric="val_acc", objectives=("latency_ms", "params"))
+    ended = early_end(Diverged(epoch=3, loss=math.inf), epoch=3, metric="val_acc", settings=settings)
+    assert ended["diverged"] == 1 and all(math.isnan(ended[k]) for k in ("val_acc", "latency_ms", "params"))
+
+
+def test_a_version_carries_the_rule_that_chose_it_and_what_it_scored():
+    from tuner.tracking.registry import version_tags
+
+    record = {"search": "s", "trial_id": "t", "metric": "val_acc", "mode": "max", "val_acc": 0.9, "latency_ms": 0.4,
+              "objectives": {"latency_ms": "min"}, "test_metrics": ["test_acc"], "test_acc": 0.88}  # fmt: skip
+    plain = version_tags({**record, "select": "best val_acc (max)"}, task="cifar", data_key="k", smoke=False)
+    assert "select" not in plain and plain["metric"] == "val_acc"  # compared with versions of plain searches
+    by_speed = {**record, "select": "best latency_ms (min) among trials with val_acc >= 0.85",
+                "chosen_by": {"metric": "latency_ms", "mode": "min"}}  # fmt: skip
+    tags = version_tags(by_speed, task="cifar", data_key="k", smoke=False)
+    assert (tags["metric"], tags["mode"], tags["score"], tags["select"]) == ("latency_ms", "min", "0.4",
+                                                                            by_speed["select"])  # fmt: skip
+    assert tags["val_acc"] == "0.9000" and tags["test_acc"] == "0.8800"
+
+
+def diverging_train(config, context):
+    """A task whose trials with x above 0.6 diverge at epoch 2 (imported by the workers as tests.test_tradeoff)."""
+    from trainables.task import Diverged
+
+    for epoch in range(1, config["epochs"] + 1):
+        if config["x"] > 0.6 and epoch == 2:
+            raise Diverged(epoch=epoch, loss=float("nan"))
+        context.report({"epoch": epoch, "score": config["x"] * epoch, "size": 1.0 - config["x"]})
+
+
+@pytest.mark.slow
+def test_a_trade_off_search_goes_on_past_a_diverged_trial(tmp_path, ray_local, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)  # the space's task, tests.test_tradeoff:diverging_train, is imported from here
+    space = {"name": "mo", "task": "tests.test_tradeoff:diverging_train", "metric": "score", "mode": "max",
+             "objectives": {"size": "min"},
+             "params": {"x": {"kind": "uniform", "low": 0.0, "high": 1.0}},
+             "reference": {"x": 0.9},  # tried first: it diverges at epoch 2
+             "budget": {"num_samples": 6, "max_epochs": 3, "grace_period": 3, "reduction_factor": 2}}  # fmt: skip
+    (tmp_path / "mo.yaml").write_text(yaml.safe_dump(space))
+    argv = ["--space", str(tmp_path / "mo.yaml"), "--data-dir", str(tmp_path), "--search", "optuna", "--storage-path",
+            str(tmp_path / "runs"), "--name", "mo", "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"]  # fmt: skip
+    assert main(argv) == 1  # the task registers no model (no build_model), so there is no best checkpoint either
+    frame = results.load_results(tmp_path / "runs" / "mo")
+    assert len(frame) == 6 and "diverged" in set(frame["status"]) and "error" not in set(frame["status"])
+    diverged = frame[frame["status"] == "diverged"]  # ranked, as in any search, by the epoch before it diverged
+    assert diverged["score"].tolist() == pytest.approx(diverged["config/x"].tolist())
+    assert frame["pareto"].tolist() == _front(frame, [Objective("score", "max"), Objective("size", "min")])
 
 
 def test_each_pair_of_trials_on_the_front_trades_one_objective_for_another():

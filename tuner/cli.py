@@ -257,11 +257,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"known spaces: {', '.join(space_names())} (see --list-spaces)", file=sys.stderr)
         return e.exit_code
     if result.best is None:
-        import pandas as pd
+        import results
 
-        scored = result.metric in result.table and bool(pd.to_numeric(result.table[result.metric]).notna().any())
+        rows = result.table.to_dict("records")
         why = "no trial produced a usable checkpoint; the diverged and failed trials are listed above"
-        if settings.select and scored:
+        if results.unmet(rows, result.settings.rule(), result.settings.all_objectives()):
             why = "no trial met the space's select rule, so nothing was registered (the summary above says why)"
         print(f"error: {why}", file=sys.stderr)
         return 1

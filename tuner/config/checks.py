@@ -19,7 +19,7 @@ from results import storage
 from search_spaces import Budget, Objective, SearchSpace, get_space, is_path
 from search_spaces.exceptions import SpaceError, UsageError
 from search_spaces.objectives import check_names
-from trainables.loading import check_config_keys, load_task, resolve_objective
+from trainables.loading import check_config_keys, load_task, metric_modes, resolve_objective
 from trainables.task import TaskError
 from tuner import schedulers
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S
@@ -203,14 +203,25 @@ def make_settings(
 
 def _objective_mode(task: Any, objective: Objective, constants: dict[str, Any]) -> str:
     """An objective's mode, checked as the metric's is (the task reports it, in that direction)."""
-    try:
-        return resolve_objective(task, objective.metric, objective.mode, constants)[1]
-    except TaskError as e:
-        raise TaskError(f"objectives: {objective.metric}: {e}; or remove it from objectives") from None
+    modes = metric_modes(task, constants)
+    if modes is not None and objective.metric not in modes:
+        listed = ", ".join(f"{k} ({v})" if v else k for k, v in modes.items())
+        raise TaskError(f"objectives: its task does not report {objective.metric} (it reports {listed}): name one of "
+                        f"those under objectives, or report {objective.metric} from the task")  # fmt: skip
+    direction = (modes or {}).get(objective.metric)
+    if direction and direction != objective.mode:
+        raise TaskError(f"objectives: its task reports {objective.metric} as {direction}, not {objective.mode}: "
+                        f"write `{objective.metric}: {direction}` under objectives")  # fmt: skip
+    return objective.mode
 
 
 def _check_trade_off(space: SearchSpace, *, searcher: str, confirm: int) -> None:
-    """Refuse what cannot search over several objectives, naming what can."""
+    """Refuse what cannot search over several objectives, or pick its model by a select rule, naming what can."""
+    if confirm and space.select is not None and not space.select.plain(metric=space.metric or ""):
+        raise UsageError(
+            f"--confirm registers the config with the best mean by one metric, and space '{space.name}' picks its "
+            f"model by its select rule: leave out --confirm, or remove select from the space"
+        )
     if not space.objectives:
         return
     names = ", ".join(o.metric for o in space.objectives)

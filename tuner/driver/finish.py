@@ -167,7 +167,7 @@ def finish(
     )  # fmt: skip
     if pruned:
         print(f"removed the checkpoints of {len(pruned)} trial(s) outside the top {settings.run.keep_trials}", file=out)
-    tracker.end(status="FINISHED" if record or (choice and rows) else "FAILED")  # none met the rule: still done
+    tracker.end(status="FINISHED" if record or (choice and choice.unmet) else "FAILED")  # none met the rule: done
     print_summary(settings, rows, frame, record, grid, out=out)
     if choice is not None:
         print(choice.summary(record, front=front, folder=settings.folder, space=space), file=out)
@@ -202,6 +202,7 @@ class Choice:
     mode: str  # the direction of ``rule.best``
     order: list[str]  # the trial ids the rule allows, best first
     trials: int  # how many trials there were
+    unmet: bool  # trials scored, but none within the rule's bounds
 
     @classmethod
     def of(cls, settings: SearchSettings, rows: list[dict[str, Any]]) -> Choice | None:
@@ -211,7 +212,8 @@ class Choice:
         rule = settings.rule()
         mode = settings.mode_of(rule.best)
         order = results.select_order(rows, rule, settings.all_objectives())
-        return cls(rule=rule, mode=mode, order=order, trials=len(rows))
+        return cls(rule=rule, mode=mode, order=order, trials=len(rows),
+                   unmet=results.unmet(rows, rule, settings.all_objectives()))  # fmt: skip
 
     def describe(self) -> str:
         return self.rule.describe(mode=self.mode)
@@ -225,7 +227,7 @@ class Choice:
         met = f"{len(self.order)} of {self.trials} trials met it"
         if record:
             lines.append(f"chosen by the space's select rule: {self.describe()} ({met}): trial {record['trial_id']}")
-        else:
+        elif self.unmet:
             where = space.source or f"space '{space.name}'"
             lines.append(f"no trial met the space's select rule ({self.describe()}; {met}), so no model is tested or "
                          f"registered: loosen select's bounds in {where} and search again, or pick a trial of the "

@@ -206,10 +206,11 @@ def version_tags(record: dict[str, Any], *, task: str, data_key: str, smoke: boo
     tags = {"search": str(record["search"]), "trial_id": str(record["trial_id"]), "metric": metric,
             "mode": mode, "task": task, "data_key": data_key, SMOKE_TAG: str(smoke).lower(),
             SCORE_TAG: repr(float(record[metric]))}  # fmt: skip
-    for key in (metric, *record.get("objectives", ()), *record.get("test_metrics", ())):
+    shown = (record["metric"], metric, *record.get("objectives", ()), *record.get("test_metrics", ()))
+    for key in dict.fromkeys(shown):
         if isinstance(record.get(key), (int, float)):
             tags[key] = f"{record[key]:.4f}"
-    if record.get("select"):
+    if record.get("select") and record["select"] != f"best {metric} ({mode})":  # not the rule of a search without one
         tags[SELECT_TAG] = str(record["select"])
     return tags
 

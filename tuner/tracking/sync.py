@@ -50,7 +50,8 @@ def sync(folder: str, *, uri: str | None = None, out: TextIO | None = None) -> d
     if PARETO in frame:  # a trade-off's front, as the search's finish tags it
         best = results.load_best(folder) if storage.exists(storage.join(folder, results.BEST_CONFIG)) else {}
         rows = [{**row, PARETO: str(row[PARETO]).lower() == "true"} for row in frame.to_dict("records")]
-        tracker.log_front(rows, rule=str(best.get("select") or settings.rule().describe(mode=settings.mode)))
+        rule = settings.rule()
+        tracker.log_front(rows, rule=str(best.get("select") or rule.describe(mode=settings.mode_of(rule.best))))
     _sync_best(tracker, folder, settings, out=out)
     if not tracker.client.list_artifacts(tracker.parent_run_id, "report"):
         tracker.log_report(str(make_report(folder)), note=describe_search(settings, settings.space()))

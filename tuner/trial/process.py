@@ -107,12 +107,15 @@ def early_end(error: BaseException, *, epoch: int, metric: str, config: dict[str
     configuration ``infeasible`` (on its share of the GPU), while other trials go
     on. Either way the report has no score: its ``metric`` is NaN (``results.table.EARLY_END_FLAGS``),
     and its ``end_reason`` says why, naming the ``config`` and what would fit.
+    A trade-off's further objectives are NaN as well: Tune requires every
+    metric its searcher models in every report.
     """
+    unscored = dict.fromkeys((metric, *(settings.objectives if settings else ())), math.nan)
     if isinstance(error, Diverged):
-        return {"epoch": error.epoch, "train_loss": error.loss, metric: math.nan, "diverged": 1,
+        return {"epoch": error.epoch, "train_loss": error.loss, **unscored, "diverged": 1,
                 END_REASON: f"diverged: the training loss was {error.loss} at epoch {error.epoch}"}  # fmt: skip
     if is_out_of_memory(error):
-        return {"epoch": epoch, metric: math.nan, "infeasible": 1,
+        return {"epoch": epoch, **unscored, "infeasible": 1,
                 END_REASON: out_of_memory_reason(config or {}, epoch=epoch, settings=settings)}  # fmt: skip
     return None
 

@@ -29,6 +29,7 @@ class TrialSettings:
     checkpoint_period_s: float = 0.0  # other epochs are saved once this long has passed (0: every epoch)
     metric: str = "val_acc"  # the space's: what the best checkpoints are kept by
     mode: str = "max"
+    objectives: tuple[str, ...] = ()  # a trade-off's further metrics: NaN too in the report that ends a trial early
     task: str = "cifar"  # the space's task: a built-in's name or package.module:attribute
     conditions: dict[str, dict[str, tuple]] | None = None  # conditional params: dropped where inactive
 

@@ -70,6 +70,7 @@ def make_trainable(
         judged_epochs=scheduler.judged_epochs(settings.budget),
         metric=settings.metric,
         mode=settings.mode,
+        objectives=tuple(settings.objectives),
         task=space.task,
         conditions=conditions(space),
         checkpoint_period_s=settings.run.checkpoint_period_s,
