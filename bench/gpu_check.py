@@ -15,7 +15,7 @@ printed as one table. In the output folder: ``summary.md`` and ``summary.json``
 
 Steps beyond the budget run only when named with ``--steps``, each as a
 device call of its own: ``curves`` records the cifar learning-curve table that
-``bench/efficiency.py --table --curves`` replays (into ``$OUT/curves``).
+``bench/efficiency.py --table DIR`` replays (into ``$OUT/curves``).
 """
 
 from __future__ import annotations

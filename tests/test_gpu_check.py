@@ -30,6 +30,20 @@ def test_the_dry_run_checks_and_prints_the_plan(tmp_path: Path) -> None:
     assert list((tmp_path / "out").iterdir()) == []  # checked writable, nothing left behind, nothing run
 
 
+def test_an_on_demand_step_runs_alone_within_one_device_call(tmp_path: Path, capsys) -> None:
+    """The cifar learning-curve table: over the default run's budget, so a device call of its own."""
+    data = ["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")]
+    assert gpu_check.main([*data, "--dry-run", "--steps", "curves"]) == 0
+    out = capsys.readouterr().out
+    assert "1. curves (timeout 540 s)" in out and f"--out {tmp_path / 'out' / 'curves'}" in out
+    assert "(budget 560 s)" in out and "dry run: every check passed" in out
+    with pytest.raises(SystemExit):
+        gpu_check.main([*data, "--dry-run", "--steps", "curves", "search"])
+    assert "an on-demand step (curves) runs alone" in capsys.readouterr().err
+    assert gpu_check.main([*data, "--dry-run"]) == 0  # the default run leaves it out
+    assert "curves" not in capsys.readouterr().out
+
+
 def test_the_plan_fits_the_budget_and_names_existing_scripts(tmp_path: Path) -> None:
     steps = gpu_check.plan(data_dir="data", scratch=tmp_path)
     assert [s.name for s in steps] == STEPS
