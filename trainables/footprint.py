@@ -19,8 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-REPEATS = 15  # timed answers; the median is reported
-WARM_UP = 3  # answers first, untimed (allocations, kernels chosen)
+REPEATS = 15  # timed answers at most; the median is reported
+MIN_REPEATS = 3  # timed answers at least
+TIME_BUDGET_MS = 200.0  # no more timed answers once they add up to this (a slow model on a CPU: 3 of them)
+WARM_UP = 2  # answers first, untimed (allocations, kernels chosen)
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -40,13 +42,17 @@ def _sync(device: torch.device | None) -> None:
 
 
 def latency_ms(answer: Callable[[], Any], *, device: torch.device | None = None, repeats: int = REPEATS) -> float:
-    """The median milliseconds ``answer()`` takes (one input through the model, as it is served), after warm-up."""
+    """The median milliseconds ``answer()`` takes (one input through the model, as it is served), after warm-up.
+
+    Up to ``repeats`` timed answers, fewer (but ``MIN_REPEATS``) once they have
+    taken ``TIME_BUDGET_MS``: a trial spends a fraction of a second on it.
+    """
     with torch.no_grad():
         for _ in range(WARM_UP):
             answer()
         _sync(device)
-        times = []
-        for _ in range(repeats):
+        times: list[float] = []
+        while len(times) < repeats and (len(times) < MIN_REPEATS or sum(times) < TIME_BUDGET_MS):
             t0 = time.perf_counter()
             answer()
             _sync(device)
