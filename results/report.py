@@ -199,7 +199,11 @@ def png_trade_offs(view: SearchView, path: Path) -> bool:
     for ax, (metric, other, frame) in zip(axes[0], pairs, strict=True):
         ax.scatter(frame[other], frame[metric], color="#9e9e9e", s=18, label="trial")
         on = frame[frame["front"]]
-        ax.plot(on[other], on[metric], color="#d62728", marker="o", drawstyle="steps-post", label="Pareto front")
+        if len(pairs) == 1:  # two objectives: the front is a staircase in this plane
+            ax.plot(on[other], on[metric], color="#d62728", marker="o", drawstyle="steps-post", label="Pareto front")
+        else:  # more: this plane shows the front's trials, not a front of its own
+            label = f"on the Pareto front ({len(pairs) + 1} objectives)"
+            ax.scatter(on[other], on[metric], color="#d62728", label=label)
         picked = frame[frame["trial_id"] == chosen]
         ax.scatter(picked[other], picked[metric], s=160, facecolors="none", edgecolors="black", label="registered")
         for b in view.record.rule().where:
@@ -266,13 +270,15 @@ def _plotly_figures(view: SearchView, scores: dict[str, float] | None) -> list[t
         fig.update_layout(title=f"Parameters of every trial, coloured by {view.metric}")
         figures.append(("Parallel coordinates", fig))
     chosen = str((view.best or {}).get("trial_id"))
-    for metric, other, frame in trade_offs(view):
+    pairs = trade_offs(view)
+    for metric, other, frame in pairs:
         on = frame[frame["front"]]
         picked = frame[frame["trial_id"] == chosen]
         fig = go.Figure([
             go.Scatter(x=frame[other], y=frame[metric], mode="markers", name="trial", text=frame["trial_id"],
                        marker={"color": "#9e9e9e"}),
-            go.Scatter(x=on[other], y=on[metric], mode="lines+markers", line_shape="hv", name="Pareto front",
+            go.Scatter(x=on[other], y=on[metric], mode="lines+markers" if len(pairs) == 1 else "markers",
+                       line_shape="hv", name="Pareto front" if len(pairs) == 1 else "on the Pareto front",
                        text=on["trial_id"], marker={"color": "#d62728"}),
             go.Scatter(x=picked[other], y=picked[metric], mode="markers", name="registered", text=picked["trial_id"],
                        marker={"size": 16, "symbol": "circle-open", "color": "black"}),

@@ -113,3 +113,27 @@ def test_the_report_opens_from_disk(finished, tmp_path):
     for heading in ("Learning curves", "Best so far", "Parallel coordinates", "What it cost", "Leaderboard"):
         assert heading in page, heading
     assert (tmp_path / "report.png").stat().st_size > 20_000
+
+
+def test_a_trade_offs_report_draws_its_front(tmp_path, houses_csv, monkeypatch):
+    """A search over a trade-off (the tabular example, val_rmse against params): its front and bound, drawn."""
+    import yaml
+
+    from tests.conftest import ROOT
+
+    if _chromium() is None:
+        pytest.skip("Chromium is not installed: apt-get install chromium (.ci/run does)")
+    monkeypatch.chdir(ROOT)  # the space names its task as examples.tabular.task:TASK
+    raw = yaml.safe_load((ROOT / "examples" / "tabular" / "space.yaml").read_text())
+    raw.update(name="tradeoff", objectives={"params": "min"}, select={"where": {"params": {"max": 3000}}})
+    (tmp_path / "tradeoff.yaml").write_text(yaml.safe_dump(raw))
+    result = tuner.search(str(tmp_path / "tradeoff.yaml"), data_dir=str(houses_csv), name="front", searcher="optuna",
+                          storage_path=str(tmp_path / "runs"), mlflow_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                          smoke_test=True)  # fmt: skip
+    assert len(result.front) >= 1
+    page = render(Path(result.report).as_uri(), screenshot=tmp_path / "report.png", wait_ms=10_000,
+                  expect="Trade-off with params")  # fmt: skip
+    shown = text(page)
+    assert "Trade-off: val_rmse against params" in shown and "params <= 3000" in shown
+    assert "Pareto front" in shown and "registered" in shown
+    assert page.count('class="main-svg"') >= 5  # the trade-off's plot among the others, drawn offline
