@@ -294,6 +294,29 @@ def diverging_train(config, context):
         context.report({"epoch": epoch, "score": config["x"] * epoch, "size": 1.0 - config["x"]})
 
 
+def forgetful_train(config, context):
+    """A task that never reports the space's second objective (imported by the workers as tests.test_tradeoff)."""
+    for epoch in range(1, config["epochs"] + 1):
+        context.report({"epoch": epoch, "score": config["x"] * epoch})
+
+
+@pytest.mark.slow
+def test_a_task_that_does_not_report_an_objective_is_told_which(tmp_path, ray_local, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    space = {"name": "mo", "task": "tests.test_tradeoff:forgetful_train", "metric": "score", "mode": "max",
+             "objectives": {"size": "min"}, "params": {"x": {"kind": "uniform", "low": 0.0, "high": 1.0}},
+             "budget": {"num_samples": 2, "max_epochs": 2, "grace_period": 2, "reduction_factor": 2}}  # fmt: skip
+    (tmp_path / "mo.yaml").write_text(yaml.safe_dump(space))
+    argv = ["--space", str(tmp_path / "mo.yaml"), "--data-dir", str(tmp_path), "--search", "optuna", "--max-failures",
+            "0", "--storage-path", str(tmp_path / "runs"), "--name", "mo", "--mlflow-uri",
+            f"sqlite:///{tmp_path}/mlflow.db"]  # fmt: skip
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "2 trial(s) failed" in out
+    assert ("task 'tests.test_tradeoff:forgetful_train' reported epoch 1 without size, which the space names under "
+            "objectives: report it every epoch") in out  # fmt: skip
+
+
 @pytest.mark.slow
 def test_a_trade_off_search_goes_on_past_a_diverged_trial(tmp_path, ray_local, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # the space's task, tests.test_tradeoff:diverging_train, is imported from here

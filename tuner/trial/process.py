@@ -28,6 +28,7 @@ import ray
 import torch
 
 from search_spaces import drop_inactive
+from search_spaces.exceptions import TaskError
 from trainables import checkpoint
 from trainables.device import prepare_cuda
 from trainables.loading import load_task
@@ -162,6 +163,13 @@ def run_process(config: dict[str, Any], data: Any, *, settings: TrialSettings, c
     note = [exploit_note(start, config=config, trial_id=channel.trial_id)]  # said once, in the first report
 
     def report(metrics: dict[str, Any], state: Callable[[], dict[str, Any]] | None) -> None:
+        missing = [m for m in settings.objectives if m not in metrics]
+        if missing:  # the searcher models it: a report without it would stop the search (Tune checks each one)
+            raise TaskError(
+                f"task '{settings.task}' reported epoch {metrics.get('epoch')} without {', '.join(missing)}, which the "
+                f"space names under objectives: report it every epoch (trainables.footprint measures params and "
+                f"latency_ms), or remove it from the space's objectives"
+            )
         if rank == 0:
             print(format_metrics(metrics), flush=True)  # one line per epoch in the trial's own stdout file
         # Where and when it ran, in its progress.csv: for clusters, and for the search's time to target.
