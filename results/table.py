@@ -154,13 +154,18 @@ def load(folder: str) -> pd.DataFrame:
                 f"continue it with: python run_tune.py --name <name> --resume"
             )
         raise ResultsError(f"no search folder at {folder}: pass the folder a search wrote, e.g. ray_results/<name>")
-    return pd.read_csv(io.StringIO(storage.read_text(path)))
+    return _read_csv(path)
+
+
+def _read_csv(path: str) -> pd.DataFrame:
+    # A trial id is text: read as a number, "00012345" would lose its zeros and "98e71646" become inf.
+    return pd.read_csv(io.StringIO(storage.read_text(path)), dtype={"trial_id": str})
 
 
 def load_history(trial_path: str) -> pd.DataFrame | None:
     """One trial's reports as its progress.csv in ``trial_path`` holds them; None if it has none."""
     path = storage.join(trial_path, "progress.csv")
-    return pd.read_csv(io.StringIO(storage.read_text(path))) if trial_path and storage.exists(path) else None
+    return _read_csv(path) if trial_path and storage.exists(path) else None
 
 
 def load_histories(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -214,7 +219,8 @@ def leaderboard(
     order = ranked(frame, metric=metric, mode=mode)
     shown = (order if top is None else order.head(top))[cols]
     headers = [c.removeprefix("config/") for c in cols]
-    cells = [[_fmt(v) for v in row] for row in shown.itertuples(index=False)]
+    cells = [[str(v) if c == "trial_id" else _fmt(v) for c, v in zip(cols, row, strict=True)]
+             for row in shown.itertuples(index=False)]  # fmt: skip
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))

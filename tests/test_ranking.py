@@ -30,11 +30,14 @@ def test_ties_rank_the_smaller_trial_id_first():
     assert [line.split()[0] for line in board[2:]] == ["t1", "t2", "t0", "t3"]  # every one: no line of how many
 
 
-def test_trial_ids_rank_as_text_whatever_the_csv_made_of_them(tmp_path):
-    rows = [_row("10", 0.5), _row("9", 0.5)]
-    results.write(str(tmp_path), rows, None, metric="val_acc", mode="max")
-    frame = results.load_results(tmp_path)  # read back as integers
-    assert list(ranked(frame, metric="val_acc", mode="max")["trial_id"]) == [10, 9]  # "10" < "9": as it was written
+def test_trial_ids_are_read_back_and_ranked_as_text(tmp_path):
+    # Tune's ids are 8 hex digits: some look like numbers, and read as numbers they lose zeros or overflow
+    ids = ["10", "9", "00012345", "98e71646", "00035e61"]
+    results.write(str(tmp_path), [_row(t, 0.5) for t in ids], None, metric="val_acc", mode="max")
+    frame = results.load_results(tmp_path)
+    assert list(ranked(frame, metric="val_acc", mode="max")["trial_id"]) == sorted(ids)  # "10" < "9": as text
+    board = results.leaderboard(frame, metric="val_acc", mode="max").splitlines()
+    assert [line.split()[0] for line in board[2:]] == sorted(ids)
 
 
 def test_the_leaderboard_shows_trials_stuck_at_chance_and_says_what_it_leaves_out():
