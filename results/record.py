@@ -28,6 +28,7 @@ from typing import Any
 from results import storage
 from search_spaces import Budget, Objective, SelectRule, rule_from_data
 from search_spaces.exceptions import ResultsError
+from search_spaces.objectives import objectives_of
 
 SEARCH_JSON = "search.json"
 DEFAULT_OBJECTIVE = ("val_acc", "max")  # searches from before spaces named their metric
@@ -80,7 +81,7 @@ class SearchRecord:
 
     def all_objectives(self) -> tuple[Objective, ...]:
         """The metric first, then the further objectives (a search from before objectives has one)."""
-        return (Objective(self.metric, self.mode), *(Objective(str(k), str(v)) for k, v in self.objectives.items()))
+        return objectives_of(self.metric, self.mode, self.objectives)
 
     def rule(self) -> SelectRule:
         """The rule that picked the registered model (the best by the metric, for a search without one)."""

@@ -22,7 +22,7 @@ Plain data and pandas: no Ray, no tuner.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +144,11 @@ def parse_select(raw: Any, *, space: str) -> SelectRule | None:
                 raise SpaceError(f"{where}: {name}'s {side} is {value!r}, but must be a finite number")
             bounds.append(Bound(name, side, float(value)))
     return SelectRule(best=best, where=tuple(bounds))
+
+
+def objectives_of(metric: str, mode: str, further: Mapping[str, str]) -> tuple[Objective, ...]:
+    """A search's objectives: its metric first, then the further ones (metric -> mode, as search.json keeps them)."""
+    return (Objective(metric, mode), *(Objective(str(k), str(v)) for k, v in further.items()))
 
 
 def rule_from_data(raw: dict[str, Any] | None, *, metric: str) -> SelectRule:

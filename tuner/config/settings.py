@@ -32,6 +32,7 @@ from search_spaces import (
     smoke_of,
 )
 from search_spaces.exceptions import ResultsError, UsageError
+from search_spaces.objectives import objectives_of
 from tuner import schedulers
 from tuner.config.resources import DEFAULT_START_TIMEOUT_S, TrialShape, trial_shape
 
@@ -138,7 +139,7 @@ class SearchSettings:
 
     def all_objectives(self) -> tuple[Objective, ...]:
         """The metric first, then the space's further objectives."""
-        return (Objective(self.metric, self.mode), *(Objective(k, v) for k, v in self.objectives.items()))
+        return objectives_of(self.metric, self.mode, self.objectives)
 
     def rule(self) -> SelectRule:
         """Which trial is registered: the space's select rule, or the best by the metric."""

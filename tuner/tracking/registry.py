@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 import trainables
+from search_spaces import SelectRule
 from trainables.loading import BUILTIN
 
 CHAMPION = "champion"  # the alias of the best comparable version: models:/<space>-best@champion
@@ -210,7 +211,7 @@ def version_tags(record: dict[str, Any], *, task: str, data_key: str, smoke: boo
     for key in dict.fromkeys(shown):
         if isinstance(record.get(key), (int, float)):
             tags[key] = f"{record[key]:.4f}"
-    if record.get("select") and record["select"] != f"best {metric} ({mode})":  # not the rule of a search without one
+    if record.get("select") and record["select"] != SelectRule(best=metric).describe(mode=mode):  # not a plain rule
         tags[SELECT_TAG] = str(record["select"])
     return tags
 
